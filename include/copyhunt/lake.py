@@ -1,0 +1,225 @@
+"""The Parquet lake: one dataset per stage, partitioned ``run_date=YYYY-MM-DD``.
+
+A partition is written atomically and deterministically:
+  * rows are sorted by the dataset's key columns and written with fixed writer options and no
+    schema metadata that could vary (pandas metadata is dropped), so re-running a task rewrites
+    byte-identical files;
+  * files are staged in a hidden directory beside the dataset and the finished directory is
+    renamed into place, so a reader never sees a half-written partition; a killed writer leaves
+    only a ``.staging-*`` directory, cleaned by the next write.
+
+Each write refreshes ``_manifests/run_date=D/manifest.json``: every output file of that run date
+with its rows and sha256.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PART_FILE = "part-00000.parquet"
+MANIFESTS = "_manifests"
+# Fixed writer options: any change here changes every file's bytes, so it is a format version.
+WRITER_OPTIONS: dict[str, Any] = dict(
+    compression="zstd",
+    compression_level=3,
+    version="2.6",
+    use_dictionary=True,
+    write_statistics=True,
+    data_page_size=1 << 20,
+)
+
+
+def parse_run_date(value: str | dt.date | dt.datetime) -> dt.date:
+    """Accept 2026-11-21, a date or a datetime; raise ValueError with a clear message otherwise."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip()[:10])
+    except ValueError:
+        raise ValueError(f"run date must look like YYYY-MM-DD, got {value!r}") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file through a temp file in the same directory and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def to_table(frame: pd.DataFrame | pa.Table, sort_by: Sequence[str] = (), schema: pa.Schema | None = None) -> pa.Table:
+    """A sorted Arrow table with no variable metadata."""
+    if isinstance(frame, pd.DataFrame):
+        table = pa.Table.from_pandas(frame, preserve_index=False, schema=schema)
+    else:
+        table = frame.cast(schema) if schema is not None else frame
+    keys = [c for c in sort_by if c in table.column_names]
+    # Sort by the declared keys, then by every column, so ties cannot depend on input order.
+    extra = [c for c in table.column_names if c not in keys and _sortable(table.schema.field(c).type)]
+    if table.num_rows:
+        table = table.sort_by([(c, "ascending") for c in keys + extra])
+    return table.replace_schema_metadata(None)
+
+
+def _sortable(t: pa.DataType) -> bool:
+    return not (pa.types.is_list(t) or pa.types.is_struct(t) or pa.types.is_map(t) or pa.types.is_large_list(t))
+
+
+class Lake:
+    """A local-filesystem lake rooted at ``root``."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    # ---- locations ---------------------------------------------------------------------------
+    def dataset_dir(self, dataset: str) -> Path:
+        if not dataset or "/" in dataset or dataset.startswith((".", "_")):
+            raise ValueError(f"bad dataset name {dataset!r}")
+        return self.root / dataset
+
+    def partition_dir(self, dataset: str, run_date: str | dt.date) -> Path:
+        return self.dataset_dir(dataset) / f"run_date={parse_run_date(run_date).isoformat()}"
+
+    def partition_file(self, dataset: str, run_date: str | dt.date) -> Path:
+        return self.partition_dir(dataset, run_date) / PART_FILE
+
+    def manifest_path(self, run_date: str | dt.date) -> Path:
+        return self.root / MANIFESTS / f"run_date={parse_run_date(run_date).isoformat()}" / "manifest.json"
+
+    def has_partition(self, dataset: str, run_date: str | dt.date) -> bool:
+        return (self.partition_dir(dataset, run_date) / "_SUCCESS").exists()
+
+    def run_dates(self, dataset: str) -> list[dt.date]:
+        """Completed partitions of a dataset, oldest first."""
+        d = self.dataset_dir(dataset)
+        if not d.exists():
+            return []
+        out = []
+        for p in d.glob("run_date=*"):
+            if (p / "_SUCCESS").exists():
+                out.append(parse_run_date(p.name.split("=", 1)[1]))
+        return sorted(out)
+
+    # ---- writing -----------------------------------------------------------------------------
+    def write_partition(
+        self,
+        dataset: str,
+        run_date: str | dt.date,
+        frame: pd.DataFrame | pa.Table,
+        sort_by: Sequence[str] = (),
+        schema: pa.Schema | None = None,
+        extra_files: dict[str, bytes] | None = None,
+    ) -> Path:
+        """Write one partition atomically; returns the partition's Parquet file path."""
+        table = to_table(frame, sort_by, schema)
+        target = self.partition_dir(dataset, run_date)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._clean_stale_staging(target.parent)
+        staging = target.parent / f".staging-{target.name}-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            pq.write_table(table, staging / PART_FILE, **WRITER_OPTIONS)
+            for name, data in sorted((extra_files or {}).items()):
+                (staging / name).write_bytes(data)
+            (staging / "_SUCCESS").write_bytes(b"")
+            for f in staging.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            self._swap_in(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.write_manifest(run_date)
+        return target / PART_FILE
+
+    @staticmethod
+    def _swap_in(staging: Path, target: Path) -> None:
+        # POSIX rename cannot replace a non-empty directory: move the old one aside first. Readers
+        # see the old complete partition, briefly none, then the new complete one; never a part.
+        trash = None
+        if target.exists():
+            trash = target.parent / f".trash-{target.name}-{uuid.uuid4().hex}"
+            os.rename(target, trash)
+        os.rename(staging, target)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+
+    @staticmethod
+    def _clean_stale_staging(parent: Path) -> None:
+        for p in parent.glob(".staging-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        for p in parent.glob(".trash-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    # ---- reading -----------------------------------------------------------------------------
+    def read_table(self, dataset: str, run_date: str | dt.date, columns: Iterable[str] | None = None) -> pa.Table:
+        if not self.has_partition(dataset, run_date):
+            raise FileNotFoundError(f"no complete partition {dataset}/run_date={parse_run_date(run_date)} in {self.root}")
+        return pq.read_table(self.partition_file(dataset, run_date), columns=list(columns) if columns else None)
+
+    def read_frame(self, dataset: str, run_date: str | dt.date, columns: Iterable[str] | None = None) -> pd.DataFrame:
+        return self.read_table(dataset, run_date, columns).to_pandas()
+
+    # ---- manifests ---------------------------------------------------------------------------
+    def manifest(self, run_date: str | dt.date) -> dict[str, Any]:
+        """Every complete partition of this run date, with rows and sha256 of each file."""
+        rd = parse_run_date(run_date).isoformat()
+        datasets: dict[str, Any] = {}
+        if self.root.exists():
+            for ds in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+                part = ds / f"run_date={rd}"
+                if not (part / "_SUCCESS").exists():
+                    continue
+                files = []
+                for f in sorted(part.iterdir()):
+                    if f.name.startswith((".", "_")) or not f.is_file():
+                        continue
+                    entry: dict[str, Any] = {"path": f"{ds.name}/run_date={rd}/{f.name}", "sha256": sha256_file(f), "bytes": f.stat().st_size}
+                    if f.suffix == ".parquet":
+                        entry["rows"] = pq.ParquetFile(f).metadata.num_rows
+                    files.append(entry)
+                datasets[ds.name] = {"files": files, "rows": sum(e.get("rows", 0) for e in files)}
+        return {"run_date": rd, "datasets": datasets}
+
+    def write_manifest(self, run_date: str | dt.date, extra: dict[str, Any] | None = None) -> Path:
+        path = self.manifest_path(run_date)
+        body = self.manifest(run_date)
+        previous = self.read_manifest(run_date)
+        # Run-level facts (code version, config hash, index version) survive partition rewrites.
+        body["run"] = {**previous.get("run", {}), **(extra or {})}
+        atomic_write_json(path, body)
+        return path
+
+    def read_manifest(self, run_date: str | dt.date) -> dict[str, Any]:
+        path = self.manifest_path(run_date)
+        if not path.exists():
+            return {}
+        return json.loads(path.read_text())
