@@ -1,0 +1,72 @@
+"""
+### daily_hunt
+
+The daily run: crawl the seeds, fingerprint every found image, match them against the customer
+index with a Spark job (spark-submit), verify, enrich (operator, dates), price (licence check and
+post-licence value), load the hits database and send the daily digests.
+
+Every task reads and writes its own `run_date=YYYY-MM-DD` partition of the lake and hands the next
+task a small summary, never data. Re-running a task or the whole day gives the same Parquet bytes
+and the same database rows.
+"""
+
+from __future__ import annotations
+
+from copyhunt.orchestration import CUSTOMER_INDEX, DEFAULT_ARGS, RUN_DATE_PARAM_HELP, START_DATE
+from airflow.sdk import Param, dag, get_current_context, task
+
+
+def _stage(name: str, **kwargs) -> dict:
+    """Run one copyhunt stage for this run's partition; heavy imports stay inside the task."""
+    from copyhunt import hunt
+    from copyhunt.config import load_settings
+
+    run_date = hunt.run_date_from_context(get_current_context())
+    result = getattr(hunt, name)(load_settings(), run_date, **kwargs)
+    return {"run_date": run_date.isoformat(), **result}
+
+
+@dag(
+    dag_id="daily_hunt",
+    schedule="0 3 * * *",
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["copyhunt", "daily"],
+    doc_md=__doc__,
+    params={"run_date": Param(None, type=["null", "string"], description=RUN_DATE_PARAM_HELP)},
+)
+def daily_hunt():
+    @task
+    def crawl() -> dict:
+        return _stage("crawl")
+
+    @task
+    def fingerprint(crawled: dict) -> dict:
+        return _stage("fingerprint")
+
+    @task(inlets=[CUSTOMER_INDEX])
+    def match(fingerprinted: dict) -> dict:
+        return _stage("match")
+
+    @task
+    def enrich(matched: dict) -> dict:
+        return _stage("enrich")
+
+    @task
+    def price(enriched: dict) -> dict:
+        return _stage("price")
+
+    @task
+    def load(priced: dict) -> dict:
+        return _stage("load")
+
+    @task
+    def digest(loaded: dict) -> dict:
+        return _stage("digest")
+
+    digest(load(price(enrich(match(fingerprint(crawl()))))))
+
+
+daily_hunt()

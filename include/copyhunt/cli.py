@@ -1,0 +1,190 @@
+"""The ``copyhunt`` command line.
+
+    copyhunt demo                      run the whole daily pipeline on the demo web (make demo)
+    copyhunt demo-web                  serve the generated demo web on loopback
+    copyhunt crawl --seed URL --out D  crawl into pages/images/errors Parquet files
+    copyhunt index build / match       build an index of a folder of images; match a folder against it
+    copyhunt stage NAME --run-date D   run one pipeline stage without Airflow
+    copyhunt summary --run-date D      what a run found and where to look
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="copyhunt: find where registered images are used on the web.", no_args_is_help=True, add_completion=False)
+index_app = typer.Typer(help="Build reference indexes.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+console = Console(stderr=True)
+
+
+def progress_bar(items: Iterable, description: str = "working", total: int | None = None) -> Iterable:
+    """Wrap an iterable in a rich progress bar (on stderr, so stdout stays machine-readable)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def _settings():
+    from copyhunt.config import ConfigError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2)
+
+
+def _run_date(value: Optional[str]) -> dt.date:
+    from copyhunt.lake import parse_run_date
+
+    try:
+        return parse_run_date(value) if value else dt.date.today()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc))
+
+
+@app.command("demo-web")
+def demo_web(
+    out: Path = typer.Option(Path("data/demo-web"), help="Where the generated sites are written."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback only for the demo)."),
+    port: int = typer.Option(8899, help="Port of the demo web's HTTP proxy."),
+) -> None:
+    """Generate the demo web and serve it on loopback as an HTTP proxy until interrupted."""
+    from copyhunt.demo.web import run_demo_web
+
+    settings = _settings()
+    run_demo_web(settings.resolve(out), settings.customers_path, host, port)
+
+
+@app.command()
+def crawl(
+    seed: list[str] = typer.Option([], "--seed", help="Start URL (repeatable)."),
+    seeds_file: Optional[Path] = typer.Option(None, help="File with one start URL per line."),
+    out: Path = typer.Option(..., help="Directory for pages.parquet, images.parquet, errors.parquet."),
+    max_pages: Optional[int] = typer.Option(None, help="Page budget per domain."),
+    allow_private: bool = typer.Option(False, "--allow-private", help="Allow loopback/private addresses (tests, demo)."),
+) -> None:
+    """Crawl from seed URLs (Scrapy, in a subprocess) and write Parquet outputs."""
+    from copyhunt.crawl.runner import run_crawl
+    from copyhunt.hunt import read_seeds
+
+    settings = _settings()
+    seeds = list(seed) + (read_seeds(seeds_file) if seeds_file else [])
+    if not seeds:
+        raise typer.BadParameter("give at least one --seed or --seeds-file")
+    with console.status(f"crawling {len(seeds)} seed(s)"):
+        summary = run_crawl(seeds, out, settings, max_pages=max_pages, allow_private=allow_private or None)
+    console.print(summary)
+
+
+@index_app.command("build")
+def index_build(
+    images: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of reference images; id = file name without extension."),
+    out: Path = typer.Option(..., help="Index directory (created)."),
+    shard_size: Optional[int] = typer.Option(None, help="Entries per Annoy shard."),
+) -> None:
+    """Fingerprint a folder of reference images and build (or extend) an Annoy index."""
+    from copyhunt import standalone
+
+    settings = _settings()
+    result = standalone.build_index_from_folder(images, out, shard_size or settings.shard_size, settings, progress_bar)
+    console.print(result)
+
+
+@app.command()
+def match(
+    index: Path = typer.Option(..., exists=True, file_okay=False, help="Index directory from 'copyhunt index build'."),
+    images: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of images to search for copies."),
+    out: Path = typer.Option(..., help="Parquet file: one row per match."),
+) -> None:
+    """Match every image in a folder against an index (Spark, configured master)."""
+    from copyhunt import standalone
+
+    settings = _settings()
+    n = standalone.match_folder(index, images, out, settings, progress_bar)
+    console.print(f"{n} matches written to {out}")
+
+
+STAGES = ["register", "fingerprint_references", "build_index", "crawl", "fingerprint", "match", "enrich", "price", "load", "digest"]
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="One of: " + ", ".join(STAGES)),
+    run_date: Optional[str] = typer.Option(None, help="Partition date YYYY-MM-DD (default today)."),
+) -> None:
+    """Run one pipeline stage for a run date, outside Airflow (same code the DAG tasks call)."""
+    from copyhunt import hunt, references
+
+    settings = _settings()
+    d = _run_date(run_date)
+    if name == "register":
+        result = {"path": str(references.register_references(settings, d, hunt.customers(settings), progress_bar))}
+    elif name == "fingerprint_references":
+        result = {"path": str(references.fingerprint_references(settings, d, progress_bar))}
+    elif name == "build_index":
+        result = references.build_reference_index(settings, d)
+    elif name == "fingerprint":
+        result = hunt.fingerprint(settings, d, progress_bar)
+    elif name in STAGES:
+        with console.status(f"{name} {d}"):
+            result = getattr(hunt, name)(settings, d)
+    else:
+        raise typer.BadParameter(f"unknown stage {name!r}; one of {', '.join(STAGES)}")
+    typer.echo(json.dumps(result, sort_keys=True, default=str))
+
+
+@app.command()
+def summary(run_date: Optional[str] = typer.Option(None, help="Run date YYYY-MM-DD (default today).")) -> None:
+    """Print what a run crawled, matched and loaded, and where its outputs are."""
+    from copyhunt.hunt import summary as run_summary
+
+    print_summary(run_summary(_settings(), _run_date(run_date)))
+
+
+def print_summary(s: dict) -> None:
+    out = Console()
+    table = Table(title=f"copyhunt run {s['run_date']}", show_header=False)
+    for key in ("pages", "images", "crawl_errors", "matches"):
+        table.add_row(key.replace("_", " "), str(s[key]))
+    for customer, n in sorted(s["hits_per_customer"].items()):
+        table.add_row(f"hits: {customer}", str(n))
+    table.add_row("hits database", s["database"])
+    table.add_row("lake", s["lake"])
+    table.add_row("run manifest", s["manifest"])
+    table.add_row("digests", f"{s['digests']} ({len(s['digest_files'])} e-mails)")
+    out.print(table)
+
+
+@app.command()
+def demo(
+    run_date: Optional[str] = typer.Option(None, help="Run date YYYY-MM-DD (default today)."),
+    port: int = typer.Option(0, help="Port for the demo web (0: any free port)."),
+) -> None:
+    """Serve the demo web, run customer_index and daily_hunt with 'airflow dags test', print a summary."""
+    from copyhunt.demo_run import run_demo
+
+    summary = run_demo(_settings(), _run_date(run_date), port=port, log=console.print)
+    print_summary(summary)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""SQLAlchemy 2 declarative models of the hits database.
+
+Tables: ``customers``, ``images``, ``licences`` (synced from the customers file), ``hits`` (one row
+per (customer, image, page, image URL), upserted by every run), ``hit_events`` (an audit trail of
+changes to a hit's state), ``runs`` (what each run date loaded) and ``digests`` (which daily
+e-mails went out, so none is sent twice).
+
+Text that comes from the web is stored in bounded columns and is cut to the bound by the loader
+(``store.bound_text`` / ``store.bound_url``), never rejected: one absurd page title must not fail a run.
+The schema is created with ``metadata.create_all`` for now; Alembic migrations come later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+    text,
+    true,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# ---- length bounds -------------------------------------------------------------------------------
+ID_MAX = 100  # customer, image and licence ids are ours (customers file), short by construction
+# URLs are bounded in UTF-8 *bytes*, not characters, and lower than titles: page_url and image_url
+# are both in the UNIQUE natural key, and a PostgreSQL btree entry must fit in ~2700 bytes
+# (1/3 of a page). 2 x 1000 bytes + two ids stays under it even for non-ASCII URLs.
+URL_MAX_BYTES = 1000
+TITLE_MAX = 2000
+DOMAIN_MAX = 253  # the longest DNS name
+NAME_MAX = 500  # operator / customer names, e-mail addresses
+SOURCE_MAX = 100  # provenance tags such as "imprint" or "whois"
+SHA256_LEN = 64
+STATUS_MAX = 32
+CURRENCY_LEN = 3  # ISO 4217
+
+# Bigint ids on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+    email: Mapped[str] = mapped_column(String(NAME_MAX))
+    digest_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Bookkeeping only (when the row was first synced); never part of any hit or digest.
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Image(Base):
+    __tablename__ = "images"
+
+    customer_id: Mapped[str] = mapped_column(
+        String(ID_MAX), ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
+    title: Mapped[str | None] = mapped_column(String(TITLE_MAX))
+    sha256: Mapped[str | None] = mapped_column(String(SHA256_LEN))
+    path: Mapped[str | None] = mapped_column(String(TITLE_MAX))
+
+
+class Licence(Base):
+    __tablename__ = "licences"
+
+    id: Mapped[str] = mapped_column(String(ID_MAX), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        String(ID_MAX), ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    licensee_domain: Mapped[str] = mapped_column(String(DOMAIN_MAX))
+    image_ids: Mapped[str] = mapped_column(Text, default="[]")  # JSON list; ["*"] = every image
+    valid_from: Mapped[dt.date | None] = mapped_column(Date)
+    valid_to: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class Hit(Base):
+    """One use of a customer's image: an image URL embedded in a page URL.
+
+    Dates are run dates, never wall-clock times, so re-running a day reproduces the same rows.
+    """
+
+    __tablename__ = "hits"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "image_id", "page_url", "image_url", name="uq_hits_natural_key"),
+        # A hit must name an image that the same customer registered: tenant integrity in the schema.
+        ForeignKeyConstraint(
+            ["customer_id", "image_id"], ["images.customer_id", "images.image_id"], ondelete="CASCADE"
+        ),
+        Index("ix_hits_customer_first_seen", "customer_id", "first_seen"),  # the daily digest
+        Index("ix_hits_customer_online_last_seen", "customer_id", "online", "last_seen"),  # offline marking
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(ID_MAX))
+    image_id: Mapped[str] = mapped_column(String(ID_MAX))
+    page_url: Mapped[str] = mapped_column(String(URL_MAX_BYTES))
+    image_url: Mapped[str] = mapped_column(String(URL_MAX_BYTES))
+    score: Mapped[float] = mapped_column(Float)
+    page_title: Mapped[str | None] = mapped_column(String(TITLE_MAX))
+    domain: Mapped[str | None] = mapped_column(String(DOMAIN_MAX))
+    registrable_domain: Mapped[str | None] = mapped_column(String(DOMAIN_MAX))
+    operator_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    operator_source: Mapped[str | None] = mapped_column(String(SOURCE_MAX))
+    published_at: Mapped[dt.date | None] = mapped_column(Date)
+    published_source: Mapped[str | None] = mapped_column(String(SOURCE_MAX))
+    first_seen: Mapped[dt.date] = mapped_column(Date)
+    last_seen: Mapped[dt.date] = mapped_column(Date)
+    online: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    licensed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A soft reference: pricing reads licences from the customers file, which may be ahead of the DB.
+    licence_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    license_value_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    currency: Mapped[str] = mapped_column(String(CURRENCY_LEN), default="EUR", server_default="EUR")
+    value_breakdown: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON
+    region: Mapped[str | None] = mapped_column(Text)  # JSON: where in the page image the match is
+    image_sha256: Mapped[str | None] = mapped_column(String(SHA256_LEN))
+    html_sha256: Mapped[str | None] = mapped_column(String(SHA256_LEN))
+    # Workflow state, owned by people (inbox), never touched by the loader.
+    status: Mapped[str] = mapped_column(String(STATUS_MAX), default="new", server_default="new")
+
+
+class HitEvent(Base):
+    """A change of a hit's state (went offline, came back, workflow status), for the audit trail."""
+
+    __tablename__ = "hit_events"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    hit_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("hits.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(STATUS_MAX))
+    note: Mapped[str | None] = mapped_column(String(TITLE_MAX))
+
+
+class Run(Base):
+    """What the load of one run date did (the latest load of that date wins)."""
+
+    __tablename__ = "runs"
+
+    run_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    frame_rows: Mapped[int] = mapped_column(Integer, default=0)
+    inserted: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    marked_offline: Mapped[int] = mapped_column(Integer, default=0)
+    total_hits: Mapped[int] = mapped_column(Integer, default=0)
+    load_count: Mapped[int] = mapped_column(Integer, default=1)  # > 1 when the date was re-run
+    stats: Mapped[str] = mapped_column(Text, default="{}")  # JSON, per-customer counts
+
+
+class Digest(Base):
+    """A digest e-mail that went out; its primary key is what stops a second send."""
+
+    __tablename__ = "digests"
+
+    customer_id: Mapped[str] = mapped_column(
+        String(ID_MAX), ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    run_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    sent_via: Mapped[str] = mapped_column(String(16))  # 'smtp' | 'outbox'
+    message_id: Mapped[str] = mapped_column(String(NAME_MAX))
+    path: Mapped[str | None] = mapped_column(String(TITLE_MAX))  # the .eml file, for 'outbox'
+    hit_count: Mapped[int] = mapped_column(Integer)
+
+
+metadata = Base.metadata

@@ -1,0 +1,282 @@
+"""The daily_hunt stages. Each takes settings and a run date, reads the partitions it needs and
+writes its own, and returns a small dict of figures (what the Airflow task logs and returns).
+
+    crawl -> fingerprint -> match (spark-submit) -> enrich -> price -> load -> digest
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from copyhunt.blobs import LocalBlobStore
+from copyhunt.config import Settings
+from copyhunt.demo.customers import load_customers
+from copyhunt.fingerprint import query_hashes
+from copyhunt.imaging import BadImage, load_normalised_with_box
+from copyhunt.lake import Lake
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MATCH_JOB = REPO_ROOT / "jobs" / "match.py"
+FINGERPRINT_COLUMNS = ["image_sha256", "window", "x0", "y0", "x1", "y1", "phash", "trim_x0", "trim_y0", "trim_x1", "trim_y1"]
+
+Progress = Callable[..., Iterable]
+
+
+def _plain(items: Iterable, **_: object) -> Iterable:
+    return items
+
+
+def customers(settings: Settings) -> list:
+    return load_customers(settings.customers_path, settings.home)
+
+
+def read_seeds(path: Path) -> list[str]:
+    if not path.exists():
+        raise FileNotFoundError(f"seeds file {path} does not exist (set COPYHUNT_SEEDS_FILE)")
+    seeds = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            seeds.append(line)
+    if not seeds:
+        raise ValueError(f"seeds file {path} names no URL")
+    return seeds
+
+
+# ---- crawl -------------------------------------------------------------------------------------
+def crawl(settings: Settings, run_date: dt.date, force: bool = False) -> dict:
+    """Crawl the seeds into the ``pages``, ``images`` and ``crawl_errors`` partitions.
+
+    A day's crawl is its evidence snapshot: once complete it is kept (re-running the task is a
+    no-op) unless ``force`` is given; every later stage recomputes from it.
+    """
+    from copyhunt.crawl.runner import run_crawl
+
+    lake = Lake(settings.lake)
+    if not force and all(lake.has_partition(d, run_date) for d in ("pages", "images", "crawl_errors")):
+        return {"skipped": True, **_crawl_counts(lake, run_date)}
+    staging = settings.lake / ".crawl-staging" / f"{run_date.isoformat()}-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        run_crawl(read_seeds(settings.seeds_path), staging, settings)
+        for dataset, name, keys in (("pages", "pages.parquet", ["url"]), ("images", "images.parquet", ["page_url", "image_url"]), ("crawl_errors", "errors.parquet", ["url"])):
+            lake.write_partition(dataset, run_date, pq.read_table(staging / name), sort_by=keys)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"skipped": False, **_crawl_counts(lake, run_date)}
+
+
+def _crawl_counts(lake: Lake, run_date: dt.date) -> dict:
+    m = lake.manifest(run_date)["datasets"]
+    return {k: m.get(d, {}).get("rows", 0) for k, d in (("pages", "pages"), ("images", "images"), ("errors", "crawl_errors"))}
+
+
+# ---- fingerprint -------------------------------------------------------------------------------
+def fingerprint_one(args: tuple[str, str, int]) -> tuple[str, list[dict], str | None]:
+    blob_root, sha, max_pixels = args
+    try:
+        image, box = load_normalised_with_box(LocalBlobStore(blob_root).get(sha), max_pixels)
+    except BadImage as exc:
+        return sha, [], exc.reason
+    except KeyError:
+        return sha, [], "missing-blob"
+    rows = [{"image_sha256": sha, "window": w.window, "x0": w.x0, "y0": w.y0, "x1": w.x1, "y1": w.y1, "phash": w.phash,
+             "trim_x0": box[0], "trim_y0": box[1], "trim_x1": box[2], "trim_y1": box[3]} for w in query_hashes(image)]
+    return sha, rows, None
+
+
+def fingerprint(settings: Settings, run_date: dt.date, progress: Progress = _plain, workers: int | None = None) -> dict:
+    """Window hashes of every distinct image downloaded by the crawl (each blob hashed once)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    lake = Lake(settings.lake)
+    images = lake.read_frame("images", run_date, columns=["blob_sha256"])
+    shas = sorted(set(images["blob_sha256"].dropna()))
+    jobs = [(str(settings.blob_root), s, settings.max_image_pixels) for s in shas]
+    rows: list[dict] = []
+    errors: list[dict] = []
+    workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for sha, found, error in progress(pool.map(fingerprint_one, jobs, chunksize=8), total=len(jobs), description="fingerprint images"):
+            rows.extend(found)
+            if error:
+                errors.append({"image_sha256": sha, "reason": error})
+    frame = pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS).astype({"phash": "int64"})
+    lake.write_partition("image_fingerprints", run_date, frame, sort_by=["image_sha256", "window"])
+    lake.write_partition("fingerprint_errors", run_date, pd.DataFrame(errors, columns=["image_sha256", "reason"]), sort_by=["image_sha256"])
+    return {"images": len(shas), "windows": len(frame), "errors": len(errors)}
+
+
+# ---- match -------------------------------------------------------------------------------------
+def spark_submit_command(settings: Settings, args: list[str]) -> list[str]:
+    spark_submit = Path(sys.executable).with_name("spark-submit")
+    return [str(spark_submit), "--master", settings.spark_master, "--conf", "spark.ui.enabled=false",
+            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", "spark.driver.memory=2g", str(MATCH_JOB), *args]
+
+
+def run_spark_job(settings: Settings, args: list[str], log_path: Path | None = None) -> None:
+    env = {**os.environ, **settings.as_env(), "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    proc = subprocess.run(spark_submit_command(settings, args), env=env, capture_output=True, text=True)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.splitlines()[-30:])
+        raise RuntimeError(f"spark-submit failed with exit code {proc.returncode}:\n{tail}")
+
+
+def match(settings: Settings, run_date: dt.date) -> dict:
+    """Spark-parallel ANN search against the index version of this run date, then verification."""
+    from copyhunt.references import index_version_for
+
+    lake = Lake(settings.lake)
+    version = index_version_for(settings, run_date)
+    fingerprints = lake.partition_file("image_fingerprints", run_date)
+    if not lake.has_partition("image_fingerprints", run_date):
+        raise FileNotFoundError(f"no fingerprints for {run_date}: run the fingerprint task first")
+    args = ["--fingerprints", str(fingerprints), "--index-dir", str(settings.index_root), "--index-version", version,
+            "--query-blobs", str(settings.blob_root), "--ref-blobs", str(settings.blob_root),
+            "--lake", str(settings.lake), "--run-date", run_date.isoformat()]
+    run_spark_job(settings, args, settings.lake / "_logs" / f"run_date={run_date.isoformat()}" / "match.log")
+    lake.write_manifest(run_date, extra={"index_version": version})
+    matches = lake.read_frame("matches", run_date)
+    return {"matches": len(matches), "index_version": version}
+
+
+# ---- enrich and price --------------------------------------------------------------------------
+def _html_reader(settings: Settings):
+    blobs = LocalBlobStore(settings.blob_root)
+
+    def read(sha: str | None) -> bytes | None:
+        if not isinstance(sha, str):
+            return None
+        try:
+            return blobs.get(sha)
+        except (KeyError, ValueError):
+            return None
+
+    return read
+
+
+def enrich(settings: Settings, run_date: dt.date) -> dict:
+    from copyhunt.enrich import enrich_matches
+
+    lake = Lake(settings.lake)
+    frame = enrich_matches(lake.read_frame("matches", run_date), lake.read_frame("images", run_date), lake.read_frame("pages", run_date),
+                           customers(settings), _html_reader(settings), run_date)
+    lake.write_partition("enriched", run_date, frame, sort_by=["customer_id", "image_id", "page_url", "image_url"])
+    return {"enriched": len(frame), "with_operator": int(frame["operator_name"].notna().sum()), "with_date": int(frame["published_at"].notna().sum())}
+
+
+def first_seen_history(settings: Settings, run_date: dt.date) -> dict:
+    """(customer, image, page, image URL) -> first run date it was found, from earlier partitions."""
+    lake = Lake(settings.lake)
+    seen: dict = {}
+    for d in lake.run_dates("enriched"):
+        if d >= run_date:
+            break
+        f = lake.read_frame("enriched", d, columns=["customer_id", "image_id", "page_url", "image_url"])
+        for key in f.itertuples(index=False, name=None):
+            seen.setdefault(key, d.isoformat())
+    return seen
+
+
+def price(settings: Settings, run_date: dt.date) -> dict:
+    from copyhunt.pricing import load_rate_card, price_hits
+
+    lake = Lake(settings.lake)
+    card = load_rate_card()
+    frame = price_hits(lake.read_frame("enriched", run_date), customers(settings), card, run_date, first_seen_history(settings, run_date))
+    lake.write_partition("priced", run_date, frame, sort_by=["customer_id", "image_id", "page_url", "image_url"])
+    lake.write_manifest(run_date, extra={"rate_card_version": card.version})
+    return {"priced": len(frame), "licensed": int(frame["licensed"].sum()) if len(frame) else 0,
+            "claim_value_cents": int(frame["license_value_cents"].sum()) if len(frame) else 0}
+
+
+# ---- load and digest ---------------------------------------------------------------------------
+def load(settings: Settings, run_date: dt.date) -> dict:
+    from copyhunt.hitsdb.store import create_schema, load_hits, make_engine, sync_customers
+
+    engine = make_engine(settings.database_url)
+    try:
+        create_schema(engine)
+        sync_customers(engine, customers(settings))
+        stats = load_hits(engine, Lake(settings.lake).read_frame("priced", run_date), run_date)
+    finally:
+        engine.dispose()
+    return dict(vars(stats)) if hasattr(stats, "__dict__") else dict(stats._asdict())
+
+
+def digest(settings: Settings, run_date: dt.date) -> dict:
+    from copyhunt.hitsdb.digest import send_digests
+    from copyhunt.hitsdb.store import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        results = send_digests(engine, run_date, settings, settings.blob_root)
+    finally:
+        engine.dispose()
+    return {"digests": len(results)}
+
+
+def summary(settings: Settings, run_date: dt.date) -> dict:
+    """Figures for the end of a run: what was crawled, matched and loaded, and where to look."""
+    from copyhunt.hitsdb.store import count_hits, make_engine
+
+    lake = Lake(settings.lake)
+    m = lake.manifest(run_date)["datasets"]
+    engine = make_engine(settings.database_url)
+    try:
+        hits = count_hits(engine)
+    finally:
+        engine.dispose()
+    outbox = settings.outbox / run_date.isoformat()
+    return {
+        "run_date": run_date.isoformat(),
+        "pages": m.get("pages", {}).get("rows", 0),
+        "images": m.get("images", {}).get("rows", 0),
+        "crawl_errors": m.get("crawl_errors", {}).get("rows", 0),
+        "matches": m.get("matches", {}).get("rows", 0),
+        "hits_per_customer": hits,
+        "database": settings.database_url,
+        "lake": str(lake.root),
+        "manifest": str(lake.manifest_path(run_date)),
+        "digests": str(outbox),
+        "digest_files": sorted(p.name for p in outbox.glob("*.eml")) if outbox.exists() else [],
+    }
+
+
+def run_date_from_context(context: dict) -> dt.date:
+    """The partition a task run writes: params.run_date, else the logical date, else run_after.
+
+    Airflow 3 manual and asset-triggered runs may have no logical date, so it is derived here
+    explicitly rather than assumed.
+    """
+    params = context.get("params") or {}
+    if params.get("run_date"):
+        from copyhunt.lake import parse_run_date
+
+        return parse_run_date(params["run_date"])
+    for key in ("logical_date", "data_interval_end"):
+        value = context.get(key)
+        if value is not None:
+            return value.date()
+    dag_run = context.get("dag_run")
+    if dag_run is not None and getattr(dag_run, "run_after", None) is not None:
+        return dag_run.run_after.date()
+    raise ValueError("cannot derive the run date: no params.run_date, logical date or run_after")
+
+
+def result_json(obj: dict) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)

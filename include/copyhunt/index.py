@@ -1,0 +1,206 @@
+"""Annoy index shards over window hashes, with a Parquet side table per shard.
+
+Layout of an index directory::
+
+    shards/<shard_id>.ann       Annoy file (hamming metric, one item per reference window)
+    shards/<shard_id>.parquet   side table: annoy_id -> customer_id, image_id, window, box, phash
+    versions/<version>.json     the shards making up one index version
+    CURRENT                     the latest version id (written last, atomically)
+
+A shard's id is the sha256 of its entries, so a shard whose inputs are unchanged already exists
+and is not rebuilt; new reference images go into new shards and leave the old ones alone. The
+Annoy build is seeded and single-threaded, so the same entries give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from annoy import AnnoyIndex
+
+from copyhunt.fingerprint import HASH_BITS
+from copyhunt.lake import WRITER_OPTIONS, atomic_write_bytes, atomic_write_json, to_table
+
+ANNOY_SEED = 20261121
+N_TREES = 16  # recall vs. build time; 16 trees find every neighbour within 12 bits in tests
+ENTRY_COLUMNS = ["customer_id", "image_id", "ref_sha256", "window", "mirrored", "x0", "y0", "x1", "y1", "phash"]
+IMAGE_KEY = ["customer_id", "image_id", "ref_sha256"]
+
+
+def unpack_bits(hashes: np.ndarray) -> np.ndarray:
+    """int64 hashes -> (n, 64) array of 0/1 floats, most significant bit first."""
+    u = np.asarray(hashes, dtype=np.int64).view(np.uint64)
+    shifts = np.arange(HASH_BITS - 1, -1, -1, dtype=np.uint64)
+    return ((u[:, None] >> shifts) & np.uint64(1)).astype(np.float32)
+
+
+def popcount64(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.int64).view(np.uint64)
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.int64)
+
+
+def _shard_id(entries: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    h.update(f"annoy-hamming-{HASH_BITS}-trees{N_TREES}-seed{ANNOY_SEED}\n".encode())
+    for row in entries[ENTRY_COLUMNS].itertuples(index=False):
+        h.update(("\t".join(map(str, row)) + "\n").encode())
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    version: str
+    shards: list[str]
+    built: list[str]
+    reused: list[str]
+    entries: int
+
+
+def build_index(entries: pd.DataFrame, index_dir: Path, shard_size: int) -> BuildResult:
+    """Add ``entries`` (one row per reference window) to ``index_dir`` and publish a version.
+
+    Images already present in a shard of the current version, unchanged, stay in that shard;
+    the remaining images are packed, in sorted order, into new shards of at most ``shard_size``
+    entries (an image never spans two shards).
+    """
+    missing = set(ENTRY_COLUMNS) - set(entries.columns)
+    if missing:
+        raise ValueError(f"index entries lack columns {sorted(missing)}")
+    index_dir = Path(index_dir)
+    shards_dir = index_dir / "shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    entries = entries[ENTRY_COLUMNS].sort_values(["customer_id", "image_id", "ref_sha256", "mirrored", "window"], kind="mergesort").reset_index(drop=True)
+    wanted = {tuple(k) for k in entries[IMAGE_KEY].drop_duplicates().itertuples(index=False)}
+
+    kept: list[str] = []
+    covered: set[tuple] = set()
+    for shard in current_shards(index_dir):
+        side = pq.read_table(shards_dir / f"{shard}.parquet", columns=IMAGE_KEY).to_pandas()
+        images = {tuple(k) for k in side.drop_duplicates().itertuples(index=False)}
+        # A shard survives only if every image in it is still registered with the same content.
+        if images and images <= wanted and not (images & covered):
+            kept.append(shard)
+            covered |= images
+
+    rest = entries[[tuple(k) not in covered for k in entries[IMAGE_KEY].itertuples(index=False)]]
+    built: list[str] = []
+    reused: list[str] = []
+    new_shards: list[str] = []
+    for chunk in _pack(rest, shard_size):
+        sid = _shard_id(chunk)
+        new_shards.append(sid)
+        if (shards_dir / f"{sid}.ann").exists() and (shards_dir / f"{sid}.parquet").exists():
+            reused.append(sid)
+            continue
+        _write_shard(chunk, shards_dir, sid)
+        built.append(sid)
+
+    shards = kept + new_shards
+    version = hashlib.sha256("\n".join(shards).encode()).hexdigest()[:16]
+    atomic_write_json(index_dir / "versions" / f"{version}.json", {"version": version, "shards": shards, "entries": int(len(entries))})
+    atomic_write_bytes(index_dir / "CURRENT", (version + "\n").encode())
+    return BuildResult(version, shards, built, reused + kept, int(len(entries)))
+
+
+def _pack(entries: pd.DataFrame, shard_size: int) -> Iterable[pd.DataFrame]:
+    if entries.empty:
+        return
+    start = 0
+    sizes = entries.groupby(IMAGE_KEY, sort=False).size()
+    current = 0
+    for n in sizes:
+        if current and current + n > shard_size:
+            yield entries.iloc[start : start + current]
+            start += current
+            current = 0
+        current += n
+    if current:
+        yield entries.iloc[start : start + current]
+
+
+def _write_shard(chunk: pd.DataFrame, shards_dir: Path, sid: str) -> None:
+    ann = AnnoyIndex(HASH_BITS, "hamming")
+    ann.set_seed(ANNOY_SEED)
+    for i, bits in enumerate(unpack_bits(chunk["phash"].to_numpy())):
+        ann.add_item(i, bits.tolist())
+    ann.build(N_TREES, n_jobs=1)
+    tmp = shards_dir / f".{sid}.{uuid.uuid4().hex}.ann"
+    ann.save(str(tmp))
+    ann.unload()
+    side = chunk.reset_index(drop=True).copy()
+    side.insert(0, "annoy_id", np.arange(len(side), dtype=np.int64))
+    tmp_side = shards_dir / f".{sid}.{uuid.uuid4().hex}.parquet"
+    pq.write_table(to_table(side, ["annoy_id"]), tmp_side, **WRITER_OPTIONS)
+    # Side table first, Annoy file last: a shard counts as present once its .ann exists.
+    os.replace(tmp_side, shards_dir / f"{sid}.parquet")
+    os.replace(tmp, shards_dir / f"{sid}.ann")
+
+
+def current_version(index_dir: Path) -> str | None:
+    p = Path(index_dir) / "CURRENT"
+    return p.read_text().strip() if p.exists() else None
+
+
+def current_shards(index_dir: Path, version: str | None = None) -> list[str]:
+    version = version or current_version(index_dir)
+    if not version:
+        return []
+    return list(json.loads((Path(index_dir) / "versions" / f"{version}.json").read_text())["shards"])
+
+
+@dataclass(frozen=True)
+class Candidate:
+    query_row: int
+    shard: str
+    annoy_id: int
+    distance: int
+
+
+class ShardSearcher:
+    """Memory-maps every shard of one index version; query with int64 hashes."""
+
+    def __init__(self, index_dir: Path, version: str | None = None):
+        self.index_dir = Path(index_dir)
+        self.version = version or current_version(self.index_dir)
+        if self.version is None:
+            raise FileNotFoundError(f"no index version in {self.index_dir}")
+        self.shards: list[tuple[str, AnnoyIndex, pd.DataFrame]] = []
+        for sid in current_shards(self.index_dir, self.version):
+            ann = AnnoyIndex(HASH_BITS, "hamming")
+            ann.load(str(self.index_dir / "shards" / f"{sid}.ann"))  # mmap: pages shared by processes
+            side = pq.read_table(self.index_dir / "shards" / f"{sid}.parquet").to_pandas()
+            self.shards.append((sid, ann, side))
+
+    def query(self, hashes: Sequence[int], k: int, max_distance: int) -> pd.DataFrame:
+        """Nearest reference windows within ``max_distance`` bits of each hash.
+
+        Returns one row per (query_row, reference window) with the side-table columns.
+        """
+        bits = unpack_bits(np.asarray(hashes, dtype=np.int64))
+        rows = []
+        for sid, ann, side in self.shards:
+            search_k = k * N_TREES * 4
+            for qi, vec in enumerate(bits):
+                ids, dists = ann.get_nns_by_vector(vec.tolist(), k, search_k=search_k, include_distances=True)
+                for aid, d in zip(ids, dists):
+                    if d <= max_distance:
+                        rows.append((qi, sid, aid, int(d)))
+        cand = pd.DataFrame(rows, columns=["query_row", "shard", "annoy_id", "distance"])
+        if cand.empty:
+            return cand.assign(**{c: pd.Series(dtype=object) for c in ENTRY_COLUMNS})
+        parts = []
+        for sid, _, side in self.shards:
+            sub = cand[cand["shard"] == sid]
+            if not sub.empty:
+                parts.append(sub.merge(side, on="annoy_id", how="left"))
+        return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,23 @@
+"""Shared DAG settings: owners, retries, the index Asset. Imported by DAG files (this module is
+the only place in the library that imports Airflow).
+
+Nothing here touches the network, a database or an Airflow Variable at import time: the
+scheduler parses DAG files often and must not block on anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Asset
+
+DEFAULT_ARGS = {
+    "owner": "copyhunt-data",
+    "retries": 2,
+    "retry_delay": dt.timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+}
+START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+# Declared once: customer_index produces it, daily_hunt's run reports name it.
+CUSTOMER_INDEX = Asset(name="customer_index", uri="file:///copyhunt/lake/index")
+RUN_DATE_PARAM_HELP = "Partition to read and write (YYYY-MM-DD). Empty: the run's logical date."

@@ -1,0 +1,95 @@
+"""The customer_index stages: register customer images, fingerprint them, build Annoy shards.
+
+Each function takes settings and a run date, writes one lake partition and returns its path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+
+from copyhunt.blobs import LocalBlobStore
+from copyhunt.config import Settings
+from copyhunt.fingerprint import reference_hashes
+from copyhunt.imaging import BadImage, load_normalised, probe
+from copyhunt.index import ENTRY_COLUMNS, build_index
+from copyhunt.lake import Lake
+
+Progress = Callable[[Iterable], Iterable]
+
+
+def _plain(items: Iterable, **_: object) -> Iterable:
+    return items
+
+
+def register_references(settings: Settings, run_date: dt.date, customers: list, progress: Progress = _plain) -> Path:
+    """Copy every registered image into the blob store; one row per image, errors included.
+
+    A duplicate upload (same bytes registered twice by one customer) is kept once and reported.
+    """
+    blobs = LocalBlobStore(settings.blob_root)
+    rows = []
+    seen: dict[tuple[str, str], str] = {}
+    for customer in customers:
+        for img in progress(customer.images, description=f"register {customer.id}"):
+            row = {"customer_id": customer.id, "image_id": img.image_id, "title": img.title, "path": str(img.path),
+                   "ref_sha256": None, "format": None, "width": None, "height": None, "error": None}
+            try:
+                data = Path(img.path).read_bytes()
+                info = probe(data, settings.max_image_pixels)
+                sha = blobs.put(data)
+                key = (customer.id, sha)
+                if key in seen:
+                    row["error"] = f"duplicate-upload: same bytes as {seen[key]}"
+                else:
+                    seen[key] = img.image_id
+                row.update(ref_sha256=sha, format=info.format, width=info.width, height=info.height)
+            except BadImage as exc:
+                row["error"] = str(exc)
+            except OSError as exc:
+                row["error"] = f"unreadable: {exc.strerror or exc}"
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=["customer_id", "image_id", "title", "path", "ref_sha256", "format", "width", "height", "error"])
+    frame = frame.astype({"width": "Int64", "height": "Int64"})
+    return Lake(settings.lake).write_partition("reference_images", run_date, frame, sort_by=["customer_id", "image_id"])
+
+
+def fingerprint_references(settings: Settings, run_date: dt.date, progress: Progress = _plain) -> Path:
+    """Window hashes (and mirrored ones) of every usable registered image."""
+    lake = Lake(settings.lake)
+    refs = lake.read_frame("reference_images", run_date)
+    refs = refs[refs["error"].isna()]
+    blobs = LocalBlobStore(settings.blob_root)
+    rows = []
+    for ref in progress(list(refs.itertuples(index=False)), description="fingerprint references"):
+        image = load_normalised(blobs.get(ref.ref_sha256), settings.max_image_pixels)
+        for wh in reference_hashes(image):
+            rows.append({"customer_id": ref.customer_id, "image_id": ref.image_id, "ref_sha256": ref.ref_sha256,
+                         "window": wh.window, "mirrored": wh.mirrored, "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
+    frame = pd.DataFrame(rows, columns=ENTRY_COLUMNS).astype({"phash": "int64", "mirrored": "bool"})
+    return lake.write_partition("reference_fingerprints", run_date, frame, sort_by=["customer_id", "image_id", "mirrored", "window"])
+
+
+def build_reference_index(settings: Settings, run_date: dt.date) -> dict:
+    """Publish an index version for this run date; unchanged shards are reused, not rebuilt."""
+    lake = Lake(settings.lake)
+    entries = lake.read_frame("reference_fingerprints", run_date)
+    result = build_index(entries, settings.index_root, settings.shard_size)
+    frame = pd.DataFrame([{"version": result.version, "shards": json.dumps(result.shards), "entries": result.entries}])
+    lake.write_partition("index_versions", run_date, frame)
+    lake.write_manifest(run_date, extra={"index_version": result.version})
+    return {"version": result.version, "shards": len(result.shards), "built": len(result.built), "reused": len(result.reused), "entries": result.entries}
+
+
+def index_version_for(settings: Settings, run_date: dt.date) -> str:
+    """The index version a hunt on ``run_date`` matches against: the newest built on or before it."""
+    lake = Lake(settings.lake)
+    dates = [d for d in lake.run_dates("index_versions") if d <= run_date]
+    if not dates:
+        raise FileNotFoundError(f"no customer index built on or before {run_date}; run the customer_index DAG first")
+    frame = lake.read_frame("index_versions", dates[-1])
+    return str(frame["version"].iloc[0])

@@ -1,0 +1,108 @@
+"""Spark job: match found-image window hashes against the Annoy shards, then verify geometrically.
+
+Submit with::
+
+    spark-submit --master 'local[*]' jobs/match.py \
+        --fingerprints LAKE/image_fingerprints/run_date=D/part-00000.parquet \
+        --index-dir LAKE/index [--index-version V] \
+        --query-blobs LAKE/_blobs --ref-blobs LAKE/_blobs \
+        (--out matches.parquet | --lake LAKE --run-date D)
+
+extract (read fingerprints) -> ``transform`` (ANN search per partition with each executor opening
+the memory-mapped shards once, best candidate per image pair, then SIFT+RANSAC verification)
+-> load (sorted, deterministic Parquet, written atomically by the driver).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from copyhunt.matching import CANDIDATE_SCHEMA, MATCH_SCHEMA, MatchParams, arrow_match_schema, search_batches, verify_batches
+
+def transform(fingerprints, params: MatchParams):
+    """fingerprints (one row per found-image window) -> verified matches, one per image pair."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    candidates = fingerprints.mapInPandas(lambda it: search_batches(it, params), CANDIDATE_SCHEMA)
+    # Best hash evidence per (found image, reference): the closest window pair, ties broken by
+    # names so the choice never depends on partitioning.
+    order = Window.partitionBy("image_sha256", "customer_id", "image_id", "ref_sha256").orderBy(
+        F.col("distance").asc(), F.col("mirrored").asc(), F.col("window").asc(), F.col("ref_window").asc()
+    )
+    best = candidates.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
+    return best.mapInPandas(lambda it: verify_batches(it, params), MATCH_SCHEMA)
+
+
+def spark_session(master: str | None = None, app: str = "copyhunt-match"):
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app)
+    if master:
+        builder = builder.master(master)
+    return (
+        builder.config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+
+
+def run(args: argparse.Namespace) -> pd.DataFrame:
+    params = MatchParams(index_dir=args.index_dir, index_version=args.index_version, query_blobs=args.query_blobs,
+                         ref_blobs=args.ref_blobs, max_distance=args.max_distance)
+    spark = spark_session(args.master)
+    try:
+        fingerprints = spark.read.parquet(args.fingerprints)
+        matches = transform(fingerprints, params).toPandas()
+    finally:
+        spark.stop()
+    return matches
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fingerprints", required=True)
+    parser.add_argument("--index-dir", required=True)
+    parser.add_argument("--index-version", default=None)
+    parser.add_argument("--query-blobs", required=True)
+    parser.add_argument("--ref-blobs", required=True)
+    parser.add_argument("--max-distance", type=int, default=MatchParams.max_distance)
+    parser.add_argument("--master", default=None, help="only when not given to spark-submit")
+    parser.add_argument("--out", help="write the matches to this Parquet file")
+    parser.add_argument("--lake", help="write the matches partition into this lake ...")
+    parser.add_argument("--run-date", help="... for this run date")
+    args = parser.parse_args(argv)
+    if not args.out and not (args.lake and args.run_date):
+        parser.error("give --out FILE or --lake ROOT --run-date D")
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from copyhunt.lake import WRITER_OPTIONS, Lake, atomic_write_bytes, to_table
+
+    matches = run(args)
+    schema = arrow_match_schema()
+    table = to_table(pa.Table.from_pandas(matches, schema=schema, preserve_index=False), ["image_sha256", "customer_id", "image_id"])
+    if args.out:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, **WRITER_OPTIONS)
+        atomic_write_bytes(Path(args.out), buf.getvalue())
+        print(f"wrote {table.num_rows} matches to {args.out}")
+    else:
+        path = Lake(args.lake).write_partition("matches", args.run_date, table)
+        print(f"wrote {table.num_rows} matches to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
