@@ -1,0 +1,75 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from copyhunt.lake import Lake, parse_run_date, sha256_file
+
+
+def frame(n=50, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"url": [f"http://s{i % 7}.test/p{i}" for i in rng.permutation(n)], "n": rng.integers(0, 9, n)})
+
+
+def test_partition_is_deterministic_regardless_of_row_order(tmp_path):
+    a, b = Lake(tmp_path / "a"), Lake(tmp_path / "b")
+    df = frame()
+    pa_ = a.write_partition("pages", "2026-11-21", df, sort_by=["url"])
+    pb = b.write_partition("pages", "2026-11-21", df.sample(frac=1, random_state=3), sort_by=["url"])
+    assert pa_.read_bytes() == pb.read_bytes()
+    again = a.write_partition("pages", "2026-11-21", df, sort_by=["url"])
+    assert again.read_bytes() == pb.read_bytes()
+    assert list(pq.read_table(pa_).column("url").to_pylist()) == sorted(df["url"])
+
+
+def test_manifest_lists_files_rows_and_sha(tmp_path):
+    lake = Lake(tmp_path)
+    p = lake.write_partition("pages", "2026-11-21", frame(10))
+    lake.write_partition("images", "2026-11-21", frame(4))
+    lake.write_partition("images", "2026-11-22", frame(3))
+    m = json.loads(lake.manifest_path("2026-11-21").read_text())
+    assert m["run_date"] == "2026-11-21"
+    assert m["datasets"]["pages"]["rows"] == 10 and m["datasets"]["images"]["rows"] == 4
+    assert m["datasets"]["pages"]["files"][0]["sha256"] == sha256_file(p)
+    assert m["datasets"]["pages"]["files"][0]["path"] == "pages/run_date=2026-11-21/part-00000.parquet"
+
+
+def test_killed_writer_leaves_old_partition_intact(tmp_path):
+    lake = Lake(tmp_path)
+    good = lake.write_partition("pages", "2026-11-21", frame(10)).read_bytes()
+    # A writer killed between staging and the rename: simulate with a process that dies mid-write.
+    script = textwrap.dedent(f"""
+        import os, pandas as pd, pyarrow.parquet as pq
+        from copyhunt import lake as L
+        real = pq.write_table
+        def dying(table, where, **kw):
+            real(table, where, **kw)
+            os._exit(9)  # SIGKILL-like: no cleanup, no exception handlers
+        L.pq.write_table = dying
+        L.Lake({str(tmp_path)!r}).write_partition("pages", "2026-11-21", pd.DataFrame({{"url": ["x"], "n": [1]}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script])
+    assert proc.returncode == 9
+    assert lake.partition_file("pages", "2026-11-21").read_bytes() == good
+    assert lake.has_partition("pages", "2026-11-21")
+    staged = list((tmp_path / "pages").glob(".staging-*"))
+    assert staged, "the killed writer's staging dir is left behind, invisible to readers"
+    lake.write_partition("pages", "2026-11-21", frame(10))
+    assert not list((tmp_path / "pages").glob(".staging-*"))
+
+
+def test_missing_partition_and_bad_dates(tmp_path):
+    lake = Lake(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no complete partition"):
+        lake.read_frame("pages", "2026-11-21")
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        parse_run_date("21/11/2026")
+    with pytest.raises(ValueError):
+        lake.partition_dir("../etc", "2026-11-21")
