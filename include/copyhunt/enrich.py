@@ -112,7 +112,7 @@ def operator_from_html(html: bytes | str) -> tuple[str | None, str | None]:
             name = bounded(obj.get("name"))
             if name:
                 return name, "json-ld:" + sorted(_types(obj))[0]
-    text = doc.text_content()[:200_000]
+    text = page_text(doc)
     m = OPERATOR_LINE.search(text)
     if m:
         name = bounded(m.group("name").split("  ")[0].strip(" .,;"))
@@ -178,6 +178,16 @@ def _to_date(raw: str) -> dt.date | None:
         return None
 
 
+def page_text(doc) -> str:
+    """Visible text with one text node per line (block boundaries must not glue words together)."""
+    if doc is None:
+        return ""
+    for bad in doc.xpath("//script|//style"):
+        bad.drop_tree()
+    lines = (t.strip() for t in doc.itertext())
+    return "\n".join(t for t in lines if t)[:200_000]
+
+
 def operators_by_domain(pages: pd.DataFrame, read_html) -> dict[str, tuple[str | None, str]]:
     """Operator per host from its imprint/about/contact pages (first by URL order that names one)."""
     result: dict[str, tuple[str | None, str]] = {}
@@ -241,7 +251,7 @@ def enrich_matches(matches: pd.DataFrame, images: pd.DataFrame, pages: pd.DataFr
         except ValueError:
             candidates = []
         published, pub_source, all_dates = published_date(html, candidates, r.last_modified if isinstance(r.last_modified, str) else None, run_date)
-        text = (_parse(html).text_content()[:200_000] if html and _parse(html) is not None else "")
+        text = page_text(_parse(html)) if html else ""
         rows.append({
             "customer_id": r.customer_id, "image_id": r.image_id, "page_url": r.page_url, "image_url": r.image_url,
             "image_sha256": r.image_sha256, "score": float(r.score), "inliers": int(r.inliers),

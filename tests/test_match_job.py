@@ -1,0 +1,100 @@
+"""The Spark match job's pure transform on a local SparkSession, and the CLI contract end to end."""
+
+import importlib.util
+import io
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import CUSTOMER_IMAGES, REPO, UNRELATED_IMAGES
+from copyhunt.blobs import LocalBlobStore
+from copyhunt.hunt import FINGERPRINT_COLUMNS, fingerprint_one
+from copyhunt.imaging import load_normalised
+from copyhunt.fingerprint import reference_hashes
+from copyhunt.index import ENTRY_COLUMNS, build_index
+from copyhunt.matching import MatchParams
+
+
+def load_job():
+    spec = importlib.util.spec_from_file_location("copyhunt_match_job", REPO / "jobs" / "match.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def jpeg(im):
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=88)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def spark():
+    job = load_job()
+    session = job.spark_session("local[2]", "copyhunt-test")
+    yield session
+    session.stop()
+
+
+def test_transform_finds_planted_copies_and_nothing_else(tmp_path, spark):
+    job = load_job()
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    entries = []
+    for path in CUSTOMER_IMAGES[:4]:
+        sha = blobs.put(path.read_bytes())
+        for wh in reference_hashes(load_normalised(path.read_bytes())):
+            entries.append({"customer_id": "cust", "image_id": path.stem, "ref_sha256": sha, "window": wh.window, "mirrored": wh.mirrored,
+                            "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
+    build_index(pd.DataFrame(entries, columns=ENTRY_COLUMNS), tmp_path / "index", shard_size=40)  # several shards
+
+    src = Image.open(CUSTOMER_IMAGES[1]).convert("RGB")
+    w, h = src.size
+    queries = {
+        "mirror": jpeg(ImageOps.mirror(src)),
+        "crop": jpeg(src.crop((int(w * .1), int(h * .1), int(w * .9), int(h * .9)))),
+        "unrelated": jpeg(Image.open(UNRELATED_IMAGES[0])),
+        "unregistered": jpeg(Image.open(CUSTOMER_IMAGES[6])),
+    }
+    shas = {name: blobs.put(data) for name, data in queries.items()}
+    rows = []
+    for sha in shas.values():
+        rows += fingerprint_one((str(blobs.root), sha, 10**8))[1]
+    fps = spark.createDataFrame(pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS))
+    params = MatchParams(index_dir=str(tmp_path / "index"), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(blobs.root))
+    out = job.transform(fps.repartition(3), params).toPandas()
+    by_query = {name: set(out[out.image_sha256 == sha]["image_id"]) for name, sha in shas.items()}
+    assert by_query == {"mirror": {CUSTOMER_IMAGES[1].stem}, "crop": {CUSTOMER_IMAGES[1].stem}, "unrelated": set(), "unregistered": set()}
+    mirror = out[out.image_sha256 == shas["mirror"]].iloc[0]
+    assert bool(mirror["mirrored"]) and 0 < mirror["score"] <= 1
+    crop = out[out.image_sha256 == shas["crop"]].iloc[0]
+    assert crop["ref_overlap"] == pytest.approx(0.64, abs=0.08)  # the crop kept 80% x 80% of the reference
+    # Same input, different partitioning: same answer.
+    again = job.transform(fps.repartition(1), params).toPandas()
+    cols = list(out.columns)
+    pd.testing.assert_frame_equal(out.sort_values(cols).reset_index(drop=True), again.sort_values(cols).reset_index(drop=True))
+
+
+def test_cli_index_build_and_match_contract(tmp_path):
+    refs, queries = tmp_path / "refs", tmp_path / "queries"
+    refs.mkdir()
+    queries.mkdir()
+    for p in CUSTOMER_IMAGES[:3]:
+        (refs / p.name).write_bytes(p.read_bytes())
+    (refs / "broken.jpg").write_bytes(b"\xff\xd8\xff\x00 not really")
+    src = Image.open(CUSTOMER_IMAGES[2]).convert("RGB")
+    (queries / "gray-copy.png").write_bytes(jpeg(ImageOps.grayscale(src)))
+    (queries / "other.jpg").write_bytes(UNRELATED_IMAGES[1].read_bytes())
+    exe = [sys.executable, "-m", "copyhunt.cli"]
+    subprocess.run(exe + ["index", "build", "--images", str(refs), "--out", str(tmp_path / "idx")], check=True, capture_output=True)
+    built = pq.read_table(tmp_path / "idx" / "references.parquet").to_pandas()
+    assert built.set_index("reference_id").loc["broken", "error"].startswith("corrupt-image")
+    proc = subprocess.run(exe + ["match", "--index", str(tmp_path / "idx"), "--images", str(queries), "--out", str(tmp_path / "m.parquet")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = pq.read_table(tmp_path / "m.parquet").to_pandas()
+    assert {"query", "reference_id", "score", "query_x0", "query_y0", "query_x1", "query_y1"} <= set(m.columns)
+    assert list(zip(m["query"], m["reference_id"])) == [("gray-copy.png", CUSTOMER_IMAGES[2].stem)]
