@@ -157,14 +157,14 @@ def price_hits(enriched, customers: list, card: RateCard, run_date: dt.date, fir
         breakdowns.append(json.dumps(breakdown, sort_keys=True))
     out["licensed"] = licensed
     out["licence_id"] = licence_ids
-    out["license_value_cents"] = pd_int(values)
+    out["license_value_cents"] = pd_int(values, out.index)
     out["currency"] = card.currency
     out["value_breakdown"] = breakdowns
     out["run_date"] = run_date.isoformat()
     return out
 
 
-def pd_int(values):
+def pd_int(values, index):
     import pandas as pd
 
-    return pd.Series(values, dtype="int64")
+    return pd.Series(values, dtype="int64", index=index)

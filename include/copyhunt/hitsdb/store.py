@@ -369,7 +369,7 @@ def sync_customers(engine: Engine, customers: Iterable[Any], root: Path | None =
 
         if licence_rows:
             lt = Licence.__table__
-            owners = dict(conn.execute(select(lt.c.id, lt.c.customer_id).where(lt.c.id.in_(list(licence_rows)))).tuples().all())
+            owners = dict(conn.execute(select(lt.c.id, lt.c.customer_id).where(lt.c.id.in_(list(licence_rows)))).all())
             for lid, owner in owners.items():
                 if owner != licence_rows[lid]["customer_id"]:
                     raise ValueError(f"licence id {lid!r} already belongs to customer {owner!r}")
@@ -504,11 +504,12 @@ def load_hits(
         per_customer[row["customer_id"]]["frame_rows"] += 1
 
     with engine.begin() as conn:
-        known_images = set(
-            conn.execute(
+        known_images = {
+            (c, i)
+            for c, i in conn.execute(
                 select(Image.customer_id, Image.image_id).where(Image.customer_id.in_(frame_customers))
-            ).tuples()
-        )
+            )
+        }
         unknown = sorted({(r["customer_id"], r["image_id"]) for r in rows} - known_images)
         if unknown:
             shown = ", ".join(f"{c}/{i}" for c, i in unknown[:5])
@@ -519,12 +520,12 @@ def load_hits(
             tuple(r[:4]): bool(r[4])
             for r in conn.execute(
                 select(*(t.c[k] for k in HIT_KEY), t.c.online).where(t.c.customer_id.in_(frame_customers))
-            ).tuples()
+            )
         }
         inserted = updated = 0
         events: list[dict[str, Any]] = []
         if rows:
-            for hit_id, *key, online in conn.execute(_hits_upsert(conn), rows).tuples():
+            for hit_id, *key, online in conn.execute(_hits_upsert(conn), rows):
                 was_online = before.get(tuple(key))
                 counter = per_customer[key[0]]
                 if was_online is None:
@@ -543,7 +544,7 @@ def load_hits(
             .where(and_(t.c.customer_id.in_(scope), t.c.online.is_(true()), t.c.last_seen < run_date))
             .values(online=False)
             .returning(t.c.id, t.c.customer_id, t.c.last_seen)
-        ).tuples().all()
+        ).all()
         for hit_id, customer_id, last_seen in offline:
             per_customer[customer_id]["marked_offline"] += 1
             events.append(
@@ -610,7 +611,7 @@ def count_hits(engine: Engine) -> dict[str, int]:
         .order_by(ct.c.id)
     )
     with engine.connect() as conn:
-        return {cid: int(n) for cid, n in conn.execute(query).tuples()}
+        return {cid: int(n) for cid, n in conn.execute(query)}
 
 
 def table_dump(engine: Engine, table: Table, order_by: Sequence[str] | None = None) -> list[dict[str, Any]]:
