@@ -211,11 +211,13 @@ def load(settings: Settings, run_date: dt.date) -> dict:
     engine = make_engine(settings.database_url)
     try:
         create_schema(engine)
-        sync_customers(engine, customers(settings))
-        stats = load_hits(engine, Lake(settings.lake).read_frame("priced", run_date), run_date)
+        registered = customers(settings)
+        sync_customers(engine, registered)
+        # The day's crawl covered every seed for every customer: a hit not found again is offline.
+        stats = load_hits(engine, Lake(settings.lake).read_frame("priced", run_date), run_date, complete_for=[c.id for c in registered])
     finally:
         engine.dispose()
-    return dict(vars(stats)) if hasattr(stats, "__dict__") else dict(stats._asdict())
+    return dict(stats._asdict())
 
 
 def digest(settings: Settings, run_date: dt.date) -> dict:

@@ -102,7 +102,7 @@ def resolve_url(raw: str | None, base: str) -> str | None:
     return canonical_url(urljoin(base, raw))
 
 
-def _extension(url: str) -> str:
+def url_extension(url: str) -> str:
     path = urlsplit(url).path
     name = path.rsplit("/", 1)[-1]
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
@@ -195,7 +195,7 @@ def _jsonld_image_urls(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
-        for key in ("contentUrl", "url", "@id"):
+        for key in ("contentUrl", "url"):  # not @id: often "...#primaryimage"
             if isinstance(value.get(key), str):
                 yield value[key]
                 return
@@ -205,19 +205,39 @@ def _jsonld_image_urls(value: Any) -> Iterator[str]:
 
 
 # ---- discovery ---------------------------------------------------------------------------------
+def _enclosing_picture(source: etree._Element) -> etree._Element | None:
+    """The <picture> a <source> belongs to (not a <video>/<audio>'s), or None.
+
+    libxml2 does not know <source> is a void element and nests each following sibling inside
+    the previous one, so the picture is the nearest media ancestor, not necessarily the parent.
+    """
+    for ancestor in source.iterancestors():
+        tag = ancestor.tag.lower() if isinstance(ancestor.tag, str) else ""
+        if tag == "picture":
+            return ancestor
+        if tag in ("video", "audio"):
+            return None
+    return None
+
+
 def _raw_refs(doc: etree._Element) -> Iterator[tuple[str, str, str | None]]:
     """(raw url, discovered_via, alt) in document order; resolution happens in the caller."""
     for el in doc.iter():
         if not isinstance(el.tag, str):  # comments, processing instructions
             continue
         tag = el.tag.lower()
+        alt = el.get("alt")
+        picture = _enclosing_picture(el) if tag == "source" else None
+        in_picture = picture is not None
+        if picture is not None:
+            # A <source> has no alt of its own; the <picture>'s <img> carries it for every source.
+            img = picture.find(".//img")
+            alt = img.get("alt") if img is not None else None
         if tag == "img":
-            alt = el.get("alt")
             yield el.get("src", ""), "img", alt
             yield largest_candidate(el.get("srcset")) or "", "srcset", alt
-        elif tag == "source" and el.getparent() is not None and el.getparent().tag == "picture":
-            img = el.getparent().find(".//img")
-            yield largest_candidate(el.get("srcset")) or "", "picture", img.get("alt") if img is not None else None
+        elif in_picture:
+            yield largest_candidate(el.get("srcset")) or "", "picture", alt
         elif tag == "meta":
             key = (el.get("property") or el.get("name") or "").strip().lower()
             if key in _OG_PROPERTIES:
@@ -225,14 +245,13 @@ def _raw_refs(doc: etree._Element) -> Iterator[tuple[str, str, str | None]]:
             elif key in _TWITTER_NAMES:
                 yield el.get("content", ""), "twitter:image", None
         elif tag == "a":
-            yield el.get("href", ""), "a-href", _clean_text(el.text_content()) or el.get("title")
+            yield el.get("href", ""), "a-href", _clean_text("".join(el.itertext())) or el.get("title")
         elif tag == "style":
             for decl in _CSS_BACKGROUND.findall(el.text or ""):
                 for _, url in _CSS_URL.findall(decl):
                     yield url, "css", None
 
         # Lazy-loading attributes can sit on any element (img, div, source...).
-        alt = el.get("alt")
         for attr, via in _LAZY_SRC:
             if el.get(attr):
                 yield el.get(attr, ""), via, alt
@@ -266,7 +285,7 @@ def discover_images(html: HtmlInput, base_url: str) -> list[ImageRef]:
         url = resolve_url(raw, base)
         if url is None:
             continue
-        ext = _extension(url)
+        ext = url_extension(url)
         if ext in SKIP_EXTENSIONS or (via == "a-href" and ext not in IMAGE_EXTENSIONS):
             continue
         alt = _clean_text(alt)

@@ -1,0 +1,26 @@
+"""The copyhunt crawler: a Scrapy project that finds the images web pages show.
+
+Run it with :func:`copyhunt.crawl.runner.run_crawl` (a subprocess per crawl, since Twisted's
+reactor cannot restart inside a worker) or ``python -m copyhunt.crawl.process``. Outputs are
+described in :mod:`copyhunt.crawl.outputs`; image discovery is :func:`copyhunt.crawl.images.discover_images`.
+
+Importing this package does not import Scrapy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["CrawlError", "CrawlSummary", "read_summary", "run_crawl"]
+
+if TYPE_CHECKING:
+    from copyhunt.crawl.runner import CrawlError, CrawlSummary, read_summary, run_crawl
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import copyhunt.crawl` stays cheap at DAG parse time.
+    if name in __all__:
+        from copyhunt.crawl import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

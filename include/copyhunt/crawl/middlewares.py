@@ -1,0 +1,301 @@
+"""Crawler middlewares: the safety guard, polite retries, and the crawl policy.
+
+* :class:`SafetyMiddleware` (downloader) refuses anything but http(s) and any host that is, or
+  resolves to, a non-public address (loopback, private, link-local, reserved, cloud metadata),
+  on every request including each redirect hop and robots.txt fetches. It also routes every
+  request through the configured proxy.
+* :class:`BackoffRetryMiddleware` (downloader) replaces Scrapy's RetryMiddleware: same retry
+  rules, but it waits first, honouring ``Retry-After`` on 429/503 and backing off exponentially
+  otherwise.
+* :class:`CrawlPolicyMiddleware` (spider) filters what the spider wants to fetch: page links
+  stay inside the seeds' domains, within the depth limit and the per-domain page budget, and
+  away from URL traps; each page and each image URL is requested once per run.
+
+The decisions themselves are pure functions (:func:`address_block_reason`,
+:func:`retry_after_seconds`, :func:`backoff_delay`, and those in :mod:`copyhunt.crawl.urls`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any
+
+from scrapy import Request
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.utils.asyncio import sleep
+from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.response import response_status_message
+
+from copyhunt.crawl.items import BlockedRequest, ErrorItem
+from copyhunt.crawl.urls import HTTP_SCHEMES, MAX_URL_LENGTH, host_of, in_scope, scope_hosts, trap_reason
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+# Request.meta keys shared with the spider.
+META_KIND = "copyhunt_kind"  # "page" or "image"
+META_URL = "copyhunt_url"  # the canonical URL as first requested (redirects change request.url)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Instance-metadata services hand out cloud credentials. Most sit in ranges refused anyway
+# (169.254/16 link-local, 100.64/10 shared, fd00::/8 unique-local); listed so the detail says so.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "192.0.0.192", "fd00:ec2::254")
+)
+# Names that reach a metadata service without resolving in public DNS.
+METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "instance-data", "instance-data.ec2.internal"})
+BLOCKED_ADDRESS = "blocked:private-address"
+
+
+# ---- pure decisions ----------------------------------------------------------------------------
+def address_block_reason(ip: IPAddress) -> str | None:
+    """Why a crawler must not connect to ``ip`` (a human detail), or None if it is public."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address wrapped in IPv6 reaches the IPv4 host; judge the address inside.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None:
+            inner = address_block_reason(embedded)
+            return f"{ip} embeds {inner}" if inner else None
+    if ip in METADATA_ADDRESSES:
+        return f"{ip} is a cloud metadata address"
+    for attr in ("is_loopback", "is_private", "is_link_local", "is_multicast", "is_unspecified", "is_reserved"):
+        if getattr(ip, attr):
+            return f"{ip} is {attr[3:].replace('_', '-')}"
+    if not ip.is_global:  # shared address space (100.64/10), benchmarking, documentation ranges...
+        return f"{ip} is not globally routable"
+    return None
+
+
+def parse_ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def retry_after_seconds(value: bytes | str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent/bad."""
+    if value is None:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff: ``base * 2**(attempt-1)`` seconds, at most ``cap``."""
+    return min(cap, base * (2 ** max(0, attempt - 1)))
+
+
+# ---- downloader middlewares --------------------------------------------------------------------
+class SafetyMiddleware:
+    """Refuse non-http(s) URLs and non-public hosts; send every request through the proxy.
+
+    Names are resolved through the reactor's resolver, the same cached resolver Scrapy connects
+    with, so without a proxy the address checked is the address used (no second lookup for DNS
+    rebinding to exploit). With a proxy, a name that does not resolve here is the proxy's to
+    resolve (the demo web's ``*.test`` hosts), and the proxy's own lookup is outside our control;
+    a name that resolves here to a non-public address is refused either way.
+    """
+
+    def __init__(self, *, allow_private: bool, proxy: str = ""):
+        self.allow_private = allow_private
+        self.proxy = proxy
+        self._resolved: dict[str, IPAddress | None] = {}
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        s = crawler.settings
+        return cls(allow_private=s.getbool("COPYHUNT_ALLOW_PRIVATE"), proxy=s.get("COPYHUNT_PROXY") or "")
+
+    async def process_request(self, request: Request) -> None:
+        parts = urlparse_cached(request)
+        if parts.scheme not in HTTP_SCHEMES:
+            raise BlockedRequest("blocked:scheme", f"{parts.scheme or '(none)'}: {request.url}")
+        host = (parts.hostname or "").lower().rstrip(".")
+        if not host:
+            raise BlockedRequest("blocked:no-host", request.url)
+        if not self.allow_private:
+            await self._check_host(host)
+        if self.proxy:
+            request.meta["proxy"] = self.proxy
+
+    async def _check_host(self, host: str) -> None:
+        if host in METADATA_HOSTS:
+            raise BlockedRequest(BLOCKED_ADDRESS, f"{host} is a cloud metadata host name")
+        ip = parse_ip(host)
+        if ip is None:
+            ip = await self._resolve(host)
+            if ip is None:
+                if self.proxy:
+                    return
+                raise BlockedRequest("dns-error", f"{host} does not resolve")
+        why = address_block_reason(ip)
+        if why:
+            raise BlockedRequest(BLOCKED_ADDRESS, why if str(ip) == host else f"{host} -> {why}")
+
+    async def _resolve(self, host: str) -> IPAddress | None:
+        if host not in self._resolved:
+            from twisted.internet import reactor  # the installed one; importing at module top would install the default
+
+            try:
+                address = await maybe_deferred_to_future(reactor.resolve(host))  # type: ignore[attr-defined]
+                self._resolved[host] = parse_ip(address)
+            except Exception:  # DNSLookupError, timeouts: treated as "does not resolve"
+                self._resolved[host] = None
+        return self._resolved[host]
+
+
+class BackoffRetryMiddleware(RetryMiddleware):
+    """Scrapy's retry rules with waiting: Retry-After when given, exponential backoff otherwise.
+
+    A Retry-After longer than COPYHUNT_RETRY_AFTER_MAX is not waited for: the response goes
+    through and is reported (``http-429``), rather than stalling the run. A Retry-After also
+    slows down the whole host's download slot, not only the retried request.
+    """
+
+    def __init__(self, settings: BaseSettings):
+        super().__init__(settings)
+        self.backoff_base = settings.getfloat("COPYHUNT_RETRY_BACKOFF_BASE", 1.0)
+        self.backoff_max = settings.getfloat("COPYHUNT_RETRY_BACKOFF_MAX", 30.0)
+        self.retry_after_max = settings.getfloat("COPYHUNT_RETRY_AFTER_MAX", 120.0)
+
+    async def process_response(self, request: Request, response: Response) -> Request | Response:  # type: ignore[override]
+        if request.meta.get("dont_retry", False) or response.status not in self.retry_http_codes:
+            return response
+        wait = retry_after_seconds(response.headers.get(b"Retry-After"), now=time.time())
+        if wait is not None and wait > self.retry_after_max:
+            logger.info("Not retrying %s: Retry-After %.0fs exceeds %.0fs", request, wait, self.retry_after_max)
+            return response
+        retry = self._retry(request, response_status_message(response.status))
+        if retry is None:
+            return response
+        if wait is None:
+            wait = backoff_delay(retry.meta["retry_times"], self.backoff_base, self.backoff_max)
+        else:
+            self._slow_down(request, wait)
+        await sleep(wait)
+        return retry
+
+    async def process_exception(self, request: Request, exception: Exception) -> Request | None:  # type: ignore[override]
+        if request.meta.get("dont_retry", False) or not isinstance(exception, self.exceptions_to_retry):
+            return None
+        retry = self._retry(request, exception)
+        if retry is not None:
+            await sleep(backoff_delay(retry.meta["retry_times"], self.backoff_base, self.backoff_max))
+        return retry
+
+    def _slow_down(self, request: Request, delay: float) -> None:
+        engine = getattr(self.crawler, "engine", None)
+        downloader = getattr(engine, "downloader", None)
+        slot = getattr(downloader, "slots", {}).get(request.meta.get("download_slot", ""))
+        if slot is not None:
+            # AutoThrottle eases it back down as the host answers 200s again.
+            slot.delay = max(slot.delay, delay)
+
+
+# ---- spider middleware -------------------------------------------------------------------------
+class CrawlPolicyMiddleware:
+    """Decide which requests the spider emits are actually made.
+
+    Sits after Scrapy's DepthMiddleware in the output chain, so ``meta["depth"]`` is set. Items
+    pass through; refused trap URLs become ErrorItems; out-of-scope, too-deep, over-budget and
+    repeated requests are dropped quietly (counted in the stats).
+    """
+
+    def __init__(self, crawler: Crawler):
+        s = crawler.settings
+        self.crawler = crawler
+        self.budget = s.getint("COPYHUNT_MAX_PAGES_PER_DOMAIN", 500)
+        self.depth_limit = s.getint("COPYHUNT_DEPTH_LIMIT", 8)
+        self.max_url_length = s.getint("COPYHUNT_MAX_URL_LENGTH", MAX_URL_LENGTH)
+        self.max_query_params = s.getint("COPYHUNT_MAX_QUERY_PARAMS", 8)
+        self.pages_per_host: Counter[str] = Counter()
+        self.seen_pages: set[str] = set()
+        self.seen_images: set[str] = set()
+        self._scope: frozenset[str] | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    @property
+    def scope(self) -> frozenset[str]:
+        if self._scope is None:
+            self._scope = scope_hosts(getattr(self.crawler.spider, "seeds", ()))
+        return self._scope
+
+    async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for o in start:
+            if (o := self.filter(o)) is not None:
+                yield o
+
+    def process_spider_output(self, response: Response | None, result: Iterable[Any]) -> Iterable[Any]:
+        for o in result:
+            if (o := self.filter(o)) is not None:
+                yield o
+
+    async def process_spider_output_async(self, response: Response | None, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for o in result:
+            if (o := self.filter(o)) is not None:
+                yield o
+
+    def _drop(self, why: str) -> None:
+        if self.crawler.stats is not None:
+            self.crawler.stats.inc_value(f"copyhunt/dropped/{why}")
+
+    def filter(self, o: Any) -> Any:
+        """The object to pass on (the request, an ErrorItem instead of it, or an item), or None."""
+        if not isinstance(o, Request):
+            return o
+        kind = o.meta.get(META_KIND)
+        url = o.meta.get(META_URL, o.url)
+        if kind == "image":
+            if url in self.seen_images:
+                return None  # each image once per run, however many pages show it
+            self.seen_images.add(url)
+            if len(url) > self.max_url_length:
+                return ErrorItem(url, "trap:url-too-long", f"{len(url)} characters")
+            return o
+        if kind != "page":
+            return o
+        if url in self.seen_pages:
+            return None
+        if not in_scope(url, self.scope):
+            self._drop("offsite")
+            return None
+        if o.meta.get("depth", 0) > self.depth_limit:
+            # Not marked seen: a shallower path to the same page may still come.
+            self._drop("depth")
+            return None
+        self.seen_pages.add(url)
+        if reason := trap_reason(url, max_length=self.max_url_length, max_query_params=self.max_query_params):
+            return ErrorItem(url, reason, "")
+        host = host_of(url)
+        if self.pages_per_host[host] >= self.budget:
+            self._drop("budget")
+            return None
+        self.pages_per_host[host] += 1
+        return o

@@ -1,0 +1,115 @@
+"""Scrapy settings of the copyhunt crawler.
+
+The module-level names are the project defaults (loaded with ``Settings.setmodule``);
+:func:`build_settings` lays a run's values from :class:`copyhunt.config.Settings` on top, under
+``COPYHUNT_*`` keys that the spider, middlewares and pipeline read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scrapy.settings import Settings as ScrapySettings
+
+from copyhunt.config import Settings
+
+BOT_NAME = "copyhunt"
+SPIDER_MODULES = ["copyhunt.crawl.spiders"]
+# Identify ourselves and where to complain; site owners should be able to block us by name.
+USER_AGENT = "copyhunt/0.1 (+https://github.com/copyhunt/copyhunt; image-rights crawler)"
+
+# ---- politeness --------------------------------------------------------------------------------
+ROBOTSTXT_OBEY = True
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 2
+DOWNLOAD_DELAY = 0.5  # the floor AutoThrottle never goes below
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 1.0
+AUTOTHROTTLE_MAX_DELAY = 30.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
+# Breadth first: with a page budget, the shallow pages (home, sections) matter most.
+DEPTH_PRIORITY = 1
+SCHEDULER_DISK_QUEUE = "scrapy.squeues.PickleFifoDiskQueue"
+SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
+COOKIES_ENABLED = False  # no sessions: fewer traps, and every fetch is reproducible
+REDIRECT_MAX_TIMES = 5
+
+# ---- robustness --------------------------------------------------------------------------------
+DOWNLOAD_TIMEOUT = 20
+# Pages; images get COPYHUNT_MAX_IMAGE_BYTES per request (meta download_maxsize).
+DOWNLOAD_MAXSIZE = 10 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 0  # sizes are enforced and reported as errors; no need to warn as well
+RETRY_ENABLED = True
+RETRY_TIMES = 2
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+# Every status reaches the spider, which records 4xx/5xx in errors.parquet instead of losing them.
+HTTPERROR_ALLOW_ALL = True
+# The safety middleware checks the address Scrapy connects to only if both share this cache.
+DNSCACHE_ENABLED = True
+DNS_TIMEOUT = 10
+# Backstop only: CrawlPolicyMiddleware refuses (and records) long URLs first.
+URLLENGTH_LIMIT = 4096
+# Both would open a control port on every worker; a batch crawl has no use for them.
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
+LOG_LEVEL = "INFO"
+STATS_DUMP = True
+
+DOWNLOADER_MIDDLEWARES = {
+    # Before robots.txt (100): a refused host gets no robots.txt request either.
+    "copyhunt.crawl.middlewares.SafetyMiddleware": 60,
+    "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,  # scope is CrawlPolicyMiddleware's
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "copyhunt.crawl.middlewares.BackoffRetryMiddleware": 550,
+}
+SPIDER_MIDDLEWARES = {
+    # After DepthMiddleware (900) in the output chain so meta["depth"] is known, before
+    # UrlLengthMiddleware (800) so long URLs are recorded rather than dropped silently.
+    "copyhunt.crawl.middlewares.CrawlPolicyMiddleware": 850,
+}
+ITEM_PIPELINES = {"copyhunt.crawl.pipelines.CrawlOutputPipeline": 300}
+
+# ---- copyhunt keys (set per run by build_settings) -----------------------------------------------
+COPYHUNT_RETRY_BACKOFF_BASE = 1.0  # seconds before the first retry; doubles each time
+COPYHUNT_RETRY_BACKOFF_MAX = 30.0
+COPYHUNT_RETRY_AFTER_MAX = 120.0  # a longer Retry-After is reported, not waited for
+COPYHUNT_MAX_QUERY_PARAMS = 8
+COPYHUNT_MAX_URL_LENGTH = 2000
+
+
+def build_settings(
+    cfg: Settings,
+    out_dir: Path,
+    *,
+    max_pages: int | None = None,
+    allow_private: bool | None = None,
+    timeout_s: float | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ScrapySettings:
+    """Scrapy settings for one crawl run writing into ``out_dir``."""
+    s = ScrapySettings()
+    s.setmodule(__name__, priority="project")
+    budget = max_pages if max_pages is not None else cfg.crawl_max_pages_per_domain
+    run: dict[str, Any] = {
+        "COPYHUNT_OUT_DIR": str(out_dir),
+        "COPYHUNT_BLOB_ROOT": str(cfg.blob_root),
+        "COPYHUNT_PROXY": cfg.crawl_proxy,
+        "COPYHUNT_ALLOW_PRIVATE": cfg.crawl_allow_private if allow_private is None else allow_private,
+        "COPYHUNT_MAX_PAGES_PER_DOMAIN": budget,
+        "COPYHUNT_DEPTH_LIMIT": cfg.crawl_depth_limit,
+        "COPYHUNT_MAX_IMAGE_BYTES": cfg.crawl_max_image_bytes,
+        "COPYHUNT_MAX_IMAGE_PIXELS": cfg.max_image_pixels,
+        # Pages deeper than the limit are refused by CrawlPolicyMiddleware; Scrapy's own limit is
+        # one more so the images of the deepest pages (one level further) are still fetched.
+        "DEPTH_LIMIT": cfg.crawl_depth_limit + 1,
+        "DOWNLOAD_TIMEOUT": cfg.crawl_timeout_seconds,
+    }
+    if timeout_s:
+        # Close gracefully well before the caller's hard timeout: closing waits for requests in
+        # flight (and retries sleeping on Retry-After), and partial results must still be written.
+        run["CLOSESPIDER_TIMEOUT"] = max(1.0, timeout_s * 0.8)
+    s.setdict(run, priority="cmdline")
+    if overrides:
+        s.setdict(overrides, priority="cmdline")
+    return s

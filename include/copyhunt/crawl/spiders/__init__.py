@@ -1,0 +1,1 @@
+"""Spiders of the copyhunt crawler (Scrapy's SPIDER_MODULES)."""
