@@ -53,6 +53,10 @@ class Settings:
     crawl_depth_limit: int = 8
     crawl_timeout_seconds: float = 20.0
     crawl_max_image_bytes: int = 20 * 1024 * 1024
+    # Politeness toward other people's servers; the demo lifts it for its own loopback web.
+    crawl_download_delay: float = 0.5
+    crawl_autothrottle: bool = True
+    crawl_concurrency_per_domain: int = 2
     # Images above this many pixels are refused before decoding (decompression-bomb guard).
     max_image_pixels: int = 64_000_000
     # Index

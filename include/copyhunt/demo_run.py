@@ -59,14 +59,17 @@ def dags_test(dag_id: str, run_date: dt.date, env: dict[str, str], log_dir: Path
     with open(log_path, "w") as fh:
         proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
     text = log_path.read_text(errors="replace")
-    failed = proc.returncode != 0 or "state=failed" in text or "DagRunState.FAILED" in text or "state=success" not in text and "DagRunState.SUCCESS" not in text
-    if failed:
+    # `airflow dags test` exits non-zero ("DagRun failed") when the run ends failed.
+    if proc.returncode != 0:
         tail = "\n".join(text.splitlines()[-40:])
         raise RuntimeError(f"airflow dags test {dag_id} {run_date} did not succeed (log: {log_path}):\n{tail}")
 
 
 def demo_settings(settings: Settings, proxy_url: str, seeds_file: Path) -> Settings:
-    return dataclasses.replace(settings, crawl_proxy=proxy_url, crawl_allow_private=True, seeds_file=seeds_file)
+    # The demo web is our own server on loopback: allow it, and drop the delays that protect
+    # other people's servers.
+    return dataclasses.replace(settings, crawl_proxy=proxy_url, crawl_allow_private=True, seeds_file=seeds_file,
+                               crawl_download_delay=0.0, crawl_autothrottle=False, crawl_concurrency_per_domain=8)
 
 
 def run_demo(settings: Settings, run_date: dt.date, port: int = 0, log: Callable[[str], None] = print) -> dict:

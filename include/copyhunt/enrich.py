@@ -17,11 +17,14 @@ import pandas as pd
 
 MAX_HTML_BYTES = 2_000_000  # larger pages are truncated before parsing: bounds time and memory
 MAX_TEXT = 300  # operator names, titles: bounded before they reach the database or an e-mail
-OPERATOR_PAGE = re.compile(r"/(impressum|imprint|about|about-us|contact|kontakt|legal)(/|\.html?)?$", re.I)
+OPERATOR_PAGE = re.compile(r"/(impressum|imprint|about|about-us|ueber-uns|uber-uns|contact|kontakt|legal|legal-notice)(/|\.html?)?$", re.I)
 OPERATOR_LINE = re.compile(
-    r"(?:operator|operated by|betreiber|anbieter|angaben gem(?:ä|ae)ss? § ?5 tmg|company|publisher|herausgeber)\s*[:\-]?\s*(?P<name>[^\n<]{3,120})",
+    r"(?:operator|operated by|betreiber|anbieter|angaben gem(?:ä|ae)(?:ß|ss?) ?§ ?5 (?:tmg|ddg)|company|publisher|herausgeber)\s*[:\-]?\s*(?P<name>[^\n<]{3,120})",
     re.I,
 )
+
+# A line that names a company by its legal form (German and English forms).
+COMPANY_LINE = re.compile(r"^[^\n]{2,100}?\b(?:GmbH|UG \(haftungsbeschränkt\)|UG|AG|KG|e\.K\.|GbR|Ltd\.?|LLC|Inc\.?|plc|S\.A\.|B\.V\.|AB|Oy|ApS)(?=$|[\s,])[^\n]{0,40}$", re.M)
 
 _tld = None
 
@@ -118,6 +121,9 @@ def operator_from_html(html: bytes | str) -> tuple[str | None, str | None]:
         name = bounded(m.group("name").split("  ")[0].strip(" .,;"))
         if name:
             return name, "imprint-text"
+    company = COMPANY_LINE.search(text)
+    if company:
+        return bounded(company.group(0)), "imprint-company-line"
     site = doc.xpath('//meta[@property="og:site_name"]/@content')
     if site and bounded(site[0]):
         return bounded(site[0]), "og:site_name"

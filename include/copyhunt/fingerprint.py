@@ -73,19 +73,25 @@ class Window:
 
 
 FULL = Window("full", 0.0, 0.0, 1.0, 1.0)
-# Reference windows: crops keeping ~70% and ~50% of the area, at nine anchor positions each.
-REFERENCE_CROP_SIDES = (0.84, 0.71)
+# Reference windows: crops keeping 84% or 71% of each side (or all of one side), anchored at the
+# corners, edges and centre. Crops that change the aspect ratio need the rectangular ones.
+REFERENCE_CROP_SIDES = (1.0, 0.84, 0.71)
 # Query proposals: collage grids. Cells are trimmed of gutters before hashing.
 QUERY_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 3))
 
 
 def reference_windows() -> list[Window]:
     windows = [FULL]
-    for side in REFERENCE_CROP_SIDES:
-        for iy, fy in enumerate((0.0, 0.5, 1.0)):
-            for ix, fx in enumerate((0.0, 0.5, 1.0)):
-                x0, y0 = (1 - side) * fx, (1 - side) * fy
-                windows.append(Window(f"crop{int(side * 100)}-{iy}{ix}", x0, y0, x0 + side, y0 + side))
+    for sx in REFERENCE_CROP_SIDES:
+        for sy in REFERENCE_CROP_SIDES:
+            if sx == sy == 1.0:
+                continue
+            xs = (0.0,) if sx == 1.0 else (0.0, 0.5, 1.0)
+            ys = (0.0,) if sy == 1.0 else (0.0, 0.5, 1.0)
+            for iy, fy in enumerate(ys):
+                for ix, fx in enumerate(xs):
+                    x0, y0 = (1 - sx) * fx, (1 - sy) * fy
+                    windows.append(Window(f"crop{int(sx * 100)}x{int(sy * 100)}-{iy}{ix}", x0, y0, x0 + sx, y0 + sy))
     return windows
 
 

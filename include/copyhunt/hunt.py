@@ -38,7 +38,8 @@ def _plain(items: Iterable, **_: object) -> Iterable:
 
 
 def customers(settings: Settings) -> list:
-    return load_customers(settings.customers_path, settings.home)
+    # Image paths in the customers file are relative to the repository root.
+    return load_customers(settings.customers_path, REPO_ROOT)
 
 
 def read_seeds(path: Path) -> list[str]:
@@ -148,7 +149,7 @@ def match(settings: Settings, run_date: dt.date) -> dict:
     args = ["--fingerprints", str(fingerprints), "--index-dir", str(settings.index_root), "--index-version", version,
             "--query-blobs", str(settings.blob_root), "--ref-blobs", str(settings.blob_root),
             "--lake", str(settings.lake), "--run-date", run_date.isoformat()]
-    run_spark_job(settings, args, settings.lake / "_logs" / f"run_date={run_date.isoformat()}" / "match.log")
+    run_spark_job(settings, args, settings.resolve("data/logs") / f"run_date={run_date.isoformat()}" / "match-spark.log")
     lake.write_manifest(run_date, extra={"index_version": version})
     matches = lake.read_frame("matches", run_date)
     return {"matches": len(matches), "index_version": version}

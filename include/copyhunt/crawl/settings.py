@@ -104,6 +104,9 @@ def build_settings(
         # one more so the images of the deepest pages (one level further) are still fetched.
         "DEPTH_LIMIT": cfg.crawl_depth_limit + 1,
         "DOWNLOAD_TIMEOUT": cfg.crawl_timeout_seconds,
+        "DOWNLOAD_DELAY": cfg.crawl_download_delay,
+        "AUTOTHROTTLE_ENABLED": cfg.crawl_autothrottle,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": cfg.crawl_concurrency_per_domain,
     }
     if timeout_s:
         # Close gracefully well before the caller's hard timeout: closing waits for requests in

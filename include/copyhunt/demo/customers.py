@@ -18,6 +18,9 @@ and not as a confusing miss three stages later. The file format:
     valid_to = "2027-12-31"      # inclusive
 
 Image paths are relative to the repository root (or absolute). Image ids are unique per customer.
+A relative path is looked up under the ``repo_root`` the caller passes and, failing that, under this
+checkout's repository root (repo_root()), so a caller that passes its working directory (e.g.
+``COPYHUNT_HOME``) still finds the images shipped in the repository.
 """
 
 from __future__ import annotations
@@ -133,9 +136,10 @@ def _images(raw: Any, cid: str, where: str, root: Path) -> tuple[RegisteredImage
             raise ValueError(f"{here}: duplicate image id")
         seen.add(image_id)
         rel = Path(_text(item, "path", here))
-        full = (rel if rel.is_absolute() else root / rel).resolve()
-        if not full.is_file():
-            raise ValueError(f"{here}: image file {full} does not exist")
+        tried = [rel] if rel.is_absolute() else list(dict.fromkeys([root / rel, repo_root() / rel]))
+        full = next((p.resolve() for p in tried if p.is_file()), None)
+        if full is None:
+            raise ValueError(f"{here}: image file {rel} does not exist (looked in {', '.join(map(str, tried))})")
         out.append(RegisteredImage(cid, image_id, full, _text(item, "title", here)))
     return tuple(out)
 
