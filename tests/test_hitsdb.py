@@ -176,9 +176,9 @@ def test_same_frame_twice_changes_nothing(db: Engine) -> None:
                 select(Hit.customer_id, Hit.image_id, Hit.page_url, Hit.image_url).distinct().subquery()
             )
         ).scalar_one()
-        run = conn.execute(select(Run.frame_rows, Run.unchanged, Run.load_count).where(Run.run_date == D1)).one()
+        run = conn.execute(select(Run.frame_rows, Run.new_hits, Run.went_offline, Run.total_hits).where(Run.run_date == D1)).one()
     assert n_keys == 3
-    assert tuple(run) == (3, 3, 3)
+    assert tuple(run) == (3, 3, 0, 3)
     assert by_page(db)["a.test"]["score"] == pytest.approx(0.91)  # the best duplicate wins
 
 

@@ -151,18 +151,16 @@ class HitEvent(Base):
 
 
 class Run(Base):
-    """What the load of one run date did (the latest load of that date wins)."""
+    """The outcome of one run date, as a function of the data: re-loading the day rewrites the
+    same row (per-call figures such as rows inserted are returned by ``load_hits``, not stored)."""
 
     __tablename__ = "runs"
 
     run_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
-    frame_rows: Mapped[int] = mapped_column(Integer, default=0)
-    inserted: Mapped[int] = mapped_column(Integer, default=0)
-    updated: Mapped[int] = mapped_column(Integer, default=0)
-    unchanged: Mapped[int] = mapped_column(Integer, default=0)
-    marked_offline: Mapped[int] = mapped_column(Integer, default=0)
+    frame_rows: Mapped[int] = mapped_column(Integer, default=0)  # hits found that day
+    new_hits: Mapped[int] = mapped_column(Integer, default=0)  # first seen that day
+    went_offline: Mapped[int] = mapped_column(Integer, default=0)  # marked offline by that day
     total_hits: Mapped[int] = mapped_column(Integer, default=0)
-    load_count: Mapped[int] = mapped_column(Integer, default=1)  # > 1 when the date was re-run
     stats: Mapped[str] = mapped_column(Text, default="{}")  # JSON, per-customer counts
 
 

@@ -570,22 +570,23 @@ def _record_run(
     total: int,
     per_customer: Mapping[str, Counter[str]],
 ) -> None:
-    rt = Run.__table__
-    stats = {"per_customer": {c: dict(sorted(n.items())) for c, n in sorted(per_customer.items())}}
+    """Upsert the run's row from the data itself, so a re-run of the day writes the same row."""
+    rt, ht, et = Run.__table__, Hit.__table__, HitEvent.__table__
+    new_hits = conn.execute(select(func.count()).select_from(ht).where(ht.c.first_seen == run_date)).scalar_one()
+    went_offline = conn.execute(
+        select(func.count()).select_from(et).where(et.c.status == "offline", et.c.at == _event_time(run_date))
+    ).scalar_one()
+    per = {c: {k: v for k, v in sorted(n.items()) if k == "frame_rows"} for c, n in sorted(per_customer.items())}
     row = {
         "run_date": run_date,
         "frame_rows": frame_rows,
-        "inserted": inserted,
-        "updated": updated,
-        "unchanged": frame_rows - inserted - updated,
-        "marked_offline": marked_offline,
+        "new_hits": new_hits,
+        "went_offline": went_offline,
         "total_hits": total,
-        "load_count": 1,
-        "stats": json.dumps(stats, sort_keys=True),
+        "stats": json.dumps({"per_customer": per}, sort_keys=True),
     }
     stmt = dialect_insert(conn)(rt)
-    new: dict[str, Any] = {k: stmt.excluded[k] for k in row if k not in ("run_date", "load_count")}
-    new["load_count"] = rt.c.load_count + 1
+    new: dict[str, Any] = {k: stmt.excluded[k] for k in row if k != "run_date"}
     conn.execute(stmt.on_conflict_do_update(index_elements=["run_date"], set_=new), row)
 
 
