@@ -39,22 +39,30 @@ def customer_index():
         from copyhunt.hunt import customers
         from copyhunt.references import register_references
 
+        from copyhunt.runlog import run_stage
+
         settings = load_settings()
-        return str(register_references(settings, _run_date(), customers(settings)))
+        result = run_stage("register", lambda s, d: {"path": str(register_references(s, d, customers(s)))}, settings, _run_date())
+        return result["path"]
 
     @task
     def fingerprint(registered: str) -> str:
         from copyhunt.config import load_settings
         from copyhunt.references import fingerprint_references
 
-        return str(fingerprint_references(load_settings(), _run_date()))
+        from copyhunt.runlog import run_stage
+
+        result = run_stage("fingerprint_references", lambda s, d: {"path": str(fingerprint_references(s, d))}, load_settings(), _run_date())
+        return result["path"]
 
     @task(outlets=[CUSTOMER_INDEX])
     def build_index(fingerprints: str) -> dict:
         from copyhunt.config import load_settings
         from copyhunt.references import build_reference_index
 
-        return build_reference_index(load_settings(), _run_date())
+        from copyhunt.runlog import run_stage
+
+        return run_stage("build_index", build_reference_index, load_settings(), _run_date())
 
     build_index(fingerprint(register()))
 

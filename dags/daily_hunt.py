@@ -3,7 +3,8 @@
 
 The daily run: crawl the seeds, fingerprint every found image, match them against the customer
 index with a Spark job (spark-submit), verify, enrich (operator, dates), price (licence check and
-post-licence value), load the hits database and send the daily digests.
+post-licence value), load the hits database, send the daily digests and store the run report
+(counts per stage, errors by reason, durations) under `_runs/run_date=D/report.json`.
 
 Every task reads and writes its own `run_date=YYYY-MM-DD` partition of the lake and hands the next
 task a small summary, never data. Re-running a task or the whole day gives the same Parquet bytes
@@ -20,9 +21,10 @@ def _stage(name: str, **kwargs) -> dict:
     """Run one copyhunt stage for this run's partition; heavy imports stay inside the task."""
     from copyhunt import hunt
     from copyhunt.config import load_settings
+    from copyhunt.runlog import run_stage
 
     run_date = hunt.run_date_from_context(get_current_context())
-    result = getattr(hunt, name)(load_settings(), run_date, **kwargs)
+    result = run_stage(name, getattr(hunt, name), load_settings(), run_date, **kwargs)
     return {"run_date": run_date.isoformat(), **result}
 
 
@@ -66,7 +68,15 @@ def daily_hunt():
     def digest(loaded: dict) -> dict:
         return _stage("digest")
 
-    digest(load(price(enrich(match(fingerprint(crawl()))))))
+    @task
+    def report(sent: dict) -> str:
+        from copyhunt import hunt
+        from copyhunt.config import load_settings
+        from copyhunt.runlog import write_run_report
+
+        return str(write_run_report(load_settings(), hunt.run_date_from_context(get_current_context())))
+
+    report(digest(load(price(enrich(match(fingerprint(crawl())))))))
 
 
 daily_hunt()

@@ -49,7 +49,7 @@ def test_tags_retries_and_docs(dagbag):
 
 def test_daily_hunt_stage_order(dagbag):
     dag = dagbag.dags["daily_hunt"]
-    order = ["crawl", "fingerprint", "match", "enrich", "price", "load", "digest"]
+    order = ["crawl", "fingerprint", "match", "enrich", "price", "load", "digest", "report"]
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids
 

@@ -171,6 +171,46 @@ def print_summary(s: dict) -> None:
 
 
 @app.command()
+def replay(
+    run_date: str = typer.Option(..., help="The run date to replay (YYYY-MM-DD)."),
+    from_stage: str = typer.Option("fingerprint", help="First stage to recompute: fingerprint, match, enrich or price."),
+    out: Optional[Path] = typer.Option(None, help="Where to recompute (default data/replay/run_date=D)."),
+) -> None:
+    """Recompute a past run from its Parquet snapshot and compare every output with its manifest."""
+    from copyhunt.audit import replay as run_replay
+
+    settings = _settings()
+    try:
+        report = run_replay(settings, _run_date(run_date), from_stage, out, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]replay:[/red] {exc}")
+        raise typer.Exit(2)
+    out_console = Console()
+    if report.snapshot_problems:
+        out_console.print("[red]the snapshot does not match its manifest:[/red]")
+        for problem in report.snapshot_problems:
+            out_console.print(f"  - {problem}")
+        raise typer.Exit(1)
+    table = Table(title=f"replay of {report.run_date} into {report.out_dir}")
+    for col in ("stage", "dataset", "rows", "sha256 equal"):
+        table.add_column(col)
+    for c in report.checks:
+        table.add_row(c.stage, c.dataset, str(c.rows), "[green]yes[/green]" if c.equal else "[red]NO[/red]")
+    out_console.print(table)
+    if not report.code_version_matches:
+        out_console.print("[yellow]note: the code version differs from the one recorded for this run[/yellow]")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def report(run_date: Optional[str] = typer.Option(None, help="Run date YYYY-MM-DD (default today).")) -> None:
+    """Print a run's report: figures and durations per stage, errors by reason, manifest facts."""
+    from copyhunt.runlog import run_report
+
+    typer.echo(json.dumps(run_report(_settings(), _run_date(run_date)), indent=2, sort_keys=True, default=str))
+
+
+@app.command()
 def demo(
     run_date: Optional[str] = typer.Option(None, help="Run date YYYY-MM-DD (default today)."),
     port: int = typer.Option(0, help="Port for the demo web (0: any free port)."),
