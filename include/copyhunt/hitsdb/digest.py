@@ -26,7 +26,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import Connection, Engine, and_, exists, select
@@ -37,7 +37,15 @@ from copyhunt.hitsdb.models import Customer, Digest, Hit
 from copyhunt.hitsdb.store import bound_text, check_customer_id, dialect_insert
 from copyhunt.lake import atomic_write_bytes
 
-__all__ = ["DigestResult", "build_digest_message", "format_money", "make_thumbnail", "send_digests"]
+__all__ = [
+    "DigestResult",
+    "build_digest_message",
+    "format_money",
+    "inbox_link",
+    "make_thumbnail",
+    "safe_href",
+    "send_digests",
+]
 
 TOP_N = 10  # hits listed in the mail; the inbox has the rest
 THUMB_MAX_PX = 160
@@ -88,7 +96,7 @@ def _shorten(text: str | None, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _safe_href(url: str | None) -> str | None:
+def safe_href(url: str | None) -> str | None:
     """Only http(s) URLs become links: a ``javascript:`` URL survives HTML escaping untouched."""
     if not url:
         return None
@@ -97,6 +105,12 @@ def _safe_href(url: str | None) -> str | None:
     except ValueError:
         return None
     return url if parts.scheme.lower() in ("http", "https") and parts.netloc else None
+
+
+def inbox_link(settings: Settings, path: str = "/", **query: str) -> str:
+    """An absolute link into the customer inbox (``copyhunt serve``) at ``settings.inbox_url``."""
+    link = settings.inbox_url.rstrip("/") + path
+    return f"{link}?{urlencode(query)}" if query else link
 
 
 def make_thumbnail(data: bytes, max_px: int = THUMB_MAX_PX, max_pixels: int = 64_000_000) -> bytes | None:
@@ -164,13 +178,14 @@ def _context(customer: Mapping[str, Any], hits: Sequence[Mapping[str, Any]], run
             {
                 "title": _shorten(hit["page_title"], TITLE_SHOWN),
                 "page_url": _shorten(hit["page_url"], URL_SHOWN),
-                "href": _safe_href(hit["page_url"]),
+                "href": safe_href(hit["page_url"]),
                 "domain": _shorten(hit["domain"], NAME_SHOWN) or "?",
                 "operator": _shorten(hit["operator_name"], NAME_SHOWN),
                 "score": f"{float(hit['score']):.2f}",
                 "value": format_money(int(hit["license_value_cents"]), hit["currency"]),
                 "licensed": bool(hit["licensed"]),
                 "thumb_cid": thumbs.get(hit["image_sha256"] or ""),
+                "inbox_href": inbox_link(settings, f"/hits/{int(hit['id'])}"),
             }
         )
     currencies = sorted(claimable, key=lambda c: (c != "EUR", c))
@@ -182,7 +197,9 @@ def _context(customer: Mapping[str, Any], hits: Sequence[Mapping[str, Any]], run
         "claimable": [format_money(claimable[c], c) for c in currencies] or [format_money(0, "EUR")],
         "top": top,
         "more_count": max(0, len(hits) - TOP_N),
-        "inbox_url": settings.inbox_url,
+        # The inbox opens on this run's new hits; the settings page is where the digest is turned off.
+        "inbox_url": inbox_link(settings, "/hits", since=run_date.isoformat(), sort="value"),
+        "settings_url": inbox_link(settings, "/settings"),
     }
 
 

@@ -2,12 +2,14 @@
 
 Tables: ``customers``, ``images``, ``licences`` (synced from the customers file), ``hits`` (one row
 per (customer, image, page, image URL), upserted by every run), ``hit_events`` (an audit trail of
-changes to a hit's state), ``runs`` (what each run date loaded) and ``digests`` (which daily
-e-mails went out, so none is sent twice).
+changes to a hit's state), ``runs`` (what each run date loaded), ``digests`` (which daily
+e-mails went out, so none is sent twice), and for the inbox ``customer_tokens`` (sign-in tokens,
+stored as hashes only) and ``inbox_sessions`` (browser sign-ins, also stored as hashes).
 
 Text that comes from the web is stored in bounded columns and is cut to the bound by the loader
 (``store.bound_text`` / ``store.bound_url``), never rejected: one absurd page title must not fail a run.
-The schema is created with ``metadata.create_all`` for now; Alembic migrations come later.
+The schema is made by the Alembic migrations in ``migrations/`` (``store.create_schema`` runs them);
+a change here needs a new migration, and tests/test_hitsdb_migrations.py fails until it exists.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ NAME_MAX = 500  # operator / customer names, e-mail addresses
 SOURCE_MAX = 100  # provenance tags such as "imprint" or "whois"
 SHA256_LEN = 64
 STATUS_MAX = 32
+KEY_ID_MAX = 32  # public part of a customer token (copyhunt.hitsdb.tokens)
+ACTOR_MAX = 64  # who changed a hit: "token:<key id>"; NULL for the daily load
 CURRENCY_LEN = 3  # ISO 4217
 
 # Bigint ids on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER.
@@ -107,6 +111,7 @@ class Hit(Base):
         ),
         Index("ix_hits_customer_first_seen", "customer_id", "first_seen"),  # the daily digest
         Index("ix_hits_customer_online_last_seen", "customer_id", "online", "last_seen"),  # offline marking
+        Index("ix_hits_customer_status", "customer_id", "status"),  # the inbox's status filter
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -134,6 +139,8 @@ class Hit(Base):
     region: Mapped[str | None] = mapped_column(Text)  # JSON: where in the page image the match is
     image_sha256: Mapped[str | None] = mapped_column(String(SHA256_LEN))
     html_sha256: Mapped[str | None] = mapped_column(String(SHA256_LEN))
+    # When the crawl fetched the page whose HTML is html_sha256: the evidence's timestamp.
+    fetched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     # Workflow state, owned by people (inbox), never touched by the loader.
     status: Mapped[str] = mapped_column(String(STATUS_MAX), default="new", server_default="new")
 
@@ -148,6 +155,7 @@ class HitEvent(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(STATUS_MAX))
     note: Mapped[str | None] = mapped_column(String(TITLE_MAX))
+    actor: Mapped[str | None] = mapped_column(String(ACTOR_MAX))  # NULL: the daily load
 
 
 class Run(Base):
@@ -177,6 +185,40 @@ class Digest(Base):
     message_id: Mapped[str] = mapped_column(String(NAME_MAX))
     path: Mapped[str | None] = mapped_column(String(TITLE_MAX))  # the .eml file, for 'outbox'
     hit_count: Mapped[int] = mapped_column(Integer)
+
+
+class CustomerToken(Base):
+    """A customer's sign-in token. Only a hash of its secret is kept; see copyhunt.hitsdb.tokens."""
+
+    __tablename__ = "customer_tokens"
+
+    key_id: Mapped[str] = mapped_column(String(KEY_ID_MAX), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        String(ID_MAX), ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    secret_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    label: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InboxSession(Base):
+    """A browser signed in with a token; the cookie holds a random id, the table only its hash.
+
+    Sessions die with their token (revoking a token signs its browsers out) and at ``expires_at``.
+    """
+
+    __tablename__ = "inbox_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True)
+    key_id: Mapped[str] = mapped_column(
+        String(KEY_ID_MAX), ForeignKey("customer_tokens.key_id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[str] = mapped_column(
+        String(ID_MAX), ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 metadata = Base.metadata

@@ -41,6 +41,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
+from copyhunt.failpoints import failpoint
+
 from copyhunt.hitsdb.models import (
     CURRENCY_LEN,
     DOMAIN_MAX,
@@ -55,13 +57,13 @@ from copyhunt.hitsdb.models import (
     Image,
     Licence,
     Run,
-    metadata,
 )
 
 __all__ = [
     "LoadStats",
     "SyncStats",
     "PRICED_COLUMNS",
+    "alembic_config",
     "bound_text",
     "bound_url",
     "check_customer_id",
@@ -70,7 +72,9 @@ __all__ = [
     "dialect_insert",
     "hits_for_customer",
     "load_hits",
+    "head_revision",
     "make_engine",
+    "schema_revision",
     "sync_customers",
     "table_dump",
 ]
@@ -87,7 +91,7 @@ HIT_KEY: tuple[str, ...] = ("customer_id", "image_id", "page_url", "image_url")
 OBSERVED_COLUMNS: tuple[str, ...] = (
     "score", "page_title", "domain", "registrable_domain", "operator_name", "operator_source",
     "published_source", "licensed", "licence_id", "license_value_cents", "currency",
-    "value_breakdown", "region", "image_sha256", "html_sha256",
+    "value_breakdown", "region", "image_sha256", "html_sha256", "fetched_at",
 )  # fmt: skip
 
 # Customer ids end up in file names (outbox/<run_date>/<customer_id>.eml), so they are restricted.
@@ -151,9 +155,58 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(u, **kwargs)
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables and indexes (idempotent). Alembic migrations will replace this."""
-    metadata.create_all(engine)
+MIGRATIONS = Path(__file__).parent / "migrations"
+# The schema that metadata.create_all made before migrations existed (see migrations/versions/0001).
+BASELINE_REVISION = "0001"
+# Any constant will do: it only has to be the same for every process migrating one database.
+_PG_MIGRATION_LOCK = 7_140_251_226
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    """An Alembic Config for the hits database's migrations, optionally bound to a connection."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def schema_revision(engine: Engine) -> tuple[str, ...]:
+    """The database's current Alembic revision(s); ``()`` for an empty (or pre-migration) database."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return tuple(MigrationContext.configure(conn).get_current_heads())
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+
+
+def create_schema(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (default: the newest) with Alembic: ``upgrade head``.
+
+    Idempotent and cheap when nothing is due (one read). The upgrade runs in one transaction,
+    serialised between processes on PostgreSQL by an advisory lock. A database made by the old
+    ``metadata.create_all`` (tables but no ``alembic_version``) is stamped at the baseline first.
+    """
+    from alembic import command
+    from sqlalchemy import inspect
+
+    if revision == "head" and schema_revision(engine) == (head_revision(),):
+        return
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(_PG_MIGRATION_LOCK)))
+        cfg = alembic_config(conn)
+        insp = inspect(conn)
+        if not insp.has_table("alembic_version") and insp.has_table("hits"):
+            command.stamp(cfg, BASELINE_REVISION)
+        command.upgrade(cfg, revision)
 
 
 def dialect_insert(conn: Connection) -> Callable[[Table], Any]:
@@ -240,6 +293,25 @@ def _as_date(value: Any) -> dt.date | None:
         return dt.date.fromisoformat(str(value).strip()[:10])
     except ValueError:
         return None
+
+
+def _as_utc_datetime(value: Any) -> dt.datetime | None:
+    """An aware UTC datetime from a datetime, Timestamp or ISO string (naive means UTC); None when
+    missing or unparseable. Normalised to UTC because SQLite stores the wall time without its zone."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
 
 
 def _cents(value: Any) -> int:
@@ -424,6 +496,7 @@ def _hit_rows(priced: pd.DataFrame, run_date: dt.date) -> list[dict[str, Any]]:
                 "region": _json_text(rec.get("region"), "region", None),
                 "image_sha256": _sha256_or_none(rec.get("image_sha256")),
                 "html_sha256": _sha256_or_none(rec.get("html_sha256")),
+                "fetched_at": _as_utc_datetime(rec.get("fetched_at")),
             }
         )
     # Bounding can make two long URLs equal, and a frame may repeat a key; one upsert statement must
@@ -557,6 +630,7 @@ def load_hits(
 
         total = conn.execute(select(func.count()).select_from(t)).scalar_one()
         _record_run(conn, run_date, len(rows), inserted, updated, len(offline), total, per_customer)
+        failpoint("load.before_commit")  # crash tests: die with the whole load uncommitted
     return LoadStats(inserted=inserted, updated=updated, marked_offline=len(offline), total=total)
 
 
