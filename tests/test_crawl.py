@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -28,11 +30,14 @@ from PIL import Image
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.crawl.images import DISCOVERY_KINDS, discover_images, inspect_image, largest_candidate, parse_srcset
+from copyhunt.crawl.market import MAX_NAME_LENGTH, Seller, is_pagination_of, is_product_page, listing_key, pagination_links, product_sellers
 from copyhunt.crawl.middlewares import address_block_reason, backoff_delay, retry_after_seconds
 from copyhunt.crawl.outputs import write_table
 from copyhunt.crawl.pages import extract_links, page_meta
 from copyhunt.crawl.runner import CrawlSummary, run_crawl
-from copyhunt.crawl.urls import canonical_url, in_scope, scope_hosts, trap_reason
+from copyhunt.crawl.seeds import SeedError, assign_spiders, parse_hosts, parse_seed
+from copyhunt.crawl.urls import MAX_PAGES_PER_DATE_PATTERN, canonical_url, date_pattern, in_scope, scope_hosts, trap_reason
+from copyhunt.crawl.validators import VALIDATORS_SCHEMA, validators_table
 
 # A local server answers in milliseconds: no politeness delays, short backoff.
 FAST = {"DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_START_DELAY": 0.01, "COPYHUNT_RETRY_BACKOFF_BASE": 0.1}
@@ -228,27 +233,72 @@ def test_output_tables_are_deterministic(tmp_path: Path) -> None:
 Reply = tuple[int, dict[str, str], bytes]
 
 
+@dataclass(frozen=True)
+class Stream:
+    """A body of ``size`` bytes written in 1 MB chunks, never held in memory whole."""
+
+    size: int
+    content_type: str = "image/jpeg"
+    declare_length: bool = True  # False: no Content-Length, the body ends when the connection does
+
+
+HANG = "hang"  # a route that accepts the request and never answers
+
+
+@dataclass(frozen=True)
+class Served:
+    """One request as the server saw it: what was asked, with which headers, and what it sent."""
+
+    url: str
+    headers: dict[str, str]
+    status: int
+    body_bytes: int
+
+
 @dataclass
 class FakeWeb:
-    """Routes keyed by absolute URL; serves as an origin server and as a forward proxy."""
+    """Routes keyed by absolute URL (without query); serves as an origin server and as a forward
+    proxy. Answers conditional requests for routes that carry an ETag or Last-Modified header,
+    and logs every request."""
 
-    routes: dict[str, Reply | Callable[[int], Reply]] = field(default_factory=dict)
+    routes: dict[str, Reply | Callable[[int], Reply] | Stream | str] = field(default_factory=dict)
+    prefixes: dict[str, Callable[[str], Reply]] = field(default_factory=dict)  # URL prefix -> page maker
     hits: Counter[str] = field(default_factory=Counter)
+    log: list[Served] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)
     base: str = ""
 
     def add(self, url: str, body: bytes | str, content_type: str = "text/html; charset=utf-8", status: int = 200, **headers: str) -> None:
         data = body.encode("utf-8") if isinstance(body, str) else body
         self.routes[url] = (status, {"Content-Type": content_type, **headers}, data)
 
-    def reply(self, url: str) -> Reply:
+    def route(self, url: str) -> Reply | Stream | str:
         with self.lock:
             self.hits[url] += 1
             n = self.hits[url]
         route = self.routes.get(url)
         if route is None:
+            for prefix, make in self.prefixes.items():
+                if url.startswith(prefix):
+                    return make(url)
             return 404, {"Content-Type": "text/html"}, b"<h1>not found</h1>"
         return route(n) if callable(route) else route
+
+    def record(self, served: Served) -> None:
+        with self.lock:
+            self.log.append(served)
+
+    def served(self, url: str) -> list[Served]:
+        with self.lock:
+            return [s for s in self.log if s.url == url]
+
+
+def not_modified(request_headers: Any, reply_headers: dict[str, str]) -> bool:
+    etag, last_modified = reply_headers.get("ETag"), reply_headers.get("Last-Modified")
+    if request_headers.get("If-None-Match") is not None:
+        return etag is not None and etag in [t.strip() for t in request_headers["If-None-Match"].split(",")]
+    return last_modified is not None and request_headers.get("If-Modified-Since") == last_modified
 
 
 def serve(web: FakeWeb) -> tuple[ThreadingHTTPServer, str]:
@@ -257,13 +307,45 @@ def serve(web: FakeWeb) -> tuple[ThreadingHTTPServer, str]:
             # A proxy gets the absolute URL in the request line; an origin server gets a path.
             url = self.path if self.path.startswith("http") else f"http://{self.headers['Host']}{self.path}"
             parts = urlsplit(url)
-            status, headers, body = web.reply(f"{parts.scheme}://{parts.netloc}{parts.path}")
+            key = f"{parts.scheme}://{parts.netloc}{parts.path}"
+            route = web.route(key)
+            asked = dict(self.headers.items())
+            if route == HANG:
+                web.record(Served(key, asked, 0, 0))
+                web.stopping.wait(60)
+                return
+            if isinstance(route, Stream):
+                web.record(Served(key, asked, 200, self.stream(route)))
+                return
+            status, headers, body = route  # type: ignore[misc]
+            if 200 <= status < 300 and not_modified(self.headers, headers):
+                status, body = 304, b""
+                headers = {k: v for k, v in headers.items() if k in ("ETag", "Last-Modified")}
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
+            if status != 304:
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            web.record(Served(key, asked, status, len(body)))
+
+        def stream(self, route: Stream) -> int:
+            self.send_response(200)
+            self.send_header("Content-Type", route.content_type)
+            if route.declare_length:
+                self.send_header("Content-Length", str(route.size))
+            self.end_headers()
+            chunk = b"\xff\xd8\xff\xe0" + bytes(1024 * 1024 - 4)
+            sent = 0
+            try:
+                while sent < route.size:
+                    n = min(len(chunk), route.size - sent)
+                    self.wfile.write(chunk[:n])
+                    sent += n
+            except OSError:  # the crawler hung up: exactly what a size cap should do
+                pass
+            return sent
 
         def log_message(self, *args: object) -> None:
             pass
@@ -279,6 +361,7 @@ def web() -> Iterator[FakeWeb]:
     fake = FakeWeb()
     server, fake.base = serve(fake)
     yield fake
+    fake.stopping.set()  # release hanging handlers
     server.shutdown()
     server.server_close()
 
@@ -449,3 +532,262 @@ def test_budget_depth_and_traps(tmp_path: Path, web: FakeWeb) -> None:
     assert [(r["image_url"], r["blob_sha256"]) for r in table(summary, "images")] == [(f"{b}/deep.png", sha(pic))]
     assert [(e["url"], e["reason"]) for e in table(summary, "errors")] == [(f"{b}/a/a/a/loop", "trap:repeating-path")]
     assert web.hits[f"{b}/d2"] == web.hits[f"{b}/p3"] == web.hits[f"{b}/a/a/a/loop"] == 0
+
+
+# ---- pure: marketplaces, seeds, calendars, validators ------------------------------------------------
+def test_product_sellers_from_json_ld_and_microdata() -> None:
+    jsonld = """<html><head><script type="application/ld+json">
+      {"@context": "https://schema.org", "@type": "Product", "name": "Lamp",
+       "offers": {"@type": "Offer", "price": "12.00",
+                  "seller": {"@type": "Organization", "name": "  Retro   Garage ", "url": "/seller/retro"}}}
+      </script></head><body><p>Lamp</p></body></html>"""
+    assert product_sellers(jsonld, "http://m.test/item/1") == [Seller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
+    assert is_product_page(jsonld)
+
+    aggregate = """<script type="application/ld+json">{"@graph": [
+      {"@type": "Product", "offers": {"@type": "AggregateOffer", "offers": [
+        {"@type": "Offer", "seller": {"@type": "Person", "name": "Ana"}},
+        {"@type": "Offer", "seller": "Bo's Shop"}]}},
+      {"@type": "Offer", "itemOffered": {"@type": "Product", "name": "Mug"},
+       "seller": {"@type": "Organization", "name": "Mugs Ltd", "url": "https://mugs.example/"}},
+      {"@type": "Organization", "name": "The marketplace itself"}]}</script>"""
+    assert product_sellers(aggregate, "http://m.test/") == [
+        Seller("Ana", None, "json-ld"),
+        Seller("Bo's Shop", None, "json-ld"),
+        Seller("Mugs Ltd", "https://mugs.example/", "json-ld"),
+    ]
+
+    microdata = """<div itemscope itemtype="https://schema.org/Product"><h1 itemprop="name">Jacket</h1>
+      <div itemprop="offers" itemscope itemtype="https://schema.org/Offer"><span itemprop="price" content="9">9</span>
+      Sold by <span itemprop="seller" itemscope itemtype="https://schema.org/Organization">
+      <a itemprop="url" href="/seller/home-finds"><span itemprop="name">Home Finds</span></a></span></div></div>"""
+    assert product_sellers(microdata, "http://m.test/item/2") == [Seller("Home Finds", "http://m.test/seller/home-finds", "microdata")]
+    assert is_product_page(microdata)
+
+    # The same seller in both forms is reported once, from JSON-LD.
+    both = jsonld.replace("<p>Lamp</p>", microdata.replace("Home Finds", "Retro Garage").replace("/seller/home-finds", "/seller/retro"))
+    assert product_sellers(both, "http://m.test/item/1") == [Seller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
+
+    # No product: no seller, even if an Organization is described; broken JSON is skipped.
+    page = '<script type="application/ld+json">{"@type": "Organization", "name": "X"}</script><script type="application/ld+json">{oops</script>'
+    assert product_sellers(page, "http://m.test/") == [] and not is_product_page(page)
+    assert product_sellers("", "http://m.test/") == []
+    long_name = '<script type="application/ld+json">{"@type": "Product", "offers": {"seller": {"name": "%s"}}}</script>' % ("x" * 5000)
+    (seller,) = product_sellers(long_name, "http://m.test/")
+    assert seller.name is not None and len(seller.name) == MAX_NAME_LENGTH
+
+
+def test_pagination_links() -> None:
+    html = """<html><head><link rel="next" href="/shop?page=3&amp;sort=new"></head><body>
+      <a href="/shop?sort=new&amp;page=1">1</a> <a href="/item/9">item</a> <a href="/shop?page=4&amp;sort=new">4</a>
+      <a href="/shop?page=5&amp;sort=old">other sorting</a> <a href="/other?page=2">other listing</a>
+      <nav class="pagination"><a href="/shop?sort=new">first</a><a href="/help">help</a></nav></body></html>"""
+    assert pagination_links(html, "http://m.test/shop?page=2&sort=new") == [
+        "http://m.test/shop?page=3&sort=new",
+        "http://m.test/shop?page=1&sort=new",
+        "http://m.test/shop?page=4&sort=new",
+        "http://m.test/shop?sort=new",
+    ]
+    blog = '<a href="/blog/page/3/">older</a><a href="/blog/">newest</a><a href="/blog/post">post</a>'
+    assert pagination_links(blog, "http://b.test/blog/page/2/") == ["http://b.test/blog/page/3/"]
+    assert listing_key("http://b.test/blog/page/7/") == listing_key("http://b.test/blog/")
+    assert is_pagination_of("http://m.test/l?page=2", "http://m.test/l") and not is_pagination_of("http://m.test/item/2", "http://m.test/l")
+
+
+def test_seed_assignment() -> None:
+    seeds = ["http://blog.test/", "marketplace http://shop.test/", "http://shop.test/sale", "http://www.bazaar.test/",
+             "site http://bazaar.test/news", "http://m.big.test/", "nonsense here", "crawl http://x.test/ now"]
+    got = assign_spiders(seeds, parse_hosts("bazaar.test, BIG.test,"))
+    assert got == {
+        "site": ["http://blog.test/", "http://bazaar.test/news", "nonsense here", "crawl http://x.test/ now"],
+        "marketplace": ["http://shop.test/", "http://shop.test/sale", "http://www.bazaar.test/", "http://m.big.test/"],
+    }
+    assert parse_seed(" marketplace  http://a.test/ ") == ("marketplace", "http://a.test/")
+    with pytest.raises(SeedError):
+        parse_seed("spider http://a.test/")
+
+
+def test_date_patterns() -> None:
+    calendar = {date_pattern(f"http://e.test/calendar/{y}/{m:02d}") for y in (2024, 2031) for m in (1, 12)}
+    assert calendar == {"e.test/calendar/N/N?"}
+    assert date_pattern("http://e.test/events?date=2026-11-21") == date_pattern("http://e.test/events?date=1999-01-01")
+    assert date_pattern("http://e.test/cal?month=5&year=2024") == "e.test/cal?month=N&year=N"
+    assert date_pattern("http://e.test/day/20240301") == "e.test/day/N?"
+    # dated posts keep their slug, so each has its own pattern; numbers that are not dates are not
+    assert date_pattern("http://e.test/2024/03/01/my-post") != date_pattern("http://e.test/2024/03/02/other-post")
+    for url in ("http://e.test/item/1003-poster", "http://e.test/product/2024", "http://e.test/listings?page=2", "http://e.test/p/123456789"):
+        assert date_pattern(url) is None, url
+
+
+def test_validators_table() -> None:
+    images = pa.Table.from_pylist(
+        [
+            {"image_url": "http://e.test/b.jpg", "page_url": "http://e.test/1", "blob_sha256": "b" * 64, "bytes": 10, "width": 2, "height": 1, "format": "jpeg", "etag": '"b"', "last_modified": None},
+            {"image_url": "http://e.test/b.jpg", "page_url": "http://e.test/2", "blob_sha256": "b" * 64, "bytes": 10, "width": 2, "height": 1, "format": "jpeg", "etag": '"b"', "last_modified": None},
+            {"image_url": "http://e.test/a.jpg", "page_url": "http://e.test/1", "blob_sha256": "a" * 64, "bytes": 5, "width": 1, "height": 1, "format": "png", "etag": None, "last_modified": "Sun, 01 Jun 2025 07:00:00 GMT"},
+            {"image_url": "http://e.test/no-validator.jpg", "page_url": "http://e.test/1", "blob_sha256": "c" * 64, "bytes": 5, "width": 1, "height": 1, "format": "png", "etag": None, "last_modified": None},
+            {"image_url": "http://e.test/failed.jpg", "page_url": "http://e.test/1", "blob_sha256": None, "bytes": 5, "width": None, "height": None, "format": None, "etag": '"f"', "last_modified": None},
+        ]
+    )
+    got = validators_table(images)
+    assert got.column("image_url").to_pylist() == ["http://e.test/a.jpg", "http://e.test/b.jpg"]
+    assert got.schema == VALIDATORS_SCHEMA
+    # a table from before validators were kept gives none, not an error
+    assert validators_table(images.drop_columns(["etag", "last_modified"])).num_rows == 0
+
+
+# ---- integration: failures, traps, sizes, safety -------------------------------------------------------
+def test_server_errors_hangs_and_redirect_loops(tmp_path: Path, web: FakeWeb) -> None:
+    b = web.base
+    pic = make_image("JPEG", (20, 10), (9, 9, 9))
+    web.add(f"{b}/", """<title>home</title><a href="/broken">500</a><a href="/slow">hangs</a>
+        <a href="/loop-a">loop</a><a href="/fine">fine</a><img src="/img/broken.jpg"><img src="/img/ok.jpg">""")
+    web.add(f"{b}/broken", "<h1>oops</h1>", status=500)
+    web.add(f"{b}/img/broken.jpg", "oops", "text/plain", status=500)
+    web.routes[f"{b}/slow"] = HANG
+    web.add(f"{b}/loop-a", "", status=302, Location="/loop-b")
+    web.add(f"{b}/loop-b", "", status=302, Location="/loop-a")
+    web.add(f"{b}/fine", "<title>fine</title>")
+    web.add(f"{b}/img/ok.jpg", pic, "image/jpeg")
+
+    cfg = settings_for(tmp_path, crawl_timeout_seconds=1.0)
+    summary = run_crawl([f"{b}/"], tmp_path / "crawl", cfg, allow_private=True, timeout_s=60, scrapy_overrides=FAST)
+
+    assert summary.finish_reason == "finished"  # nothing above stalls or fails the run
+    assert {p["url"] for p in table(summary, "pages")} == {f"{b}/", f"{b}/fine"}
+    errors = {e["url"]: e["reason"] for e in table(summary, "errors")}
+    assert errors == {
+        f"{b}/broken": "http-500",
+        f"{b}/img/broken.jpg": "http-500",
+        f"{b}/slow": "timeout",
+        f"{b}/loop-a": "too-many-redirects",
+    }
+    # 500s and timeouts are retried RETRY_TIMES (2) times with backoff, then reported
+    assert web.hits[f"{b}/broken"] == web.hits[f"{b}/img/broken.jpg"] == web.hits[f"{b}/slow"] == 3
+    # a redirect loop is cut after REDIRECT_MAX_TIMES (5) hops
+    assert web.hits[f"{b}/loop-a"] + web.hits[f"{b}/loop-b"] == 6
+    images = {r["image_url"]: r["blob_sha256"] for r in table(summary, "images")}
+    assert images == {f"{b}/img/broken.jpg": None, f"{b}/img/ok.jpg": sha(pic)}
+
+
+def test_endless_calendar_is_cut(tmp_path: Path, web: FakeWeb) -> None:
+    b = web.base
+
+    def month_page(url: str) -> Reply:
+        year, month = (int(x) for x in urlsplit(url).path.split("/")[2:4])
+        prev_y, prev_m = (year, month - 1) if month > 1 else (year - 1, 12)
+        next_y, next_m = (year, month + 1) if month < 12 else (year + 1, 1)
+        body = (f"<title>{year}-{month:02d}</title><h1>Events</h1><p>No events.</p>"
+                f'<a href="/calendar/{prev_y}/{prev_m:02d}">previous</a> <a href="/calendar/{next_y}/{next_m:02d}">next</a>')
+        return 200, {"Content-Type": "text/html"}, body.encode()
+
+    web.prefixes[f"{b}/calendar/"] = month_page
+    web.add(f"{b}/", '<title>home</title><a href="/calendar/2026/11">events</a><a href="/about">about</a>')
+    web.add(f"{b}/about", '<title>about</title><a href="/2026/03/01/a-dated-post">post</a>')
+    web.add(f"{b}/2026/03/01/a-dated-post", "<title>post</title>")
+
+    # Neither the depth limit nor the page budget is what stops it here.
+    cfg = settings_for(tmp_path, crawl_depth_limit=1000)
+    summary = run_crawl([f"{b}/"], tmp_path / "crawl", cfg, max_pages=1000, allow_private=True, timeout_s=120, scrapy_overrides=FAST)
+
+    assert summary.finish_reason == "finished"
+    fetched = {p["url"] for p in table(summary, "pages")}
+    calendar = {u for u in fetched if "/calendar/" in u}
+    assert len(calendar) == MAX_PAGES_PER_DATE_PATTERN
+    assert f"{b}/calendar/2026/11" in calendar and f"{b}/2026/03/01/a-dated-post" in fetched
+    assert sum(n for u, n in web.hits.items() if "/calendar/" in u) == MAX_PAGES_PER_DATE_PATTERN
+    (trap,) = table(summary, "errors")  # reported once, not once per date
+    assert trap["reason"] == "trap:calendar" and "/calendar/N/N" in trap["detail"]
+
+
+def test_size_cap_stops_a_100mb_image(tmp_path: Path, web: FakeWeb) -> None:
+    b = web.base
+    hundred_mb = 100 * 1024 * 1024
+    small = make_image("PNG", (30, 20), (5, 6, 7))
+    web.add(f"{b}/", '<title>big</title><img src="/img/declared.jpg"><img src="/img/undeclared.jpg"><img src="/img/small.png">')
+    web.routes[f"{b}/img/declared.jpg"] = Stream(hundred_mb)
+    web.routes[f"{b}/img/undeclared.jpg"] = Stream(hundred_mb, declare_length=False)
+    web.add(f"{b}/img/small.png", small, "image/png")
+
+    cfg = settings_for(tmp_path)  # crawl_max_image_bytes: 20 MB
+    summary = run_crawl([f"{b}/"], tmp_path / "crawl", cfg, allow_private=True, timeout_s=60, scrapy_overrides=FAST)
+
+    errors = {e["url"]: e["reason"] for e in table(summary, "errors")}
+    assert errors == {f"{b}/img/declared.jpg": "too-large", f"{b}/img/undeclared.jpg": "too-large"}
+    images = {r["image_url"]: r["blob_sha256"] for r in table(summary, "images")}
+    assert images[f"{b}/img/small.png"] == sha(small)
+    # Refused from its Content-Length before the body; without one, cut off near the cap.
+    (declared,) = web.served(f"{b}/img/declared.jpg")
+    (undeclared,) = web.served(f"{b}/img/undeclared.jpg")
+    assert declared.body_bytes < cfg.crawl_max_image_bytes
+    assert undeclared.body_bytes < cfg.crawl_max_image_bytes + 16 * 1024 * 1024  # the cap plus socket buffers
+    assert not any(p.stat().st_size > cfg.crawl_max_image_bytes for p in cfg.blob_root.rglob("*") if p.is_file())
+
+
+def test_redirects_to_private_addresses_are_refused(tmp_path: Path, web: FakeWeb) -> None:
+    """Seen through the proxy, as in production behind an egress proxy: the public page is
+    fetched, every hop that points at a private address is refused before it is sent."""
+    site = "http://news.test"
+    port = urlsplit(web.base).port
+    web.add(f"{site}/robots.txt", "User-agent: *\nAllow: /\n", "text/plain")
+    web.add(f"{site}/", """<title>news</title><a href="/to-loopback">a</a><a href="/to-lan">b</a>
+        <img src="/img/to-router.jpg"><a href="/to-localhost-name">c</a>""")
+    web.add(f"{site}/to-loopback", "", status=302, Location=f"http://127.0.0.1:{port}/admin")
+    web.add(f"{site}/to-lan", "", status=301, Location="http://10.0.0.7/internal")
+    web.add(f"{site}/to-localhost-name", "", status=307, Location=f"http://localhost:{port}/admin")
+    web.add(f"{site}/img/to-router.jpg", "", status=302, Location="http://[::ffff:192.168.1.1]/cam.jpg")
+    web.add(f"http://127.0.0.1:{port}/admin", "<title>admin panel</title>")
+
+    cfg = settings_for(tmp_path, crawl_proxy=web.base, crawl_allow_private=False)
+    summary = run_crawl([f"{site}/"], tmp_path / "crawl", cfg, timeout_s=60, scrapy_overrides=FAST)
+
+    assert [p["url"] for p in table(summary, "pages")] == [f"{site}/"]
+    errors = {e["url"]: e for e in table(summary, "errors")}
+    assert set(errors) == {f"{site}/to-loopback", f"{site}/to-lan", f"{site}/to-localhost-name", f"{site}/img/to-router.jpg"}
+    assert {e["reason"] for e in errors.values()} == {"blocked:private-address"}
+    assert "127.0.0.1" in errors[f"{site}/to-loopback"]["detail"] and "10.0.0.7" in errors[f"{site}/to-lan"]["detail"]
+    # Only the public hops ever reached the network.
+    assert {urlsplit(s.url).hostname for s in web.log} == {"news.test"}
+
+
+DISCOVERY_PAGE = """<!doctype html><html><head><title>every form</title>
+<meta property="og:image" content="/img/og.jpg">
+<meta name="twitter:image" content="/img/twitter.jpg">
+<script type="application/ld+json">{"@type": "Article", "image": {"@type": "ImageObject", "url": "/img/json-ld.jpg"}}</script>
+<style>.hero { background-image: url('/img/css.jpg') }</style>
+</head><body>
+<img src="/img/img.jpg" alt="plain">
+<img src="/img/img.jpg" srcset="/img/srcset-small.jpg 300w, /img/srcset.jpg 1200w" alt="sized">
+<picture><source srcset="/img/picture-1x.webp 1x, /img/picture.webp 2x"><img src="/img/img.jpg" alt="plain"></picture>
+<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" data-src="/img/data-src.jpg" alt="lazy">
+<img data-lazy-src="/img/data-lazy-src.jpg">
+<div data-srcset="/img/data-srcset-1.jpg 1x, /img/data-srcset.jpg 2x"></div>
+<a href="/img/a-href.jpg">full size</a>
+</body></html>"""
+
+
+def test_every_discovery_form_end_to_end(tmp_path: Path, web: FakeWeb) -> None:
+    b = web.base
+    web.add(f"{b}/", DISCOVERY_PAGE)
+    expected = {"img": "img.jpg", "srcset": "srcset.jpg", "picture": "picture.webp", "data-src": "data-src.jpg",
+                "data-lazy-src": "data-lazy-src.jpg", "data-srcset": "data-srcset.jpg", "og:image": "og.jpg",
+                "twitter:image": "twitter.jpg", "json-ld": "json-ld.jpg", "css": "css.jpg", "a-href": "a-href.jpg"}
+    assert set(expected) == set(DISCOVERY_KINDS)
+    served = {}
+    for i, name in enumerate(sorted(expected.values())):
+        fmt = "WEBP" if name.endswith("webp") else "JPEG"
+        served[name] = make_image(fmt, (40 + i, 30), (20 * i, 100, 200 - 10 * i))
+        web.add(f"{b}/img/{name}", served[name], "image/webp" if fmt == "WEBP" else "image/jpeg")
+
+    summary = run_crawl([f"{b}/"], tmp_path / "crawl", settings_for(tmp_path), allow_private=True, timeout_s=60, scrapy_overrides=FAST)
+
+    rows = {r["discovered_via"]: r for r in table(summary, "images")}
+    assert set(rows) == set(DISCOVERY_KINDS)
+    for via, name in expected.items():
+        assert rows[via]["image_url"] == f"{b}/img/{name}", via
+        assert rows[via]["blob_sha256"] == sha(served[name]), via
+        assert web.hits[f"{b}/img/{name}"] == 1, via
+    # the smaller srcset/picture candidates are not fetched
+    assert web.hits[f"{b}/img/srcset-small.jpg"] == web.hits[f"{b}/img/picture-1x.webp"] == web.hits[f"{b}/img/data-srcset-1.jpg"] == 0
+    assert (rows["img"]["alt"], rows["srcset"]["alt"], rows["data-src"]["alt"]) == ("plain", "sized", "lazy")
+    assert table(summary, "errors") == []

@@ -57,6 +57,9 @@ class Settings:
     crawl_download_delay: float = 0.5
     crawl_autothrottle: bool = True
     crawl_concurrency_per_domain: int = 2
+    # Hosts (comma-separated; subdomains included) crawled by the marketplace spider, which walks
+    # listing pagination and records sellers. A seeds-file line "marketplace URL" does the same.
+    crawl_marketplace_hosts: str = ""
     # Images above this many pixels are refused before decoding (decompression-bomb guard).
     max_image_pixels: int = 64_000_000
     # Index

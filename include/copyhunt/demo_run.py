@@ -67,9 +67,10 @@ def dags_test(dag_id: str, run_date: dt.date, env: dict[str, str], log_dir: Path
 
 def demo_settings(settings: Settings, proxy_url: str, seeds_file: Path) -> Settings:
     # The demo web is our own server on loopback: allow it, and drop the delays that protect
-    # other people's servers.
+    # other people's servers. Its marketplace is crawled by the marketplace spider (sellers).
     return dataclasses.replace(settings, crawl_proxy=proxy_url, crawl_allow_private=True, seeds_file=seeds_file,
-                               crawl_download_delay=0.0, crawl_autothrottle=False, crawl_concurrency_per_domain=8)
+                               crawl_download_delay=0.0, crawl_autothrottle=False, crawl_concurrency_per_domain=8,
+                               crawl_marketplace_hosts="bazaar-market.test")
 
 
 def run_demo(settings: Settings, run_date: dt.date, port: int = 0, log: Callable[[str], None] = print) -> dict:

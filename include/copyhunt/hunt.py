@@ -63,6 +63,7 @@ def crawl(settings: Settings, run_date: dt.date, force: bool = False) -> dict:
     no-op) unless ``force`` is given; every later stage recomputes from it.
     """
     from copyhunt.crawl.runner import run_crawl
+    from copyhunt.crawl.validators import validators_from_lake
 
     lake = Lake(settings.lake)
     if not force and all(lake.has_partition(d, run_date) for d in ("pages", "images", "crawl_errors")):
@@ -70,7 +71,9 @@ def crawl(settings: Settings, run_date: dt.date, force: bool = False) -> dict:
     staging = settings.lake / ".crawl-staging" / f"{run_date.isoformat()}-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
-        run_crawl(read_seeds(settings.seeds_path), staging, settings)
+        # The previous day's ETag/Last-Modified: unchanged images get a 304, not a second download.
+        validators = validators_from_lake(settings.lake, run_date, staging / "validators.parquet")
+        run_crawl(read_seeds(settings.seeds_path), staging, settings, validators=validators)
         for dataset, name, keys in (("pages", "pages.parquet", ["url"]), ("images", "images.parquet", ["page_url", "image_url"]), ("crawl_errors", "errors.parquet", ["url"])):
             lake.write_partition(dataset, run_date, pq.read_table(staging / name), sort_by=keys)
     finally:

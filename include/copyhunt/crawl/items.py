@@ -23,6 +23,7 @@ from twisted.internet import defer, error as txerror
 
 from copyhunt.crawl.pages import page_meta
 from copyhunt.crawl.urls import host_of
+from copyhunt.crawl.validators import Validator
 
 if TYPE_CHECKING:
     from lxml import etree
@@ -43,9 +44,14 @@ class PageItem:
     date_candidates: str  # JSON list of raw strings
     depth: int
     body: bytes = field(repr=False)  # stored as evidence in the blob store
+    spider: str = "site"
+    page_kind: str | None = None  # marketplace: "product" or "listing"
+    seller_name: str | None = None
+    seller_url: str | None = None
+    seller_source: str | None = None
 
     @classmethod
-    def from_response(cls, response: Response, url: str, doc: etree._Element) -> PageItem:
+    def from_response(cls, response: Response, url: str, doc: etree._Element, spider: str = "site") -> PageItem:
         meta = page_meta(doc)
 
         def header(name: bytes) -> str | None:
@@ -66,6 +72,7 @@ class PageItem:
             date_candidates=meta.date_candidates_json,
             depth=int(response.meta.get("depth", 0)),
             body=response.body,
+            spider=spider,
         )
 
 
@@ -84,6 +91,10 @@ class ImageFetchItem:
     image_url: str  # as requested (canonical), the join key with ImageRefItem
     final_url: str
     body: bytes = field(repr=False)
+    etag: str | None = None
+    last_modified: str | None = None
+    # Set when the server answered 304 to a conditional request: the earlier download to reuse.
+    not_modified: Validator | None = None
 
 
 @dataclass

@@ -7,9 +7,13 @@
 * :class:`BackoffRetryMiddleware` (downloader) replaces Scrapy's RetryMiddleware: same retry
   rules, but it waits first, honouring ``Retry-After`` on 429/503 and backing off exponentially
   otherwise.
+* :class:`ConditionalRequestMiddleware` (downloader) turns an image request into a conditional
+  one (``If-None-Match`` / ``If-Modified-Since``) when an earlier run stored that image, so an
+  unchanged image costs a 304 instead of a download.
 * :class:`CrawlPolicyMiddleware` (spider) filters what the spider wants to fetch: page links
   stay inside the seeds' domains, within the depth limit and the per-domain page budget, and
-  away from URL traps; each page and each image URL is requested once per run.
+  away from URL traps (including calendars); each page and each image URL is requested once per
+  run (images once across all spiders of the run).
 
 The decisions themselves are pure functions (:func:`address_block_reason`,
 :func:`retry_after_seconds`, :func:`backoff_delay`, and those in :mod:`copyhunt.crawl.urls`).
@@ -33,7 +37,16 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.response import response_status_message
 
 from copyhunt.crawl.items import BlockedRequest, ErrorItem
-from copyhunt.crawl.urls import HTTP_SCHEMES, MAX_URL_LENGTH, host_of, in_scope, scope_hosts, trap_reason
+from copyhunt.crawl.urls import (
+    HTTP_SCHEMES,
+    MAX_PAGES_PER_DATE_PATTERN,
+    MAX_URL_LENGTH,
+    date_pattern,
+    host_of,
+    in_scope,
+    scope_hosts,
+    trap_reason,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -47,6 +60,9 @@ logger = logging.getLogger(__name__)
 # Request.meta keys shared with the spider.
 META_KIND = "copyhunt_kind"  # "page" or "image"
 META_URL = "copyhunt_url"  # the canonical URL as first requested (redirects change request.url)
+# Pages reached by following a listing's pagination: they do not count against the depth limit.
+META_PAGINATION_HOPS = "copyhunt_pagination_hops"
+META_VALIDATOR = "copyhunt_validator"  # the earlier download a conditional request revalidates
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Instance-metadata services hand out cloud credentials. Most sit in ranges refused anyway
@@ -216,6 +232,38 @@ class BackoffRetryMiddleware(RetryMiddleware):
             slot.delay = max(slot.delay, delay)
 
 
+class ConditionalRequestMiddleware:
+    """Ask with the validators of an earlier download whether an image changed.
+
+    The validators come from the run's shared state (``spider.crawl_run.validators``, loaded by
+    ``process.py`` from the previous day's images table). The spider turns a 304 to a request
+    carrying ``meta[META_VALIDATOR]`` into a reuse of the stored blob.
+    """
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    def process_request(self, request: Request) -> None:
+        if request.meta.get(META_KIND) != "image" or META_VALIDATOR in request.meta:
+            return None
+        run = getattr(self.crawler.spider, "crawl_run", None)
+        validator = run.validators.get(request.meta.get(META_URL, request.url)) if run is not None else None
+        if validator is None:
+            return None
+        request.meta[META_VALIDATOR] = validator
+        if validator.etag:
+            request.headers[b"If-None-Match"] = validator.etag
+        if validator.last_modified:
+            request.headers[b"If-Modified-Since"] = validator.last_modified
+        if self.crawler.stats is not None:
+            self.crawler.stats.inc_value("copyhunt/conditional_requests")
+        return None
+
+
 # ---- spider middleware -------------------------------------------------------------------------
 class CrawlPolicyMiddleware:
     """Decide which requests the spider emits are actually made.
@@ -232,14 +280,23 @@ class CrawlPolicyMiddleware:
         self.depth_limit = s.getint("COPYHUNT_DEPTH_LIMIT", 8)
         self.max_url_length = s.getint("COPYHUNT_MAX_URL_LENGTH", MAX_URL_LENGTH)
         self.max_query_params = s.getint("COPYHUNT_MAX_QUERY_PARAMS", 8)
+        self.max_per_date_pattern = s.getint("COPYHUNT_MAX_PAGES_PER_DATE_PATTERN", MAX_PAGES_PER_DATE_PATTERN)
         self.pages_per_host: Counter[str] = Counter()
+        self.pages_per_date_pattern: Counter[str] = Counter()
+        self.reported_patterns: set[str] = set()
         self.seen_pages: set[str] = set()
-        self.seen_images: set[str] = set()
+        self._own_seen_images: set[str] = set()
         self._scope: frozenset[str] | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    @property
+    def seen_images(self) -> set[str]:
+        # Shared by the spiders of one run, so an image two kinds of site show is fetched once.
+        run = getattr(self.crawler.spider, "crawl_run", None)
+        return run.seen_images if run is not None else self._own_seen_images
 
     @property
     def scope(self) -> frozenset[str]:
@@ -286,16 +343,26 @@ class CrawlPolicyMiddleware:
         if not in_scope(url, self.scope):
             self._drop("offsite")
             return None
-        if o.meta.get("depth", 0) > self.depth_limit:
+        # A listing's next pages are one step along the same listing, not a step deeper into the site.
+        if o.meta.get("depth", 0) - o.meta.get(META_PAGINATION_HOPS, 0) > self.depth_limit:
             # Not marked seen: a shallower path to the same page may still come.
             self._drop("depth")
             return None
         self.seen_pages.add(url)
         if reason := trap_reason(url, max_length=self.max_url_length, max_query_params=self.max_query_params):
             return ErrorItem(url, reason, "")
+        pattern = date_pattern(url)
+        if pattern is not None and self.pages_per_date_pattern[pattern] >= self.max_per_date_pattern:
+            self._drop("calendar")
+            if pattern not in self.reported_patterns:  # report each calendar once, not every date in it
+                self.reported_patterns.add(pattern)
+                return ErrorItem(url, "trap:calendar", f"more than {self.max_per_date_pattern} pages shaped {pattern}")
+            return None
         host = host_of(url)
         if self.pages_per_host[host] >= self.budget:
             self._drop("budget")
             return None
         self.pages_per_host[host] += 1
+        if pattern is not None:
+            self.pages_per_date_pattern[pattern] += 1
         return o

@@ -2,9 +2,12 @@
 
 A crawl writes three Parquet files into its output directory:
 
-* ``pages.parquet``  one row per HTML page fetched with a 2xx status;
+* ``pages.parquet``  one row per HTML page fetched with a 2xx status, with the spider that
+  fetched it and, for marketplace product pages, the seller named by the structured data;
 * ``images.parquet`` one row per (page, image) pair; ``blob_sha256`` is null if the image was
-  not stored (failed, refused, or never fetched before the crawl stopped);
+  not stored (failed, refused, or never fetched before the crawl stopped); ``etag`` and
+  ``last_modified`` are the validators for the next day's conditional request, and
+  ``not_modified`` is true when this run got a 304 and reused the blob stored earlier;
 * ``errors.parquet`` one row per URL that failed or was refused, with a short machine reason.
 
 Rows are sorted and written with :data:`copyhunt.lake.WRITER_OPTIONS`, so the same crawl results
@@ -39,6 +42,11 @@ PAGES_SCHEMA = pa.schema(
         ("last_modified", pa.string()),
         ("date_candidates", pa.string()),  # JSON list of raw date strings
         ("depth", pa.int32()),
+        ("spider", pa.string()),  # "site" or "marketplace"
+        ("page_kind", pa.string()),  # marketplace only: "product", "listing" or null
+        ("seller_name", pa.string()),  # from JSON-LD Offer.seller, else microdata
+        ("seller_url", pa.string()),
+        ("seller_source", pa.string()),  # "json-ld" or "microdata"
     ]
 )
 IMAGES_SCHEMA = pa.schema(
@@ -52,6 +60,9 @@ IMAGES_SCHEMA = pa.schema(
         ("format", pa.string()),  # jpeg, png, gif, webp, bmp, tiff (from magic bytes)
         ("alt", pa.string()),
         ("discovered_via", pa.string()),
+        ("etag", pa.string()),
+        ("last_modified", pa.string()),
+        ("not_modified", pa.bool_()),
     ]
 )
 ERRORS_SCHEMA = pa.schema([("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())])

@@ -1,41 +1,40 @@
-"""The output pipeline: store evidence and images in the blob store, write the tables at close.
+"""The output pipeline: store evidence and images in the blob store, collect the rows.
 
 Pages' HTML and accepted images go to ``LocalBlobStore(settings.blob_root)`` keyed by sha256.
 Images are judged by :func:`copyhunt.crawl.images.inspect_image` (magic bytes, header-only size,
-byte and pixel limits) before anything is stored. Rows are kept in memory (a crawl is bounded by
-its per-domain page budget) and written once, sorted, when the spider closes; see
-:mod:`copyhunt.crawl.outputs`.
+byte and pixel limits) before anything is stored; an image the server reported unchanged (304)
+reuses the blob of the earlier download. Rows go into the run's
+:class:`copyhunt.crawl.results.CrawlResults` (shared by every spider of the run; a crawl is bounded
+by its per-domain page budget, so they fit in memory). ``process.py`` writes the tables once all
+spiders are done; a spider started on its own (``scrapy crawl``) writes them when it closes.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from copyhunt.blobs import LocalBlobStore
-from copyhunt.crawl.images import ImageInfo, inspect_image
+from copyhunt.crawl.images import inspect_image
 from copyhunt.crawl.items import ErrorItem, ImageFetchItem, ImageRefItem, PageItem
-from copyhunt.crawl.outputs import write_table
+from copyhunt.crawl.results import CrawlRun, FetchedImage, ImageRef
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from scrapy import Spider
     from scrapy.crawler import Crawler
-
-logger = logging.getLogger(__name__)
 
 
 class CrawlOutputPipeline:
-    def __init__(self, *, out_dir: Path, blob_root: Path, max_image_bytes: int, max_image_pixels: int):
+    def __init__(self, *, run: CrawlRun, out_dir: Path, blob_root: Path, max_image_bytes: int, max_image_pixels: int, owns_run: bool = False):
+        self.run = run
+        self.results = run.results
         self.out_dir = Path(out_dir)
         self.blobs = LocalBlobStore(blob_root)
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
-        self.pages: dict[str, dict[str, Any]] = {}
-        self.refs: dict[tuple[str, str], ImageRefItem] = {}
-        self.fetched: dict[str, tuple[str | None, ImageInfo]] = {}  # image_url -> (blob sha, info)
-        self.errors: set[tuple[str, str, str]] = set()
+        self.owns_run = owns_run
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -44,31 +43,45 @@ class CrawlOutputPipeline:
         blob_root = s.get("COPYHUNT_BLOB_ROOT")
         if not out_dir or not blob_root:
             raise ValueError("COPYHUNT_OUT_DIR and COPYHUNT_BLOB_ROOT must be set")
+        spider = crawler.spider
+        run = getattr(spider, "crawl_run", None)
         return cls(
+            run=run if run is not None else CrawlRun(),
             out_dir=Path(out_dir),
             blob_root=Path(blob_root),
             max_image_bytes=s.getint("COPYHUNT_MAX_IMAGE_BYTES"),
             max_image_pixels=s.getint("COPYHUNT_MAX_IMAGE_PIXELS"),
+            owns_run=run is None or bool(getattr(spider, "owns_run", False)),
         )
 
     def process_item(self, item: Any) -> Any:
         if isinstance(item, PageItem):
             self._page(item)
         elif isinstance(item, ImageRefItem):
-            self.refs.setdefault((item.page_url, item.image_url), item)
+            self.results.add_ref(ImageRef(item.page_url, item.image_url, item.alt, item.discovered_via))
         elif isinstance(item, ImageFetchItem):
             self._image(item)
         elif isinstance(item, ErrorItem):
-            self.errors.add((item.url, item.reason, item.detail))
+            self.results.add_error(item.url, item.reason, item.detail)
         return item
 
     def _page(self, item: PageItem) -> None:
+        if item.url in self.results.pages:
+            return
         row = {k: v for k, v in vars(item).items() if k != "body"}
         row["html_sha256"] = self.blobs.put(item.body)
-        self.pages.setdefault(item.url, row)
+        self.results.add_page(row)
 
     def _image(self, item: ImageFetchItem) -> None:
-        if item.image_url in self.fetched:  # the policy requests each image once; be safe anyway
+        if item.image_url in self.results.fetched:  # the policy requests each image once; be safe anyway
+            return
+        earlier = item.not_modified
+        if earlier is not None:
+            self.results.add_image(
+                item.image_url,
+                FetchedImage(earlier.blob_sha256, earlier.bytes, earlier.width, earlier.height, earlier.format,
+                             item.etag or earlier.etag, item.last_modified or earlier.last_modified, not_modified=True),
+            )
             return
         info = inspect_image(item.body, max_pixels=self.max_image_pixels, max_bytes=self.max_image_bytes)
         sha = None
@@ -76,37 +89,13 @@ class CrawlOutputPipeline:
             sha = self.blobs.put(item.body)
         else:
             detail = info.detail if item.final_url == item.image_url else f"{info.detail} (at {item.final_url})"
-            self.errors.add((item.image_url, info.error or "", detail))
-        self.fetched[item.image_url] = (sha, info)
-
-    def image_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for (page_url, image_url), ref in self.refs.items():
-            sha, info = self.fetched.get(image_url, (None, None))
-            rows.append(
-                {
-                    "image_url": image_url,
-                    "page_url": page_url,
-                    "blob_sha256": sha,
-                    "bytes": info.bytes if info else None,
-                    "width": info.width if info else None,
-                    "height": info.height if info else None,
-                    "format": info.format if info else None,
-                    "alt": ref.alt,
-                    "discovered_via": ref.discovered_via,
-                }
-            )
-        return rows
-
-    def close_spider(self) -> None:
-        write_table(self.out_dir, "pages", self.pages.values())
-        write_table(self.out_dir, "images", self.image_rows())
-        write_table(self.out_dir, "errors", ({"url": u, "reason": r, "detail": d} for u, r, d in self.errors))
-        logger.info(
-            "Crawl output in %s: %d pages, %d page-image pairs, %d images stored, %d errors",
-            self.out_dir,
-            len(self.pages),
-            len(self.refs),
-            sum(1 for sha, _ in self.fetched.values() if sha),
-            len(self.errors),
+            self.results.add_error(item.image_url, info.error or "", detail)
+        self.results.add_image(
+            item.image_url,
+            FetchedImage(sha, info.bytes, info.width, info.height, info.format,
+                         item.etag if sha else None, item.last_modified if sha else None, not_modified=False),
         )
+
+    def close_spider(self, spider: Spider | None = None) -> None:
+        if self.owns_run:
+            self.results.write(self.out_dir)

@@ -2,7 +2,13 @@
 
     python -m copyhunt.crawl.process --seed URL [--seed URL ...] [--seeds-file FILE] --out DIR \
         [--max-pages N] [--allow-private | --no-allow-private] [--timeout SECONDS] \
-        [--log-file FILE] [-s SCRAPY_SETTING=JSON_VALUE ...]
+        [--validators FILE] [--log-file FILE] [-s SCRAPY_SETTING=JSON_VALUE ...]
+
+Seeds are ``URL`` or ``SPIDER URL`` (see :mod:`copyhunt.crawl.seeds`): the site spider and the
+marketplace spider run side by side in this one process, each on its own hosts, sharing one
+:class:`copyhunt.crawl.results.CrawlRun`; the tables are written once both are done.
+``--validators`` names a file from :func:`copyhunt.crawl.validators.validators_from_lake`: images
+it lists are requested conditionally and a 304 reuses the stored blob.
 
 Configuration comes from ``copyhunt.config.load_settings()`` (COPYHUNT_* variables; the runner
 passes its Settings that way). Twisted's reactor cannot be restarted, so every crawl gets a
@@ -33,12 +39,6 @@ PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY",
 log = logging.getLogger("copyhunt.crawl.process")
 
 
-def read_seeds_file(path: Path) -> list[str]:
-    """One URL per line; blank lines and ``#`` comments ignored."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-
-
 def _setting(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-pages", type=int, help="page budget per domain (default: settings)")
     p.add_argument("--allow-private", action=argparse.BooleanOptionalAction, default=None, help="allow private/loopback hosts (default: settings)")
     p.add_argument("--timeout", type=float, help="close the crawl gracefully after about this many seconds")
+    p.add_argument("--validators", type=Path, help="validators of earlier downloads (Parquet), for conditional requests")
     p.add_argument("--log-file", type=Path, help="Scrapy log file (default: stderr)")
     p.add_argument("-s", "--set", dest="overrides", action="append", type=_setting, default=[], help="Scrapy setting KEY=VALUE (VALUE as JSON if it parses)")
     return p.parse_args(argv)
@@ -70,12 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     from copyhunt.config import ConfigError, load_settings
     from copyhunt.lake import atomic_write_json
     from copyhunt.crawl.outputs import TABLES, outputs_complete, remove_outputs, row_count
+    from copyhunt.crawl.results import CrawlRun
+    from copyhunt.crawl.seeds import assign_spiders, parse_hosts, read_seeds_file
     from copyhunt.crawl.settings import build_settings
+    from copyhunt.crawl.spiders.marketplace import MarketplaceSpider
     from copyhunt.crawl.spiders.site import SiteSpider
+    from copyhunt.crawl.validators import read_validators
 
     try:
         cfg = load_settings()
         seeds = list(args.seed) + (read_seeds_file(args.seeds_file) if args.seeds_file else [])
+        by_spider = assign_spiders(seeds, parse_hosts(cfg.crawl_marketplace_hosts))
     except (ConfigError, OSError) as exc:
         print(f"copyhunt crawl: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -93,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in PROXY_ENV:
         os.environ.pop(name, None)
 
+    run = CrawlRun()
+    if args.validators:
+        try:
+            run.validators = read_validators(args.validators, cfg.blob_root)
+        except Exception as exc:  # unreadable validators cost downloads, not the crawl
+            log.warning("ignoring validators %s: %s", args.validators, exc)
+
     overrides = dict(args.overrides)
     if args.log_file:
         overrides.setdefault("LOG_FILE", str(args.log_file))
@@ -101,21 +114,37 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     process = AsyncCrawlerProcess(settings)
-    crawler = process.create_crawler(SiteSpider)
-    process.crawl(crawler, seeds=seeds)
+    crawlers = {}
+    for spider_cls in (SiteSpider, MarketplaceSpider):
+        if by_spider.get(spider_cls.name):
+            crawlers[spider_cls.name] = crawler = process.create_crawler(spider_cls)
+            process.crawl(crawler, seeds=by_spider[spider_cls.name], crawl_run=run)
     process.start()
+    run.results.write(out_dir)
 
     if not outputs_complete(out_dir):
         print(f"copyhunt crawl: the crawl did not complete; no output tables in {out_dir}", file=sys.stderr)
         return EXIT_FAILED
-    stats = crawler.stats.get_stats() if crawler.stats else {}
+    stats = {name: (c.stats.get_stats() if c.stats else {}) for name, c in crawlers.items()}
+    reasons = {name: st.get("finish_reason") for name, st in stats.items()}
+    dropped: dict[str, int] = {}
+    for st in stats.values():
+        for k, v in st.items():
+            if k.startswith("copyhunt/dropped/"):
+                dropped[k.rsplit("/", 1)[-1]] = dropped.get(k.rsplit("/", 1)[-1], 0) + v
     summary = {
         "seeds": seeds,
-        "finish_reason": stats.get("finish_reason"),
+        "spiders": {name: by_spider[name] for name in crawlers},
+        # "finished" only if every spider finished; otherwise the first other reason.
+        "finish_reason": next((r for r in reasons.values() if r != "finished"), "finished") if reasons else None,
+        "finish_reasons": reasons,
         "duration_s": round(time.time() - started, 3),
         "counts": {name: row_count(out_dir, name) for name in TABLES},
-        "requests": stats.get("downloader/request_count", 0),
-        "dropped": {k.rsplit("/", 1)[-1]: v for k, v in sorted(stats.items()) if k.startswith("copyhunt/dropped/")},
+        "requests": sum(st.get("downloader/request_count", 0) for st in stats.values()),
+        "responses": sum(st.get("response_received_count", 0) for st in stats.values()),
+        "not_modified": sum(1 for f in run.results.fetched.values() if f.not_modified),
+        "conditional_requests": sum(st.get("copyhunt/conditional_requests", 0) for st in stats.values()),
+        "dropped": dict(sorted(dropped.items())),
     }
     atomic_write_json(out_dir / SUMMARY_FILE, summary)
     return EXIT_OK

@@ -45,6 +45,7 @@ class CrawlSummary:
     errors: int  # rows in errors.parquet
     finish_reason: str | None  # Scrapy's: "finished", "closespider_timeout", ...
     duration_s: float
+    images_not_modified: int = 0  # distinct images answered 304 and reused from the blob store
 
     @property
     def pages_path(self) -> Path:
@@ -67,7 +68,9 @@ def read_summary(out_dir: Path, duration_s: float | None = None) -> CrawlSummary
     meta: dict[str, Any] = {}
     if (out_dir / SUMMARY_FILE).exists():
         meta = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    blobs = pq.read_table(output_path(out_dir, "images"), columns=["blob_sha256"]).column("blob_sha256")
+    images = pq.read_table(output_path(out_dir, "images"), columns=["image_url", "blob_sha256", "not_modified"])
+    blobs = images.column("blob_sha256")
+    reused = images.filter(pc.fill_null(images.column("not_modified"), False)).column("image_url")
     return CrawlSummary(
         out_dir=out_dir,
         pages=row_count(out_dir, "pages"),
@@ -76,6 +79,7 @@ def read_summary(out_dir: Path, duration_s: float | None = None) -> CrawlSummary
         errors=row_count(out_dir, "errors"),
         finish_reason=meta.get("finish_reason"),
         duration_s=float(duration_s if duration_s is not None else meta.get("duration_s", 0.0)),
+        images_not_modified=pc.count_distinct(reused).as_py(),
     )
 
 
@@ -102,6 +106,7 @@ def run_crawl(
     timeout_s: float = 900,
     *,
     scrapy_overrides: Mapping[str, Any] | None = None,
+    validators: Path | None = None,
 ) -> CrawlSummary:
     """Crawl from ``seeds`` into ``out_dir`` in a subprocess and return the counts.
 
@@ -110,6 +115,12 @@ def run_crawl(
     about 0.8 x ``timeout_s`` and writes what it has; the process is killed (CrawlError) if it is
     still running at ``timeout_s``. ``scrapy_overrides`` sets Scrapy settings for this run
     (values must be JSON-serialisable), e.g. a shorter ``DOWNLOAD_DELAY`` against a local server.
+    ``validators`` is a file from :func:`copyhunt.crawl.validators.validators_from_lake`: the
+    images it lists are requested conditionally, and those the server reports unchanged (304)
+    are not downloaded again.
+
+    Seeds are ``URL`` or ``SPIDER URL`` lines (:mod:`copyhunt.crawl.seeds`); hosts in
+    ``settings.crawl_marketplace_hosts`` go to the marketplace spider.
 
     Raises CrawlError if the crawl cannot run; failed pages and images are reported in
     errors.parquet and do not raise.
@@ -135,6 +146,8 @@ def run_crawl(
         cmd += ["--max-pages", str(max_pages)]
     if allow_private is not None:
         cmd.append("--allow-private" if allow_private else "--no-allow-private")
+    if validators is not None:
+        cmd += ["--validators", str(Path(validators).resolve())]
     for key, value in sorted((scrapy_overrides or {}).items()):
         cmd += ["-s", f"{key}={json.dumps(value)}"]
 

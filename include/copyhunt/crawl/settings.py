@@ -59,6 +59,7 @@ STATS_DUMP = True
 DOWNLOADER_MIDDLEWARES = {
     # Before robots.txt (100): a refused host gets no robots.txt request either.
     "copyhunt.crawl.middlewares.SafetyMiddleware": 60,
+    "copyhunt.crawl.middlewares.ConditionalRequestMiddleware": 70,
     "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,  # scope is CrawlPolicyMiddleware's
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "copyhunt.crawl.middlewares.BackoffRetryMiddleware": 550,
@@ -100,9 +101,10 @@ def build_settings(
         "COPYHUNT_DEPTH_LIMIT": cfg.crawl_depth_limit,
         "COPYHUNT_MAX_IMAGE_BYTES": cfg.crawl_max_image_bytes,
         "COPYHUNT_MAX_IMAGE_PIXELS": cfg.max_image_pixels,
-        # Pages deeper than the limit are refused by CrawlPolicyMiddleware; Scrapy's own limit is
-        # one more so the images of the deepest pages (one level further) are still fetched.
-        "DEPTH_LIMIT": cfg.crawl_depth_limit + 1,
+        # Pages deeper than the limit are refused by CrawlPolicyMiddleware, which knows that a
+        # listing's pagination is not depth; Scrapy's own limit would also cut the images of the
+        # deepest pages (one level further) and long listings.
+        "DEPTH_LIMIT": 0,
         "DOWNLOAD_TIMEOUT": cfg.crawl_timeout_seconds,
         "DOWNLOAD_DELAY": cfg.crawl_download_delay,
         "AUTOTHROTTLE_ENABLED": cfg.crawl_autothrottle,

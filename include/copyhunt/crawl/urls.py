@@ -25,6 +25,19 @@ MAX_URL_LENGTH = 2000  # longest URL that older browsers and most CDNs accept
 MAX_QUERY_PARAMS = 8  # faceted-search and calendar traps grow the query string without end
 MAX_SEGMENT_REPEATS = 2  # /a/b/a/b/a/ : a relative link resolved against itself, over and over
 MAX_PATH_SEGMENTS = 30
+# A calendar mints a page for every day and month without end, all of one URL shape with only the
+# date changing. Real dated pages carry a slug next to the date (/2024/03/01/my-post), so each
+# has its own shape; a shape seen on more pages than this in one run is a calendar.
+MAX_PAGES_PER_DATE_PATTERN = 50
+
+# Dates inside URLs: 2024-03, 2024/03/01, 2024_03, 20240301 (years 1900-2099, months 1-12).
+_DATE_IN_URL = re.compile(
+    r"(?<![0-9])(?:19|20)[0-9]{2}(?:[-/_.](?:0?[1-9]|1[0-2])(?:[-/_.](?:0?[1-9]|[12][0-9]|3[01]))?(?![0-9])"
+    r"|(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])?(?![0-9]))"
+)
+# Query keys that split a date across parameters: ?year=2024&month=5
+_DATE_KEYS = frozenset({"year", "month", "day", "y", "m", "d", "date", "week", "jahr", "monat", "tag"})
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def strip_session_params(url: str) -> str:
@@ -78,6 +91,22 @@ def in_scope(url: str, hosts: frozenset[str]) -> bool:
     """True if the URL's host is one of ``hosts`` or a subdomain of one (www. included)."""
     host = host_of(url)
     return any(host == h or host.endswith("." + h) for h in hosts)
+
+
+def date_pattern(url: str) -> str | None:
+    """The URL's shape with its date taken out, if it has a date in it; None otherwise.
+
+    ``http://e.com/calendar/2024/05`` and ``http://e.com/calendar/2031/11`` share the pattern
+    ``e.com/calendar/N/N``; ``/2024/03/01/my-post`` keeps its slug, so every post has its own.
+    """
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    split_date = sum(1 for k, v in pairs if k.lower() in _DATE_KEYS and v[:1].isdigit()) >= 2
+    has_date = bool(_DATE_IN_URL.search(parts.path) or _DATE_IN_URL.search(parts.query)) or split_date
+    if not has_date:
+        return None
+    query = "&".join(f"{k}={_DIGITS.sub('N', v)}" for k, v in pairs)
+    return f"{parts.netloc}{_DIGITS.sub('N', parts.path)}?{query}"
 
 
 def trap_reason(

@@ -2,33 +2,45 @@
 
 Deliberately thin. What to follow is decided by CrawlPolicyMiddleware, what is safe to fetch by
 SafetyMiddleware, what the HTML contains by pure functions (pages.py, images.py), and storage
-and validation by the output pipeline.
+and validation by the output pipeline. The marketplace spider (marketplace.py) is this spider
+with listing pagination and sellers on top; both share the run's state (``crawl_run``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import scrapy
+from lxml import etree
 from scrapy.http import HtmlResponse, Response
 from twisted.python.failure import Failure
 
 from copyhunt.crawl.images import discover_images
 from copyhunt.crawl.items import ErrorItem, ImageFetchItem, ImageRefItem, PageItem, classify_exception, http_error_reason
-from copyhunt.crawl.middlewares import META_KIND, META_URL
+from copyhunt.crawl.middlewares import META_KIND, META_URL, META_VALIDATOR
 from copyhunt.crawl.pages import extract_links
+from copyhunt.crawl.results import CrawlRun
 from copyhunt.crawl.urls import canonical_url
 
 
 class SiteSpider(scrapy.Spider):
     name = "site"
 
-    def __init__(self, seeds: Iterable[str] = (), **kwargs: Any):
+    def __init__(self, seeds: Iterable[str] = (), crawl_run: CrawlRun | None = None, **kwargs: Any):
         super().__init__(**kwargs)
+        if isinstance(seeds, str):  # `scrapy crawl site -a seeds=URL,URL`
+            seeds = seeds.split(",")
         seeds = [s.strip() for s in seeds if s and s.strip()]
         self.bad_seeds = [s for s in seeds if canonical_url(s) is None]
         self.seeds = list(dict.fromkeys(u for s in seeds if (u := canonical_url(s)) is not None))
+        # A spider run alone owns its results and writes them when it closes; process.py shares
+        # one CrawlRun between the spiders of a run and writes the tables itself.
+        self.owns_run = crawl_run is None
+        self.crawl_run = crawl_run if crawl_run is not None else CrawlRun()
+        # Pages whose HTML was already seen under another URL: their links are followed once.
+        self.seen_bodies: set[bytes] = set()
 
     async def start(self) -> AsyncIterator[Any]:
         for seed in self.bad_seeds:
@@ -38,8 +50,8 @@ class SiteSpider(scrapy.Spider):
 
     # dont_filter: CrawlPolicyMiddleware dedupes by (kind, canonical URL); Scrapy's filter would
     # also drop a page whose URL was first seen as an image, and vice versa.
-    def page_request(self, url: str) -> scrapy.Request:
-        return scrapy.Request(url, callback=self.parse, errback=self.on_error, dont_filter=True, meta={META_KIND: "page", META_URL: url})
+    def page_request(self, url: str, **meta: Any) -> scrapy.Request:
+        return scrapy.Request(url, callback=self.parse, errback=self.on_error, dont_filter=True, meta={META_KIND: "page", META_URL: url, **meta})
 
     def image_request(self, url: str) -> scrapy.Request:
         meta = {META_KIND: "image", META_URL: url, "download_maxsize": self.settings.getint("COPYHUNT_MAX_IMAGE_BYTES")}
@@ -54,19 +66,40 @@ class SiteSpider(scrapy.Spider):
             yield ErrorItem(url, "not-html", response.headers.get(b"Content-Type", b"").decode("latin-1"))
             return
         doc = response.selector.root  # parsed once by Scrapy, shared by every extractor below
-        yield PageItem.from_response(response, url, doc)
+        yield self.page_item(response, url, doc)
         for ref in discover_images(doc, response.url):
             yield ImageRefItem(page_url=url, image_url=ref.url, alt=ref.alt, discovered_via=ref.discovered_via)
             yield self.image_request(ref.url)
+        digest = hashlib.sha256(response.body).digest()
+        if digest in self.seen_bodies:
+            # The same HTML under another URL (?page=999 repeating the last page, a session URL):
+            # its links were followed already; following them again only feeds a trap.
+            if self.crawler.stats is not None:
+                self.crawler.stats.inc_value("copyhunt/dropped/duplicate-content")
+            return
+        self.seen_bodies.add(digest)
+        yield from self.follow(response, url, doc)
+
+    def page_item(self, response: Response, url: str, doc: etree._Element) -> PageItem:
+        return PageItem.from_response(response, url, doc, spider=self.name)
+
+    def follow(self, response: Response, url: str, doc: etree._Element) -> Iterator[Any]:
+        """Requests for the pages this page links to (the policy decides which are made)."""
         for link in extract_links(doc, response.url):
             yield self.page_request(link)
 
     def parse_image(self, response: Response) -> Iterator[Any]:
         url = response.meta[META_URL]
+        etag = _header(response, b"ETag")
+        last_modified = _header(response, b"Last-Modified")
+        earlier = response.meta.get(META_VALIDATOR)
+        if response.status == 304 and earlier is not None:
+            yield ImageFetchItem(image_url=url, final_url=response.url, body=b"", etag=etag, last_modified=last_modified, not_modified=earlier)
+            return
         if not 200 <= response.status < 300:
             yield ErrorItem(url, http_error_reason(response.status), response.url)
             return
-        yield ImageFetchItem(image_url=url, final_url=response.url, body=response.body)
+        yield ImageFetchItem(image_url=url, final_url=response.url, body=response.body, etag=etag, last_modified=last_modified)
 
     def on_error(self, failure: Failure) -> Iterator[ErrorItem]:
         request = failure.request  # type: ignore[attr-defined]  # set by Scrapy for errbacks
@@ -75,3 +108,15 @@ class SiteSpider(scrapy.Spider):
         if request.url != url:  # failed on a redirect hop: say which
             detail = f"{detail} (at {request.url})"
         yield ErrorItem(url, reason, detail)
+
+
+# Validators are echoed back verbatim; a header longer than this is not a validator.
+MAX_VALIDATOR_LENGTH = 256
+
+
+def _header(response: Response, name: bytes) -> str | None:
+    value = response.headers.get(name)
+    if value is None:
+        return None
+    text = value.decode("latin-1").strip()
+    return text if text and len(text) <= MAX_VALIDATOR_LENGTH and "\n" not in text and "\r" not in text else None
