@@ -7,10 +7,15 @@ web's role: an HTTP forward proxy serving ``*.test`` host names that do not reso
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import html
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 from collections import Counter
@@ -257,7 +262,7 @@ class Served:
 
 @dataclass
 class FakeWeb:
-    """Routes keyed by absolute URL (without query); serves as an origin server and as a forward
+    """Routes keyed by absolute URL (with its query, without fragment); serves as an origin server and as a forward
     proxy. Answers conditional requests for routes that carry an ETag or Last-Modified header,
     and logs every request."""
 
@@ -307,7 +312,7 @@ def serve(web: FakeWeb) -> tuple[ThreadingHTTPServer, str]:
             # A proxy gets the absolute URL in the request line; an origin server gets a path.
             url = self.path if self.path.startswith("http") else f"http://{self.headers['Host']}{self.path}"
             parts = urlsplit(url)
-            key = f"{parts.scheme}://{parts.netloc}{parts.path}"
+            key = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
             route = web.route(key)
             asked = dict(self.headers.items())
             if route == HANG:
@@ -791,3 +796,161 @@ def test_every_discovery_form_end_to_end(tmp_path: Path, web: FakeWeb) -> None:
     assert web.hits[f"{b}/img/srcset-small.jpg"] == web.hits[f"{b}/img/picture-1x.webp"] == web.hits[f"{b}/img/data-srcset-1.jpg"] == 0
     assert (rows["img"]["alt"], rows["srcset"]["alt"], rows["data-src"]["alt"]) == ("plain", "sized", "lazy")
     assert table(summary, "errors") == []
+
+
+# ---- integration: a second day, a marketplace, the command line --------------------------------------
+def test_second_day_reuses_unchanged_images(tmp_path: Path, web: FakeWeb) -> None:
+    """hunt.crawl on two days: day 2 sends day 1's validators and downloads only what changed."""
+    from copyhunt import hunt
+    from copyhunt.lake import Lake
+
+    b = web.base
+    with_etag, with_date, without = make_image("JPEG", (50, 40), (1, 2, 3)), make_image("PNG", (30, 30), (4, 5, 6)), make_image("JPEG", (20, 20), (7, 8, 9))
+    changing_v1, changing_v2 = make_image("JPEG", (60, 40), (200, 0, 0)), make_image("JPEG", (60, 40), (0, 0, 200))
+    web.add(f"{b}/", '<title>shop</title><img src="/img/etag.jpg"><img src="/img/date.png"><img src="/img/plain.jpg">'
+                     '<img src="/img/changing.jpg"><a href="/more">more</a>')
+    web.add(f"{b}/more", '<title>more</title><img src="/img/etag.jpg" alt="again">')
+    web.add(f"{b}/img/etag.jpg", with_etag, "image/jpeg", ETag='"v1-etag"')
+    web.add(f"{b}/img/date.png", with_date, "image/png", **{"Last-Modified": "Sun, 01 Jun 2025 07:00:00 GMT"})
+    web.add(f"{b}/img/plain.jpg", without, "image/jpeg")  # no validators: always downloaded
+    web.add(f"{b}/img/changing.jpg", changing_v1, "image/jpeg", ETag='"c1"')
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text(f"{b}/\n")
+    cfg = settings_for(tmp_path, seeds_file=seeds, crawl_allow_private=True, crawl_download_delay=0.0, crawl_autothrottle=False)
+    day1, day2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
+
+    hunt.crawl(cfg, day1)
+    web.add(f"{b}/img/changing.jpg", changing_v2, "image/jpeg", ETag='"c2"')  # changed overnight
+    web.log.clear()
+    hunt.crawl(cfg, day2)
+
+    images_day2 = {s.url.rsplit("/", 1)[-1]: s for s in web.log if "/img/" in s.url}
+    assert {name: (s.status, s.body_bytes > 0) for name, s in images_day2.items()} == {
+        "etag.jpg": (304, False),
+        "date.png": (304, False),
+        "plain.jpg": (200, True),
+        "changing.jpg": (200, True),
+    }
+    assert len(web.log) == len({s.url for s in web.log})  # still one request per URL
+    assert images_day2["etag.jpg"].headers.get("If-None-Match") == '"v1-etag"'
+    assert images_day2["date.png"].headers.get("If-Modified-Since") == "Sun, 01 Jun 2025 07:00:00 GMT"
+    assert images_day2["changing.jpg"].headers.get("If-None-Match") == '"c1"'
+    assert "If-None-Match" not in images_day2["plain.jpg"].headers and "If-Modified-Since" not in images_day2["plain.jpg"].headers
+
+    lake = Lake(cfg.lake)
+    rows = {(r["page_url"].rsplit("/", 1)[-1], r["image_url"].rsplit("/", 1)[-1]): r for r in lake.read_table("images", day2).to_pylist()}
+    expected = {"etag.jpg": (with_etag, True), "date.png": (with_date, True), "plain.jpg": (without, False), "changing.jpg": (changing_v2, False)}
+    for (_, name), row in rows.items():
+        data, reused = expected[name]
+        assert (row["blob_sha256"], row["not_modified"], row["bytes"]) == (sha(data), reused, len(data)), name
+        assert LocalBlobStore(cfg.blob_root).get(row["blob_sha256"]) == data
+    assert rows[("more", "etag.jpg")]["etag"] == '"v1-etag"' and rows[("more", "etag.jpg")]["alt"] == "again"
+    # a third day keeps revalidating from day 2's rows
+    web.log.clear()
+    hunt.crawl(cfg, dt.date(2026, 11, 22))
+    assert {s.url.rsplit("/", 1)[-1] for s in web.log if s.status == 304} == {"etag.jpg", "date.png", "changing.jpg"}
+
+
+MARKET_PRODUCT = """<html><head><title>{title}</title>{jsonld}</head><body><h1>{title}</h1>
+<img src="/img/{id}.jpg" alt="{title}">{microdata}<a href="/listings">back</a></body></html>"""
+
+
+def test_marketplace_spider_walks_listings_and_records_sellers(tmp_path: Path, web: FakeWeb) -> None:
+    shop, blog, cdn = "http://shop.test", "http://blog.test", "http://cdn.test"
+    shared = make_image("JPEG", (64, 64), (90, 90, 90))
+    web.add(f"{cdn}/shared.jpg", shared, "image/jpeg")
+    for host in (shop, blog):
+        web.add(f"{host}/robots.txt", "User-agent: *\nDisallow: /cart\n", "text/plain")
+    web.add(f"{blog}/", f'<title>blog</title><img src="{cdn}/shared.jpg"><a href="/post">post</a>')
+    web.add(f"{blog}/post", "<title>post</title>")
+    web.add(f"{shop}/", f'<title>shop</title><img src="{cdn}/shared.jpg"><a href="/listings">all</a><a href="/cart">cart</a>')
+
+    products = {n: f"item-{n}" for n in range(1, 10)}  # 3 listing pages of 3
+    sellers = {1: ("json-ld", "Ana's Attic", "/seller/ana"), 2: ("microdata", "Bo & Co", "/seller/bo"), 3: (None, None, None)}
+
+    def listing(url: str) -> Reply:
+        query = urlsplit(url).query
+        page = int(query.split("=")[1]) if query else 1
+        items = [n for n in products if (n - 1) // 3 + 1 == page]
+        cards = "".join(f'<a href="/item/{n}"><img src="/img/thumb-{n}.jpg"></a>' for n in items)
+        # Past the last page the listing is empty, but "next" goes on for ever.
+        return 200, {"Content-Type": "text/html"}, f'<title>page {page}</title>{cards}<a rel="next" href="/listings?page={page + 1}">next</a>'.encode()
+
+    web.prefixes[f"{shop}/listings"] = listing
+    for n in products:
+        kind, name, seller_path = sellers[(n - 1) % 3 + 1]
+        jsonld = microdata = ""
+        if kind == "json-ld":
+            jsonld = ('<script type="application/ld+json">{"@type": "Product", "name": "%s", "offers": {"@type": "Offer", '
+                      '"seller": {"@type": "Organization", "name": "%s", "url": "%s"}}}</script>' % (products[n], name, seller_path))
+        elif kind == "microdata":
+            microdata = ('<div itemscope itemtype="https://schema.org/Product"><div itemprop="offers" itemscope itemtype="https://schema.org/Offer">'
+                         f'<span itemprop="seller" itemscope itemtype="https://schema.org/Organization"><a itemprop="url" href="{seller_path}">'
+                         f'<span itemprop="name">{html.escape(name)}</span></a></span></div></div>')
+        web.add(f"{shop}/item/{n}", MARKET_PRODUCT.format(title=products[n], id=n, jsonld=jsonld, microdata=microdata))
+        web.add(f"{shop}/img/{n}.jpg", make_image("JPEG", (40, 30), (n * 20, 0, 0)), "image/jpeg")
+        web.add(f"{shop}/img/thumb-{n}.jpg", make_image("JPEG", (20, 15), (n * 20, 0, 0)), "image/jpeg")
+
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text(f"# one site, one marketplace\n{blog}/\nmarketplace {shop}/\n")
+    # Depth 2 reaches /listings (1) and its items (2); page 3 of the listing is depth 3 as links
+    # go, but pagination does not count, so its items are reached too.
+    cfg = settings_for(tmp_path, crawl_proxy=web.base, crawl_depth_limit=2)
+    summary = run_crawl(seeds.read_text().splitlines(), tmp_path / "crawl", cfg, timeout_s=60, scrapy_overrides=FAST)
+
+    pages = {p["url"]: p for p in table(summary, "pages")}
+    assert {u for u in pages if u.startswith(blog)} == {f"{blog}/", f"{blog}/post"}
+    assert all(p["spider"] == ("site" if u.startswith(blog) else "marketplace") for u, p in pages.items())
+    assert {u for u in pages if "/item/" in u} == {f"{shop}/item/{n}" for n in products}
+    assert {u for u in pages if "/listings" in u} == {f"{shop}/listings", *(f"{shop}/listings?page={n}" for n in (2, 3, 4))}
+    assert {pages[u]["page_kind"] for u in pages if "/listings" in u} == {"listing"}
+    for n in products:
+        kind, name, seller_path = sellers[(n - 1) % 3 + 1]
+        row = pages[f"{shop}/item/{n}"]
+        assert row["page_kind"] == "product" or kind is None, n
+        assert (row["seller_name"], row["seller_url"], row["seller_source"]) == (name, f"{shop}{seller_path}" if seller_path else None, kind), n
+    # page 4 is empty yet offers page 5: that is where the walk stops, reported once
+    errors = {(e["url"], e["reason"]) for e in table(summary, "errors")}
+    assert errors == {(f"{shop}/listings?page=5", "trap:endless-pagination"), (f"{shop}/cart", "robots")}
+    assert web.hits[f"{shop}/listings"] == 1 and f"{shop}/listings?page=5" not in pages
+    # an image both spiders' pages show is fetched once, and recorded for both pages
+    assert web.hits[f"{cdn}/shared.jpg"] == 1
+    shared_rows = [r for r in table(summary, "images") if r["image_url"] == f"{cdn}/shared.jpg"]
+    assert {r["page_url"] for r in shared_rows} == {f"{blog}/", f"{shop}/"} and {r["blob_sha256"] for r in shared_rows} == {sha(shared)}
+
+
+def test_command_line_contract(tmp_path: Path, web: FakeWeb) -> None:
+    """`copyhunt crawl` as an outside evaluation runs it: a subprocess, flags, files, columns."""
+    b = web.base
+    pic = make_image("JPEG", (32, 32), (3, 3, 3))
+    web.add(f"{b}/", '<title>home</title><img src="/a.jpg"><a href="/two">2</a><a href="/three">3</a><a href="/gone">x</a>')
+    web.add(f"{b}/two", "<title>two</title>")
+    web.add(f"{b}/three", "<title>three</title>")
+    web.add(f"{b}/a.jpg", pic, "image/jpeg")
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text(f"{b}/two\n")
+    copyhunt = Path(sys.executable).with_name("copyhunt")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("COPYHUNT_")},
+           "COPYHUNT_HOME": str(tmp_path), "COPYHUNT_CRAWL_DOWNLOAD_DELAY": "0", "COPYHUNT_CRAWL_AUTOTHROTTLE": "false"}
+    out = tmp_path / "out"
+
+    cmd = [str(copyhunt), "crawl", "--seed", f"{b}/", "--seed", f"{b}/gone", "--seeds-file", str(seeds), "--out", str(out), "--max-pages", "3", "--allow-private"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+    pages, images, errors = (pq.read_table(out / f"{name}.parquet") for name in ("pages", "images", "errors"))
+    assert {"url"} <= set(pages.column_names) and {"page_url", "image_url"} <= set(images.column_names)
+    assert {"url", "reason"} <= set(errors.column_names)
+    # --max-pages 3: the three seeds use the budget (one of them is a 404), so /three is not fetched
+    assert sorted(pages.column("url").to_pylist()) == [f"{b}/", f"{b}/two"] and web.hits[f"{b}/three"] == 0
+    assert images.select(["page_url", "image_url"]).to_pylist() == [{"page_url": f"{b}/", "image_url": f"{b}/a.jpg"}]
+    assert errors.select(["url", "reason"]).to_pylist() == [{"url": f"{b}/gone", "reason": "http-404"}]
+
+    # Without --allow-private, loopback is refused: the run still succeeds and says why.
+    proc = subprocess.run([str(copyhunt), "crawl", "--seed", f"{b}/", "--out", str(tmp_path / "refused")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert pq.read_table(tmp_path / "refused" / "errors.parquet").column("reason").to_pylist() == ["blocked:private-address"]
+    # Bad usage is a clear error, not a traceback.
+    for bad in (["--out", str(tmp_path / "x")], ["--seeds-file", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x")]):
+        proc = subprocess.run([str(copyhunt), "crawl", *bad], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

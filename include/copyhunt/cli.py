@@ -77,17 +77,32 @@ def crawl(
     out: Path = typer.Option(..., help="Directory for pages.parquet, images.parquet, errors.parquet."),
     max_pages: Optional[int] = typer.Option(None, help="Page budget per domain."),
     allow_private: bool = typer.Option(False, "--allow-private", help="Allow loopback/private addresses (tests, demo)."),
+    timeout: float = typer.Option(900, help="Seconds; the crawl closes itself at 80% of this and writes what it has."),
 ) -> None:
-    """Crawl from seed URLs (Scrapy, in a subprocess) and write Parquet outputs."""
-    from copyhunt.crawl.runner import run_crawl
-    from copyhunt.hunt import read_seeds
+    """Crawl from seed URLs (Scrapy, in a subprocess) and write Parquet outputs.
+
+    A seed is a URL, or "marketplace URL" for the marketplace spider (listing pagination, sellers).
+    """
+    from copyhunt.crawl.runner import CrawlError, run_crawl
+    from copyhunt.crawl.seeds import read_seeds_file
 
     settings = _settings()
-    seeds = list(seed) + (read_seeds(seeds_file) if seeds_file else [])
+    try:
+        seeds = list(seed) + (read_seeds_file(seeds_file) if seeds_file else [])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {seeds_file}: {exc}", param_hint="--seeds-file")
     if not seeds:
         raise typer.BadParameter("give at least one --seed or --seeds-file")
-    with console.status(f"crawling {len(seeds)} seed(s)"):
-        summary = run_crawl(seeds, out, settings, max_pages=max_pages, allow_private=allow_private or None)
+    if max_pages is not None and max_pages < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--max-pages")
+    if timeout <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--timeout")
+    try:
+        with console.status(f"crawling {len(seeds)} seed(s)"):
+            summary = run_crawl(seeds, out, settings, max_pages=max_pages, allow_private=allow_private or None, timeout_s=timeout)
+    except CrawlError as exc:
+        console.print(f"[red]crawl failed:[/red] {exc}")
+        raise typer.Exit(1)
     console.print(summary)
 
 
