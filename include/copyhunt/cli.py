@@ -6,6 +6,8 @@
     copyhunt index build / match       build an index of a folder of images; match a folder against it
     copyhunt stage NAME --run-date D   run one pipeline stage without Airflow
     copyhunt summary --run-date D      what a run found and where to look
+    copyhunt serve                     the customer inbox (web pages and JSON API)
+    copyhunt customers token ID        make a customer's inbox/API access token
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from rich.table import Table
 app = typer.Typer(help="copyhunt: find where registered images are used on the web.", no_args_is_help=True, add_completion=False)
 index_app = typer.Typer(help="Build reference indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+customers_app = typer.Typer(help="Customers of the hits database: inbox access tokens.", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
 console = Console(stderr=True)
 
 
@@ -235,6 +239,69 @@ def demo(
 
     summary = run_demo(_settings(), _run_date(run_date), port=port, log=console.print)
     print_summary(summary)
+
+
+def _hits_engine(settings):
+    """The hits database, migrated to the current schema, with the customers file synced into it."""
+    from copyhunt import hunt
+    from copyhunt.hitsdb.store import create_schema, make_engine, sync_customers
+
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    if settings.customers_path.exists():
+        sync_customers(engine, hunt.customers(settings))
+    return engine
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Serve the customer inbox (web pages and the JSON API at /api/hits) with uvicorn."""
+    import uvicorn
+
+    from copyhunt.inbox.app import create_app
+
+    settings = _settings()
+    engine = _hits_engine(settings)
+    console.print(f"copyhunt inbox on http://{host}:{port}/ (database {engine.url.render_as_string(hide_password=True)})")
+    uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info", proxy_headers=True)
+
+
+@customers_app.command("token")
+def customers_token(
+    customer_id: str = typer.Argument(..., help="The customer's id, as in the customers file."),
+    label: Optional[str] = typer.Option(None, help="A note on what the token is for."),
+) -> None:
+    """Make an inbox/API access token for a customer and print it (only a hash is stored)."""
+    from copyhunt.hitsdb.tokens import UnknownCustomer, issue_token
+
+    engine = _hits_engine(_settings())
+    try:
+        token = issue_token(engine, customer_id, label)
+    except (UnknownCustomer, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    finally:
+        engine.dispose()
+    console.print("Give this token to the customer; it is shown only once.")
+    typer.echo(token)
+
+
+@customers_app.command("revoke")
+def customers_revoke(key_id: str = typer.Argument(..., help="The token's key id: the part after 'cht_'.")) -> None:
+    """Revoke an access token; browsers signed in with it are signed out."""
+    from copyhunt.hitsdb.tokens import revoke_token
+
+    engine = _hits_engine(_settings())
+    try:
+        if not revoke_token(engine, key_id):
+            console.print(f"[red]no active token with key id {key_id!r}[/red]")
+            raise typer.Exit(1)
+    finally:
+        engine.dispose()
+    console.print(f"token {key_id} revoked")
 
 
 def main() -> None:

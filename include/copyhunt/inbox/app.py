@@ -1,0 +1,472 @@
+"""The inbox web application: ``create_app(settings)`` returns a FastAPI app.
+
+Run it with ``copyhunt serve`` (uvicorn). Two ways in, both per customer:
+
+* pages (``/signin``, ``/hits``, ``/hits/{id}``, ``/settings``): sign in with a customer token, get
+  a session cookie (HttpOnly, SameSite=Lax; only its hash is stored). Every form post carries a
+  CSRF token derived from the session id, checked in constant time;
+* JSON (``/api/hits``, ``/api/hits/{id}``): ``Authorization: Bearer <token>``; 401 without it.
+  OpenAPI at ``/api/openapi.json``.
+
+Tenant isolation: the signed-in customer id goes into every query (copyhunt.hitsdb.workflow); a hit
+or image of another customer is "not found". Images are served only through routes that check the
+hit belongs to the caller, re-encoded (copyhunt.inbox.images), never from a path in a request.
+Web text (titles, URLs, operator names) is autoescaped by Jinja2 and only http(s) URLs become
+links; a strict Content-Security-Policy (no scripts at all) backs that up.
+"""
+
+# No "from __future__ import annotations" here: FastAPI reads the route signatures at runtime, and
+# some of their annotations name dependencies local to create_app.
+import datetime as dt
+import hmac
+import json
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, AsyncIterator, Literal
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+
+from copyhunt.config import Settings
+from copyhunt.hitsdb import tokens, workflow
+from copyhunt.hitsdb.digest import format_money, safe_href
+from copyhunt.hitsdb.store import make_engine
+from copyhunt.inbox.images import RenderedImages
+from copyhunt.inbox.views import (
+    ACTION_LABELS,
+    DONE_MESSAGES,
+    STATUS_LABELS,
+    breakdown_rows,
+    format_when,
+    parse_region,
+    query_string,
+    shorten,
+)
+
+__all__ = ["create_app", "csrf_token_for"]
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "copyhunt_session"
+SIGNIN_COOKIE = "copyhunt_signin"  # double-submit nonce of the sign-in form (login CSRF)
+PAGE_SIZE = 50
+TOKEN_FIELD_MAX = 200  # a token is ~60 characters; anything longer is not one
+MAX_HIT_ID = 2**63 - 1  # bigint: larger ids would be a database error, not a 404
+CSP = (
+    "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+HitId = Annotated[int, PathParam(ge=1, le=MAX_HIT_ID)]
+
+
+def csrf_token_for(session_id: str) -> str:
+    """The CSRF token of a session's forms: derived from the secret session id, so only a page
+    rendered for that session can know it (the synchroniser-token pattern, nothing stored)."""
+    return hmac.new(b"copyhunt-inbox-csrf", session_id.encode("ascii"), "sha256").hexdigest()
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    """Constant-time equality of two strings (False when either is missing)."""
+    if not a or not b:
+        return False
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+# ---- JSON API models ---------------------------------------------------------------------------
+class HitOut(BaseModel):
+    """A hit as the API returns it. Web text (titles, URLs, names) is data here, not markup."""
+
+    id: int
+    customer_id: str
+    image_id: str
+    page_url: str
+    image_url: str
+    page_title: str | None
+    domain: str | None
+    registrable_domain: str | None
+    operator_name: str | None
+    operator_source: str | None
+    published_at: dt.date | None
+    first_seen: dt.date
+    last_seen: dt.date
+    online: bool
+    score: float
+    licensed: bool
+    licence_id: str | None
+    license_value_cents: int
+    currency: str
+    value_breakdown: Any = Field(description="Itemised licence value (JSON).")
+    region: Any = Field(description='Matched region, relative coordinates: {"query": [x0,y0,x1,y1], "reference": [...]}.')
+    status: str = Field(description="Workflow status: " + ", ".join(workflow.STATUSES))
+    image_sha256: str | None
+    html_sha256: str | None = Field(description="SHA-256 of the page's HTML snapshot (evidence).")
+    fetched_at: dt.datetime | None = Field(description="When the evidence snapshot was fetched (UTC).")
+
+
+class HitList(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    hits: list[HitOut]
+
+
+class ActionIn(BaseModel):
+    action: Literal["claim", "licensed", "not_mine", "reopen"]
+    note: str | None = Field(default=None, max_length=workflow.NOTE_MAX)
+
+
+def _json_or_none(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def hit_out(row: dict[str, Any]) -> HitOut:
+    fetched = row.get("fetched_at")
+    if fetched is not None and fetched.tzinfo is None:
+        fetched = fetched.replace(tzinfo=dt.timezone.utc)  # SQLite returns the stored UTC without zone
+    data = {k: row.get(k) for k in HitOut.model_fields}
+    data.update(
+        value_breakdown=_json_or_none(row.get("value_breakdown")),
+        region=_json_or_none(row.get("region")),
+        fetched_at=fetched,
+        online=bool(row["online"]),
+        licensed=bool(row["licensed"]),
+    )
+    return HitOut(**data)
+
+
+# ---- the application ---------------------------------------------------------------------------
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """The inbox for the hits database of ``settings`` (or the given engine, which the caller owns).
+
+    The schema must exist (``copyhunt serve`` runs ``create_schema`` first).
+    """
+    own_engine = engine is None
+    db: Engine = engine if engine is not None else make_engine(settings.database_url)
+    images = RenderedImages(settings.blob_root, settings.max_image_pixels)
+    secure_cookies = settings.inbox_url.lower().startswith("https://")
+
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every template is HTML: escape every value
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(money=format_money, when=format_when, short=shorten)
+    env.globals.update(status_label=lambda s: STATUS_LABELS.get(s, s), safe_href=safe_href)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_engine:
+            db.dispose()
+
+    app = FastAPI(
+        title="copyhunt inbox",
+        version="1",
+        description="A customer's hits: where their registered images were found on the web.",
+        openapi_url="/api/openapi.json",
+        docs_url=None,  # Swagger UI loads scripts from a CDN; the schema itself is at openapi_url
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.engine = db
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"  # page links must not leak inbox URLs
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    # ---- helpers (closures over db and env) ------------------------------------------------
+    def base(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    def session(request: Request) -> tuple[str | None, tokens.Identity | None]:
+        sid = request.cookies.get(SESSION_COOKIE)
+        return sid, tokens.session_identity(db, sid)
+
+    def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        sid, who = ctx.pop("_session", (None, None))
+        customer = workflow.get_customer(db, who.customer_id) if who else None
+        page = env.get_template(name).render(
+            base=base(request),
+            customer=customer,
+            csrf=csrf_token_for(sid) if sid and who else "",
+            **ctx,
+        )
+        return HTMLResponse(page, status_code=status)
+
+    def error(request: Request, status: int, message: str, sess: Any = (None, None)) -> HTMLResponse:
+        return render(request, "error.html", status=status, message=message, status_code=status, _session=sess)
+
+    def to_signin(request: Request) -> RedirectResponse:
+        return RedirectResponse(f"{base(request)}/signin", status_code=303)
+
+    def any_identity(request: Request) -> tokens.Identity | None:
+        """Session cookie (pages) or Bearer token (API clients): for the image routes."""
+        who = session(request)[1]
+        if who is None:
+            scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() == "bearer":
+                who = tokens.verify_token(db, credentials.strip()[:TOKEN_FIELD_MAX])
+        return who
+
+    def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int, samesite: str) -> None:
+        response.set_cookie(
+            name, value, max_age=max_age, path=base(request) or "/", httponly=True,
+            secure=secure_cookies or request.url.scheme == "https", samesite=samesite,  # type: ignore[arg-type]
+        )
+
+    # ---- sign-in ---------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def home(request: Request) -> Response:
+        return RedirectResponse(f"{base(request)}/hits", status_code=303)
+
+    def signin_page(request: Request, status: int = 200, message: str | None = None) -> HTMLResponse:
+        nonce = secrets.token_urlsafe(24)
+        response = render(request, "signin.html", status=status, nonce=nonce, message=message)
+        set_cookie(response, request, SIGNIN_COOKIE, nonce, 3600, "strict")
+        return response
+
+    @app.get("/signin", include_in_schema=False)
+    def signin_form(request: Request) -> Response:
+        if session(request)[1] is not None:
+            return RedirectResponse(f"{base(request)}/hits", status_code=303)
+        return signin_page(request)
+
+    @app.post("/signin", include_in_schema=False)
+    def signin(
+        request: Request,
+        token: Annotated[str, Form(max_length=TOKEN_FIELD_MAX)] = "",
+        nonce: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        if not _same(request.cookies.get(SIGNIN_COOKIE), nonce):
+            return signin_page(request, 403, "The sign-in form expired. Please try again.")
+        identity = tokens.verify_token(db, token.strip())
+        if identity is None:
+            return signin_page(request, 401, "That token is not valid.")
+        sid = tokens.start_session(db, identity)
+        response = RedirectResponse(f"{base(request)}/hits", status_code=303)
+        set_cookie(response, request, SESSION_COOKIE, sid, int(tokens.SESSION_LIFETIME.total_seconds()), "lax")
+        response.delete_cookie(SIGNIN_COOKIE, path=base(request) or "/")
+        return response
+
+    @app.post("/signout", include_in_schema=False)
+    def signout(request: Request, csrf_token: Annotated[str, Form(max_length=100)] = "") -> Response:
+        sid, who = session(request)
+        if who is not None and sid and _same(csrf_token_for(sid), csrf_token):
+            tokens.end_session(db, sid)
+        response = to_signin(request)
+        response.delete_cookie(SESSION_COOKIE, path=base(request) or "/")
+        return response
+
+    # ---- inbox -----------------------------------------------------------------------------
+    @app.get("/hits", include_in_schema=False)
+    def inbox(
+        request: Request,
+        status: str = "",
+        domain: Annotated[str, Query(max_length=253)] = "",
+        min_score: Annotated[str, Query(max_length=20)] = "",
+        since: Annotated[str, Query(max_length=20)] = "",
+        sort: Annotated[str, Query(max_length=10)] = "value",
+        page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    ) -> Response:
+        sess = session(request)
+        who = sess[1]
+        if who is None:
+            return to_signin(request)
+        try:
+            score = float(min_score) if min_score.strip() else None
+        except ValueError:
+            return error(request, 422, "The minimum score must be a number between 0 and 1.", sess)
+        try:
+            since_date = dt.date.fromisoformat(since.strip()) if since.strip() else None
+        except ValueError:
+            return error(request, 422, "'New since' must be a date (YYYY-MM-DD).", sess)
+        try:
+            query = workflow.HitQuery(
+                status=status or None, domain=domain.strip() or None, min_score=score,
+                new_since=since_date, sort=sort or "value", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+            )
+        except ValueError as exc:
+            return error(request, 422, f"Invalid filter: {exc}.", sess)
+        result = workflow.find_hits(db, who.customer_id, query)
+        params = {"status": status, "domain": domain.strip(), "min_score": min_score.strip(), "since": since.strip(), "sort": sort}
+        pages = max(1, -(-result.total // PAGE_SIZE))
+        return render(
+            request, "hits.html", _session=sess,
+            hits=[{**h, "found_available": images.available(h["image_sha256"])} for h in result.hits],
+            total=result.total,
+            claimable=[format_money(c, cur) for cur, c in result.claimable_cents.items()] or [format_money(0)],
+            filters=params, statuses=workflow.STATUSES, sorts=workflow.SORTS,
+            domains=workflow.customer_domains(db, who.customer_id),
+            page=page, pages=pages,
+            prev_link=query_string(params, page=page - 1) if page > 1 else None,
+            next_link=query_string(params, page=page + 1) if page < pages else None,
+        )
+
+    @app.get("/hits/{hit_id}", include_in_schema=False)
+    def hit_page(request: Request, hit_id: HitId, done: Annotated[str, Query(max_length=20)] = "") -> Response:
+        sess = session(request)
+        who = sess[1]
+        if who is None:
+            return to_signin(request)
+        hit = workflow.get_hit(db, who.customer_id, hit_id)
+        if hit is None:
+            return error(request, 404, "There is no such hit in your inbox.", sess)
+        image = workflow.get_image(db, who.customer_id, hit["image_id"]) or {}
+        return render(
+            request, "hit.html", _session=sess,
+            hit=hit,
+            image_title=image.get("title") or hit["image_id"],
+            found_available=images.available(hit["image_sha256"]),
+            registered_available=images.available(image.get("sha256")),
+            region=parse_region(hit["region"]),
+            page_href=safe_href(hit["page_url"]),
+            image_href=safe_href(hit["image_url"]),
+            breakdown=breakdown_rows(hit["value_breakdown"], hit["currency"]),
+            history=workflow.hit_history(db, who.customer_id, hit_id),
+            actions=[(a, ACTION_LABELS[a]) for a in workflow.ACTIONS if workflow.ACTIONS[a] != hit["status"]],
+            done=DONE_MESSAGES.get(done),
+        )
+
+    @app.post("/hits/{hit_id}/action", include_in_schema=False)
+    def hit_action(
+        request: Request,
+        hit_id: HitId,
+        action: Annotated[str, Form(max_length=20)] = "",
+        note: Annotated[str, Form(max_length=5000)] = "",
+        csrf_token: Annotated[str, Form(max_length=100)] = "",
+    ) -> Response:
+        sess = session(request)
+        sid, who = sess
+        if who is None or not sid:
+            return to_signin(request)
+        if not _same(csrf_token_for(sid), csrf_token):
+            return error(request, 403, "This form has expired. Go back, reload the page and try again.", sess)
+        if action not in workflow.ACTIONS:
+            return error(request, 422, "Unknown action.", sess)
+        result = workflow.apply_action(db, who.customer_id, hit_id, action, who.actor, note or None)
+        if result is None:
+            return error(request, 404, "There is no such hit in your inbox.", sess)
+        done = action if result.recorded else "unchanged"
+        return RedirectResponse(f"{base(request)}/hits/{hit_id}?done={done}", status_code=303)
+
+    def image_response(data: bytes | None) -> Response:
+        if data is None:
+            raise HTTPException(404, "image not available")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
+
+    @app.get("/hits/{hit_id}/found.jpg", include_in_schema=False)
+    def found_image(request: Request, hit_id: HitId, size: Literal["thumb", "full"] = "full") -> Response:
+        who = any_identity(request)
+        if who is None:
+            raise HTTPException(401, "sign in first", headers={"WWW-Authenticate": "Bearer"})
+        hit = workflow.get_hit(db, who.customer_id, hit_id)
+        return image_response(images.jpeg(hit["image_sha256"], size) if hit else None)
+
+    @app.get("/hits/{hit_id}/registered.jpg", include_in_schema=False)
+    def registered_image(request: Request, hit_id: HitId, size: Literal["thumb", "full"] = "full") -> Response:
+        who = any_identity(request)
+        if who is None:
+            raise HTTPException(401, "sign in first", headers={"WWW-Authenticate": "Bearer"})
+        hit = workflow.get_hit(db, who.customer_id, hit_id)
+        image = workflow.get_image(db, who.customer_id, hit["image_id"]) if hit else None
+        return image_response(images.jpeg(image["sha256"], size) if image else None)
+
+    # ---- settings --------------------------------------------------------------------------
+    @app.get("/settings", include_in_schema=False)
+    def settings_page(request: Request, saved: Annotated[str, Query(max_length=5)] = "") -> Response:
+        sess = session(request)
+        if sess[1] is None:
+            return to_signin(request)
+        return render(request, "settings.html", _session=sess, saved=saved == "1", key_id=sess[1].key_id)
+
+    @app.post("/settings", include_in_schema=False)
+    def save_settings(
+        request: Request,
+        csrf_token: Annotated[str, Form(max_length=100)] = "",
+        digest: Annotated[str, Form(max_length=10)] = "",
+    ) -> Response:
+        sess = session(request)
+        sid, who = sess
+        if who is None or not sid:
+            return to_signin(request)
+        if not _same(csrf_token_for(sid), csrf_token):
+            return error(request, 403, "This form has expired. Go back, reload the page and try again.", sess)
+        workflow.set_digest_opt_out(db, who.customer_id, opt_out=digest != "on")
+        return RedirectResponse(f"{base(request)}/settings?saved=1", status_code=303)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    # ---- JSON API --------------------------------------------------------------------------
+    bearer = HTTPBearer(
+        auto_error=False,
+        scheme_name="customer token",
+        description="A customer token made by `copyhunt customers token CUSTOMER_ID`.",
+    )
+
+    def api_identity(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> tokens.Identity:
+        identity = tokens.verify_token(db, credentials.credentials[:TOKEN_FIELD_MAX]) if credentials else None
+        if identity is None:
+            raise HTTPException(401, "a valid customer token is required", headers={"WWW-Authenticate": "Bearer"})
+        return identity
+
+    Caller = Annotated[tokens.Identity, Depends(api_identity)]
+
+    @app.get("/api/hits", response_model=HitList, tags=["hits"], summary="The caller's hits")
+    def api_hits(
+        who: Caller,
+        status: Annotated[Literal["new", "claimed", "licensed", "not_mine"] | None, Query()] = None,
+        domain: Annotated[str | None, Query(max_length=253, description="Host or registrable domain")] = None,
+        min_score: Annotated[float | None, Query(ge=0, le=1)] = None,
+        since: Annotated[dt.date | None, Query(description="First seen on or after this date")] = None,
+        sort: Literal["value", "date", "score"] = "value",
+        limit: Annotated[int, Query(ge=1, le=workflow.MAX_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> HitList:
+        """Hits of the customer the token belongs to, most valuable (or newest) first."""
+        query = workflow.HitQuery(status=status, domain=domain or None, min_score=min_score, new_since=since,
+                                  sort=sort, limit=limit, offset=offset)
+        result = workflow.find_hits(db, who.customer_id, query)
+        return HitList(total=result.total, limit=limit, offset=offset, hits=[hit_out(h) for h in result.hits])
+
+    @app.get("/api/hits/{hit_id}", response_model=HitOut, tags=["hits"], summary="One of the caller's hits",
+             responses={404: {"description": "No such hit for this customer"}})
+    def api_hit(who: Caller, hit_id: HitId) -> HitOut:
+        hit = workflow.get_hit(db, who.customer_id, hit_id)
+        if hit is None:
+            raise HTTPException(404, "no such hit")
+        return hit_out(hit)
+
+    @app.post("/api/hits/{hit_id}/action", response_model=HitOut, tags=["hits"],
+              summary="Mark a hit: claim, licensed, not_mine or reopen (recorded in its history)",
+              responses={404: {"description": "No such hit for this customer"}})
+    def api_hit_action(who: Caller, hit_id: HitId, body: ActionIn) -> HitOut:
+        if workflow.apply_action(db, who.customer_id, hit_id, body.action, who.actor, body.note) is None:
+            raise HTTPException(404, "no such hit")
+        hit = workflow.get_hit(db, who.customer_id, hit_id)
+        assert hit is not None
+        return hit_out(hit)
+
+    return app

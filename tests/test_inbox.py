@@ -1,0 +1,419 @@
+"""The customer inbox over HTTP: sign-in, listing and filters, hit page, actions, images, JSON API,
+tenant isolation (on SQLite and on a real PostgreSQL), CSRF and escaping of web text.
+
+Real application (FastAPI's TestClient drives the ASGI app in-process), real database and blob
+store seeded by tests/inbox_seed.py through load_hits; expectations are derived from the planted
+data, not typed in.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import Engine, func, select
+
+from copyhunt.config import Settings
+from copyhunt.hitsdb.digest import send_digests
+from copyhunt.hitsdb.models import Customer, CustomerToken, Hit, HitEvent, InboxSession
+from copyhunt.hitsdb.store import create_schema, make_engine
+from copyhunt.hitsdb.tokens import issue_token, revoke_token
+from copyhunt.inbox.app import create_app
+from inbox_seed import D1, D2, HOSTILE_TITLE, JS_URL, PLANTED, Seeded, seed
+
+pytest_plugins = ["conftest_pg"]
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
+NONCE_RE = re.compile(r'name="nonce" value="([A-Za-z0-9_-]+)"')
+
+
+class Inbox:
+    """The app over one seeded database, with one HTTP client (cookie jar) per browser."""
+
+    def __init__(self, settings: Settings, engine: Engine, seeded: Seeded):
+        self.settings, self.engine, self.seeded = settings, engine, seeded
+        self.app = create_app(settings, engine)
+
+    def client(self) -> TestClient:
+        return TestClient(self.app)
+
+    def signed_in(self, customer_id: str) -> TestClient:
+        client = self.client()
+        sign_in(client, self.seeded.tokens[customer_id])
+        return client
+
+    def bearer(self, customer_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.seeded.tokens[customer_id]}"}
+
+    def hit(self, hit_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(Hit.__table__).where(Hit.id == hit_id)).mappings().one())
+
+    def events(self, hit_id: int) -> list[tuple[str, str | None, str | None]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(HitEvent.status, HitEvent.note, HitEvent.actor).where(HitEvent.hit_id == hit_id).order_by(HitEvent.id)
+            ).all()
+        return [tuple(r) for r in rows]
+
+
+def sign_in(client: TestClient, token: str) -> None:
+    nonce = NONCE_RE.search(client.get("/signin").text).group(1)  # type: ignore[union-attr]
+    r = client.post("/signin", data={"token": token, "nonce": nonce}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/hits", r.text
+
+
+def csrf_of(html: str) -> str:
+    match = CSRF_RE.search(html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def _make_inbox(url: str, tmp_path: Path) -> tuple[Inbox, Engine]:
+    settings = Settings(home=tmp_path, hits_db_url=url, inbox_url="http://inbox.test")
+    engine = make_engine(url)
+    create_schema(engine)
+    return Inbox(settings, engine, seed(engine, settings.blob_root)), engine
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Iterator[Inbox]:
+    box, engine = _make_inbox(f"sqlite:///{tmp_path / 'hits.db'}", tmp_path)
+    yield box
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_backend_inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inbox]:
+    url = f"sqlite:///{tmp_path / 'hits.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    box, engine = _make_inbox(url, tmp_path)
+    yield box
+    engine.dispose()
+
+
+def planted(customer_id: str) -> list[Any]:
+    return [p for p in PLANTED if p.customer_id == customer_id]
+
+
+# ---- JSON API ----------------------------------------------------------------------------------
+def test_api_needs_a_valid_token(inbox: Inbox) -> None:
+    client = inbox.client()
+    good = inbox.seeded.tokens["alpine-lens"]
+    key_id, secret = good.split("_")[1], good.split("_", 2)[2]
+    wrong_secret = f"cht_{key_id}_{secret[::-1]}"
+    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Bearer nonsense"},
+                    {"Authorization": f"Bearer {wrong_secret}"}, {"Authorization": f"Basic {good}"},
+                    {"Authorization": f"Bearer {good}x"}):
+        r = client.get("/api/hits", headers=headers)
+        assert r.status_code == 401, headers
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert client.get("/api/hits", headers=inbox.bearer("alpine-lens")).status_code == 200
+
+    assert revoke_token(inbox.engine, key_id)
+    assert client.get("/api/hits", headers=inbox.bearer("alpine-lens")).status_code == 401
+
+
+def test_api_lists_own_hits_by_value_and_date(inbox: Inbox) -> None:
+    client = inbox.client()
+    body = client.get("/api/hits", headers=inbox.bearer("alpine-lens")).json()
+    mine = planted("alpine-lens")
+    assert body["total"] == len(mine)
+    assert [h["domain"] for h in body["hits"]] == [
+        p.page for p in sorted(mine, key=lambda p: (-p.value_cents, -p.run_date.toordinal()))
+    ]
+    assert {h["customer_id"] for h in body["hits"]} == {"alpine-lens"}
+
+    by_date = client.get("/api/hits", params={"sort": "date"}, headers=inbox.bearer("alpine-lens")).json()["hits"]
+    dates = [h["first_seen"] for h in by_date]
+    assert dates == sorted(dates, reverse=True) and dates[-1] == D1.isoformat()
+
+    hit = next(h for h in body["hits"] if h["domain"] == "urban-eats.test")
+    p = next(p for p in mine if p.page == "urban-eats.test")
+    assert hit["region"]["query"] == list(p.paste) and hit["region"]["reference"] == list(p.crop)
+    assert hit["value_breakdown"]["total_cents"] == p.value_cents == hit["license_value_cents"]
+    assert hit["fetched_at"] == f"{D2.isoformat()}T09:30:00Z" and hit["html_sha256"]  # the newest fetch
+    assert (hit["first_seen"], hit["last_seen"]) == (D1.isoformat(), D2.isoformat())
+
+
+@pytest.mark.parametrize(
+    "params, keep",
+    [
+        ({"min_score": 0.9}, lambda p: p.score >= 0.9),
+        ({"since": D2.isoformat()}, lambda p: p.run_date >= D2),
+        ({"domain": "alpine-blog.test"}, lambda p: p.page == "alpine-blog.test"),
+        ({"status": "new", "min_score": 0.8, "since": D2.isoformat()}, lambda p: p.score >= 0.8 and p.run_date >= D2),
+    ],
+)
+def test_api_filters(inbox: Inbox, params: dict[str, Any], keep: Any) -> None:
+    body = inbox.client().get("/api/hits", params=params, headers=inbox.bearer("alpine-lens")).json()
+    expected = {p.page for p in planted("alpine-lens") if keep(p)}
+    assert expected and {h["domain"] for h in body["hits"]} == expected and body["total"] == len(expected)
+
+
+def test_api_rejects_bad_filters(inbox: Inbox) -> None:
+    client = inbox.client()
+    for params in ({"min_score": 2}, {"since": "yesterday"}, {"status": "deleted"}, {"limit": 0}, {"sort": "random"}):
+        assert client.get("/api/hits", params=params, headers=inbox.bearer("alpine-lens")).status_code == 422
+
+
+def test_openapi_documents_the_api_and_bearer_auth(inbox: Inbox) -> None:
+    spec = inbox.client().get("/api/openapi.json").json()
+    assert set(spec["paths"]) == {"/api/hits", "/api/hits/{hit_id}", "/api/hits/{hit_id}/action"}
+    schemes = spec["components"]["securitySchemes"]
+    assert [s["scheme"] for s in schemes.values()] == ["bearer"]
+    assert spec["paths"]["/api/hits"]["get"]["security"] == [{name: []} for name in schemes]
+    assert "HitOut" in spec["components"]["schemas"]
+
+
+def test_api_action_is_recorded(inbox: Inbox) -> None:
+    hit_id = inbox.seeded.hit_ids["alpine-blog.test"]
+    r = inbox.client().post(f"/api/hits/{hit_id}/action", json={"action": "claim", "note": "sent invoice #12"},
+                            headers=inbox.bearer("alpine-lens"))
+    assert r.status_code == 200 and r.json()["status"] == "claimed"
+    key_id = inbox.seeded.tokens["alpine-lens"].split("_")[1]
+    assert inbox.events(hit_id) == [("claimed", "sent invoice #12", f"token:{key_id}")]
+    bad = inbox.client().post(f"/api/hits/{hit_id}/action", json={"action": "delete"}, headers=inbox.bearer("alpine-lens"))
+    assert bad.status_code == 422
+
+
+# ---- tenant isolation (both backends) ----------------------------------------------------------
+def test_tenant_isolation_api_pages_and_images(any_backend_inbox: Inbox) -> None:
+    box = any_backend_inbox
+    theirs = box.seeded.hit_ids["nordic-prints.test"]  # jana-novak's hit
+    mine = box.seeded.hit_ids["urban-eats.test"]  # alpine-lens's hit
+    api = box.client()
+
+    listed = api.get("/api/hits", params={"limit": 200}, headers=box.bearer("alpine-lens")).json()["hits"]
+    assert theirs not in {h["id"] for h in listed}
+    assert api.get(f"/api/hits/{theirs}", headers=box.bearer("alpine-lens")).status_code == 404
+    assert api.get(f"/api/hits/{theirs}", headers=box.bearer("jana-novak")).status_code == 200
+    assert api.get(f"/api/hits/{mine}", headers=box.bearer("jana-novak")).status_code == 404
+    assert api.get("/api/hits", params={"domain": "nordic-prints.test"}, headers=box.bearer("alpine-lens")).json()["total"] == 0
+    r = api.post(f"/api/hits/{theirs}/action", json={"action": "not_mine"}, headers=box.bearer("alpine-lens"))
+    assert r.status_code == 404
+
+    alpine = box.signed_in("alpine-lens")
+    inbox_page = alpine.get("/hits", params={"sort": "date"}).text
+    assert "nordic-prints.test" not in inbox_page and "Butterfly poster" not in inbox_page
+    assert "Jana Novak" not in inbox_page
+    page = alpine.get(f"/hits/{theirs}")
+    assert page.status_code == 404 and "Butterfly poster" not in page.text
+    for route in (f"/hits/{theirs}/found.jpg", f"/hits/{theirs}/registered.jpg", f"/hits/{theirs}/found.jpg?size=thumb"):
+        assert alpine.get(route).status_code == 404, route
+        assert api.get(route, headers=box.bearer("alpine-lens")).status_code == 404, route
+        assert api.get(route, headers=box.bearer("jana-novak")).status_code == 200, route
+    csrf = csrf_of(alpine.get(f"/hits/{mine}").text)
+    r = alpine.post(f"/hits/{theirs}/action", data={"action": "not_mine", "csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 404
+    assert box.hit(theirs)["status"] == "new" and box.events(theirs) == []
+
+    # The other way round, through the pages: jana sees hers and nothing of alpine-lens.
+    jana = box.signed_in("jana-novak")
+    listing = jana.get("/hits").text
+    assert f'data-hit-id="{theirs}"' in listing and f'data-hit-id="{mine}"' not in listing
+    assert jana.get(f"/hits/{mine}/registered.jpg").status_code == 404
+
+
+# ---- sign-in, sessions, CSRF -------------------------------------------------------------------
+def test_sign_in_session_and_sign_out(inbox: Inbox) -> None:
+    client = inbox.client()
+    r = client.get("/hits", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/signin"
+
+    nonce = NONCE_RE.search(client.get("/signin").text).group(1)  # type: ignore[union-attr]
+    assert client.post("/signin", data={"token": "cht_000000000000_" + "A" * 43, "nonce": nonce}).status_code == 401
+    fresh = inbox.client()  # no sign-in cookie: a cross-site form post
+    assert fresh.post("/signin", data={"token": inbox.seeded.tokens["alpine-lens"], "nonce": nonce},
+                      follow_redirects=False).status_code == 403
+
+    nonce = NONCE_RE.search(client.get("/signin").text).group(1)  # type: ignore[union-attr]
+    r = client.post("/signin", data={"token": inbox.seeded.tokens["alpine-lens"], "nonce": nonce}, follow_redirects=False)
+    assert r.status_code == 303
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("copyhunt_session="))
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie
+    session_id = client.cookies["copyhunt_session"]
+
+    # Only hashes are stored: neither the session id nor the token's secret is in the database.
+    token = inbox.seeded.tokens["alpine-lens"]
+    with inbox.engine.connect() as conn:
+        stored = [*conn.execute(select(InboxSession.id_sha256)).scalars(), *conn.execute(select(CustomerToken.secret_sha256)).scalars()]
+    assert stored and all(session_id not in s and token.split("_", 2)[2] not in s for s in stored)
+
+    page = client.get("/hits")
+    assert page.status_code == 200 and "Alpine Lens Agency" in page.text
+    csrf = csrf_of(page.text)
+    assert client.post("/signout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+    client.cookies.set("copyhunt_session", session_id)  # replaying the old cookie does not work
+    assert client.get("/hits", follow_redirects=False).status_code == 303
+
+
+def test_revoking_the_token_ends_its_sessions(inbox: Inbox) -> None:
+    client = inbox.signed_in("alpine-lens")
+    assert client.get("/hits").status_code == 200
+    revoke_token(inbox.engine, inbox.seeded.tokens["alpine-lens"].split("_")[1])
+    assert client.get("/hits", follow_redirects=False).status_code == 303
+
+
+def test_actions_need_the_sessions_csrf_token(inbox: Inbox) -> None:
+    hit_id = inbox.seeded.hit_ids["urban-eats.test"]
+    client, other = inbox.signed_in("alpine-lens"), inbox.signed_in("alpine-lens")
+    other_csrf = csrf_of(other.get(f"/hits/{hit_id}").text)
+    for data in ({"action": "claim"}, {"action": "claim", "csrf_token": "0" * 64}, {"action": "claim", "csrf_token": other_csrf}):
+        r = client.post(f"/hits/{hit_id}/action", data=data, follow_redirects=False)
+        assert r.status_code == 403, data
+    assert inbox.hit(hit_id)["status"] == "new" and inbox.events(hit_id) == []
+
+
+# ---- pages -------------------------------------------------------------------------------------
+def test_inbox_page_sorts_and_filters(inbox: Inbox) -> None:
+    client = inbox.signed_in("alpine-lens")
+    mine = planted("alpine-lens")
+    listing = client.get("/hits").text
+    order = [int(i) for i in re.findall(r'data-hit-id="(\d+)"', listing)]
+    by_value = sorted(mine, key=lambda p: (-p.value_cents, -p.run_date.toordinal()))
+    assert order == [inbox.seeded.hit_ids[p.page] for p in by_value]
+    claimable = sum(p.value_cents for p in mine if not p.licensed)
+    assert f"€{claimable // 100:,}.{claimable % 100:02d}" in listing
+
+    filtered = client.get("/hits", params={"min_score": "0.9", "since": D2.isoformat(), "status": "new", "domain": ""}).text
+    expected = {inbox.seeded.hit_ids[p.page] for p in mine if p.score >= 0.9 and p.run_date >= D2}
+    assert {int(i) for i in re.findall(r'data-hit-id="(\d+)"', filtered)} == expected
+    assert 'value="0.9"' in filtered  # the form keeps its filters
+    assert client.get("/hits", params={"min_score": "lots"}).status_code == 422
+    assert client.get("/hits", params={"since": "2026-13-45"}).status_code == 422
+    assert client.get("/hits", params={"status": "gone"}).status_code == 422
+
+
+def test_hit_page_shows_images_region_and_facts(inbox: Inbox) -> None:
+    client = inbox.signed_in("alpine-lens")
+    p = next(p for p in PLANTED if p.page == "urban-eats.test")
+    hit_id = inbox.seeded.hit_ids[p.page]
+    html = client.get(f"/hits/{hit_id}").text
+
+    def rect(element_id: str) -> tuple[float, ...]:
+        m = re.search(rf'<rect id="{element_id}" x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"', html)
+        assert m, element_id
+        return tuple(float(v) / 1000 for v in m.groups())
+
+    qx, qy, qw, qh = rect("query-region")
+    assert (qx, qy, qx + qw, qy + qh) == pytest.approx(p.paste, abs=1e-3)
+    rx, ry, rw, rh = rect("reference-region")
+    assert (rx, ry, rx + rw, ry + rh) == pytest.approx(p.crop, abs=1e-3)
+    assert f'src="/hits/{hit_id}/found.jpg"' in html and f'src="/hits/{hit_id}/registered.jpg"' in html
+    assert 'href="https://urban-eats.test/story"' in html and 'rel="noopener noreferrer nofollow"' in html
+    assert "Urban-Eats Media GmbH" in html and "imprint@https://urban-eats.test/imprint" in html
+    assert "2026-02-20" in html and D1.isoformat() in html and D2.isoformat() in html  # published, first/last seen
+    assert "€930.00" in html and "missing attribution" in html  # value and its breakdown
+    h = inbox.hit(hit_id)
+    assert h["html_sha256"] in html and f"{D2.isoformat()} 09:30:00 UTC" in html  # evidence, latest fetch
+
+
+def test_found_and_registered_images_are_reencoded_jpegs(inbox: Inbox) -> None:
+    client = inbox.signed_in("alpine-lens")
+    hit_id = inbox.seeded.hit_ids["urban-eats.test"]
+    assert inbox.client().get(f"/hits/{hit_id}/found.jpg").status_code == 401  # no session, no token
+    found = client.get(f"/hits/{hit_id}/found.jpg")
+    assert found.headers["content-type"] == "image/jpeg" and "private" in found.headers["cache-control"]
+    im = Image.open(io.BytesIO(found.content))
+    assert im.format == "JPEG" and im.size == (900, 600)  # the planted canvas, within the 1200 px bound
+    thumb = Image.open(io.BytesIO(client.get(f"/hits/{hit_id}/found.jpg", params={"size": "thumb"}).content))
+    assert max(thumb.size) == 240 and thumb.size[0] / thumb.size[1] == pytest.approx(1.5, abs=0.01)
+    registered = Image.open(io.BytesIO(client.get(f"/hits/{hit_id}/registered.jpg").content))
+    assert registered.format == "JPEG" and max(registered.size) <= 1200
+    assert client.get(f"/hits/{hit_id}/found.jpg", params={"size": "../../etc/passwd"}).status_code == 422
+
+
+def test_a_found_blob_that_is_not_an_image_is_never_served(inbox: Inbox) -> None:
+    from copyhunt.blobs import LocalBlobStore
+
+    sha = LocalBlobStore(inbox.settings.blob_root).put(b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>")
+    hit_id = inbox.seeded.hit_ids["alpine-blog.test"]
+    with inbox.engine.begin() as conn:
+        conn.execute(Hit.__table__.update().where(Hit.id == hit_id).values(image_sha256=sha))
+    client = inbox.signed_in("alpine-lens")
+    assert client.get(f"/hits/{hit_id}/found.jpg").status_code == 404
+
+
+def test_web_text_is_escaped_and_script_urls_are_not_links(inbox: Inbox) -> None:
+    client = inbox.signed_in("alpine-lens")
+    hostile = inbox.seeded.hit_ids["bazaar-market.test"]
+    for page in (client.get("/hits"), client.get(f"/hits/{hostile}")):
+        assert "<script>" not in page.text and "<img src=x" not in page.text
+        assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in page.text
+        assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none': no scripts at all
+        assert page.headers["x-frame-options"] == "DENY"
+    js = client.get(f"/hits/{inbox.seeded.hit_ids['evil.test']}").text
+    assert 'href="javascript:' not in js.lower() and "javascript:alert(document.cookie)" in js  # shown, not linked
+    assert JS_URL.startswith("javascript:") and HOSTILE_TITLE.startswith("<script>")
+
+
+def test_actions_are_recorded_in_hit_events(inbox: Inbox) -> None:
+    client = inbox.signed_in("alpine-lens")
+    key_id = inbox.seeded.tokens["alpine-lens"].split("_")[1]
+    expected: list[tuple[str, str | None, str | None]] = []
+    for page, action, status, note in (
+        ("urban-eats.test", "claim", "claimed", "invoice sent"),
+        ("alpine-blog.test", "licensed", "licensed", None),
+        ("bazaar-market.test", "not_mine", "not_mine", "a different cathedral"),
+    ):
+        hit_id = inbox.seeded.hit_ids[page]
+        csrf = csrf_of(client.get(f"/hits/{hit_id}").text)
+        r = client.post(f"/hits/{hit_id}/action", data={"action": action, "note": note or "", "csrf_token": csrf},
+                        follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == f"/hits/{hit_id}?done={action}"
+        assert inbox.hit(hit_id)["status"] == status
+        assert inbox.events(hit_id) == [(status, note, f"token:{key_id}")]
+        shown = client.get(r.headers["location"]).text
+        assert 'id="hit-status">' + status.replace("_", " ") in shown
+
+    # The same action again (a double click) records nothing; the status filter sees the change.
+    hit_id = inbox.seeded.hit_ids["urban-eats.test"]
+    csrf = csrf_of(client.get(f"/hits/{hit_id}").text)
+    r = client.post(f"/hits/{hit_id}/action", data={"action": "claim", "csrf_token": csrf}, follow_redirects=False)
+    assert r.headers["location"].endswith("done=unchanged") and len(inbox.events(hit_id)) == 1
+    claimed = client.get("/hits", params={"status": "claimed"}).text
+    assert re.findall(r'data-hit-id="(\d+)"', claimed) == [str(hit_id)]
+
+
+def test_digest_opt_out_in_settings(inbox: Inbox) -> None:
+    client = inbox.signed_in("alpine-lens")
+    page = client.get("/settings").text
+    assert 'id="digest" value="on" checked' in page
+    r = client.post("/settings", data={"csrf_token": csrf_of(page)}, follow_redirects=False)  # box unticked
+    assert r.status_code == 303
+    with inbox.engine.connect() as conn:
+        assert conn.execute(select(Customer.digest_opt_out).where(Customer.id == "alpine-lens")).scalar_one() is True
+    sent = send_digests(inbox.engine, D2, inbox.settings)
+    assert [d.customer_id for d in sent] == ["jana-novak"]  # alpine-lens had new hits on D2 but opted out
+    assert client.post("/settings", data={"digest": "on"}, follow_redirects=False).status_code == 403  # no CSRF token
+
+
+def test_cli_makes_a_working_token(inbox: Inbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from copyhunt.cli import app
+
+    monkeypatch.setenv("COPYHUNT_HOME", str(tmp_path))
+    monkeypatch.setenv("COPYHUNT_HITS_DB_URL", str(inbox.engine.url))
+    monkeypatch.setenv("COPYHUNT_CUSTOMERS_FILE", str(tmp_path / "no-such-customers.toml"))
+    result = CliRunner().invoke(app, ["customers", "token", "jana-novak", "--label", "studio laptop"])
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip().splitlines()[-1]
+    assert token.startswith("cht_")
+    r = inbox.client().get("/api/hits", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and {h["customer_id"] for h in r.json()["hits"]} == {"jana-novak"}
+    assert CliRunner().invoke(app, ["customers", "token", "nobody"]).exit_code == 1
+    with inbox.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(CustomerToken)).scalar_one() == 3
+
+
+def test_tokens_are_per_customer_and_unique(inbox: Inbox) -> None:
+    tokens = {issue_token(inbox.engine, "alpine-lens") for _ in range(20)}
+    assert len(tokens) == 20
+    r = inbox.client().get("/api/hits", headers={"Authorization": f"Bearer {tokens.pop()}"})
+    assert {h["customer_id"] for h in r.json()["hits"]} == {"alpine-lens"}
