@@ -308,7 +308,13 @@ def test_hit_page_shows_images_region_and_facts(inbox: Inbox) -> None:
     assert 'href="https://urban-eats.test/story"' in html and 'rel="noopener noreferrer nofollow"' in html
     assert "Urban-Eats Media GmbH" in html and "imprint@https://urban-eats.test/imprint" in html
     assert "2026-02-20" in html and D1.isoformat() in html and D2.isoformat() in html  # published, first/last seen
-    assert "€930.00" in html and "missing attribution" in html  # value and its breakdown
+    # The value and its breakdown: base fee, times the duration factor, plus the missing-credit surcharge.
+    half = f"€{p.value_cents // 200:,}.{p.value_cents // 2 % 100:02d}"
+    total = f"€{p.value_cents // 100:,}.{p.value_cents % 100:02d}"
+    rows = re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td><td class=\"num\">([^<]+)</td></tr>", html)
+    assert rows == [("base fee", "commercial, large", half), ("duration", "× 100% for up to 1 month(s)", f"= {half}"),
+                    ("no credit to the author", "+ 100%", f"+ {half}")]
+    assert f'<td class="num">{total}</td>' in html and f'id="value">{total}<' in html
     h = inbox.hit(hit_id)
     assert h["html_sha256"] in html and f"{D2.isoformat()} 09:30:00 UTC" in html  # evidence, latest fetch
 

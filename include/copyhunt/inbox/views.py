@@ -93,6 +93,27 @@ def parse_region(text: str | None) -> dict[str, Any]:
     }
 
 
+# How copyhunt.pricing itemises a price: a base fee, the duration factor applied to it (its cents are
+# the running amount), and surcharges added on top. Other factors are shown as they come.
+_FACTOR_LABELS = {"base": "base fee", "duration": "duration", "missing_attribution": "no credit to the author"}
+
+
+def _item_row(item: Mapping[str, Any], currency: str) -> tuple[str, str, str]:
+    factor = str(item.get("factor", ""))
+    cents = item.get("cents")
+    amount = format_money(int(cents), currency) if isinstance(cents, int) and not isinstance(cents, bool) else ""
+    if factor == "base":
+        details = ", ".join(str(item[k]) for k in ("usage", "size_class") if item.get(k))
+        return _FACTOR_LABELS[factor], details, amount
+    if factor == "duration":
+        details = f"× {item.get('percent')}% for {item.get('tier') or str(item.get('months')) + ' month(s)'}"
+        return _FACTOR_LABELS[factor], details, f"= {amount}" if amount else ""
+    if factor == "missing_attribution":
+        return _FACTOR_LABELS[factor], f"+ {item.get('percent')}%", f"+ {amount}" if amount else ""
+    details = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(item.items()) if k not in ("factor", "cents"))
+    return factor.replace("_", " "), details, amount
+
+
 def breakdown_rows(text: str | None, currency: str) -> dict[str, Any]:
     """The value_breakdown JSON as rows for a table: ``{"items": [(factor, details, amount)],
     "notes": [(key, value)], "total": str|None}``. Unknown shapes degrade to key/value notes."""
@@ -103,16 +124,7 @@ def breakdown_rows(text: str | None, currency: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         return {"items": [], "notes": [("breakdown", str(data)[:200])], "total": None}
     currency = str(data.get("currency") or currency)
-    items = []
-    for item in data.get("items") or []:
-        if not isinstance(item, Mapping):
-            continue
-        details = ", ".join(
-            f"{k.replace('_', ' ')}: {v}" for k, v in sorted(item.items()) if k not in ("factor", "cents")
-        )
-        cents = item.get("cents")
-        amount = format_money(int(cents), currency) if isinstance(cents, int) else ""
-        items.append((str(item.get("factor", "")).replace("_", " "), details, amount))
+    items = [_item_row(item, currency) for item in data.get("items") or [] if isinstance(item, Mapping)]
     notes = [
         (k.replace("_", " "), str(v)[:200])
         for k, v in sorted(data.items())
