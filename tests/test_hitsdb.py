@@ -132,7 +132,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path, inbox_url="http://inbox.copyhunt.test/hits")
+    return Settings(home=tmp_path, inbox_url="http://inbox.copyhunt.test/")
 
 
 # ---- sync --------------------------------------------------------------------------------------
@@ -180,6 +180,26 @@ def test_same_frame_twice_changes_nothing(db: Engine) -> None:
     assert n_keys == 3
     assert tuple(run) == (3, 3, 0, 3)
     assert by_page(db)["a.test"]["score"] == pytest.approx(0.91)  # the best duplicate wins
+
+
+def test_evidence_fetch_time_is_kept_in_utc(db: Engine) -> None:
+    f1 = frame(priced_row("a.test", fetched_at=pd.Timestamp("2026-03-01T10:15:30.250Z")),
+               priced_row("b.test", fetched_at="2026-03-01T12:00:00+02:00"), priced_row("c.test", fetched_at=None))
+    load_hits(db, f1, D1)
+    hits = by_page(db)
+
+    def utc(value: dt.datetime | None) -> dt.datetime | None:
+        # SQLite hands back the stored UTC wall time without a zone; PostgreSQL an aware datetime.
+        return value if value is None or value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+    assert utc(hits["a.test"]["fetched_at"]) == dt.datetime(2026, 3, 1, 10, 15, 30, 250000, tzinfo=dt.timezone.utc)
+    assert utc(hits["b.test"]["fetched_at"]) == dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.timezone.utc)
+    assert hits["c.test"]["fetched_at"] is None
+    assert load_hits(db, f1, D1).updated == 0  # re-loading the day changes nothing
+    # A later run's snapshot is the newer evidence; a backfill of the earlier day does not rewind it.
+    load_hits(db, frame(priced_row("a.test", D2, fetched_at="2026-03-02T08:00:00Z")), D2)
+    load_hits(db, f1, D1)
+    assert utc(by_page(db)["a.test"]["fetched_at"]) == dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.timezone.utc)
 
 
 def test_first_and_last_seen_over_two_runs(db: Engine) -> None:
@@ -338,8 +358,12 @@ def test_digest_written_to_outbox(db: Engine, settings: Settings, tmp_path: Path
         assert "https://evil.test/article" in part and "https://courier.test/article" in part
         assert "old.test" not in part  # first seen on D1
         assert "€1,201.50" in part  # claimable: 1200.50 + 1.00; the licensed hit is not claimable
-        assert "http://inbox.copyhunt.test/hits" in part
+        # Links into the inbox: the day's new hits, each listed hit, and the settings (opt-out).
+        assert "http://inbox.copyhunt.test/hits?since=2026-03-02" in part
+        assert f"http://inbox.copyhunt.test/hits/{by_page(db)['evil.test']['id']}" in part
+        assert "http://inbox.copyhunt.test/settings" in part
     assert "3 new uses" in text and "Already licensed:  1" in text
+    assert "hits?since=2026-03-02&sort=value" in text and 'hits?since=2026-03-02&amp;sort=value"' in html
     assert "<script>" not in html and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
     assert 'href="javascript:' not in html
     # Claimable hits come first, by value; the licensed one last.
