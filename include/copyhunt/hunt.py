@@ -178,9 +178,11 @@ def enrich(settings: Settings, run_date: dt.date) -> dict:
 
     lake = Lake(settings.lake)
     frame = enrich_matches(lake.read_frame("matches", run_date), lake.read_frame("images", run_date), lake.read_frame("pages", run_date),
-                           customers(settings), _html_reader(settings), run_date)
+                           customers(settings), _html_reader(settings), run_date, first_seen_history(settings, run_date))
     lake.write_partition("enriched", run_date, frame, sort_by=["customer_id", "image_id", "page_url", "image_url"])
-    return {"enriched": len(frame), "with_operator": int(frame["operator_name"].notna().sum()), "with_date": int(frame["published_at"].notna().sum())}
+    return {"enriched": len(frame), "with_operator": int(frame["operator_name"].notna().sum()), "with_date": int(frame["published_at"].notna().sum()),
+            "seen_before": int((frame["first_seen"] < run_date.isoformat()).sum()) if len(frame) else 0,
+            "errors": int(frame["enrich_error"].notna().sum()) if len(frame) else 0}
 
 
 def first_seen_history(settings: Settings, run_date: dt.date) -> dict:
@@ -190,9 +192,13 @@ def first_seen_history(settings: Settings, run_date: dt.date) -> dict:
     for d in lake.run_dates("enriched"):
         if d >= run_date:
             break
-        f = lake.read_frame("enriched", d, columns=["customer_id", "image_id", "page_url", "image_url"])
-        for key in f.itertuples(index=False, name=None):
-            seen.setdefault(key, d.isoformat())
+        # Partitions written since enrichment records first_seen carry history older than themselves.
+        has_first_seen = "first_seen" in pq.read_schema(lake.partition_file("enriched", d)).names
+        f = lake.read_frame("enriched", d, columns=["customer_id", "image_id", "page_url", "image_url"] + (["first_seen"] if has_first_seen else []))
+        for key, first in zip(f[["customer_id", "image_id", "page_url", "image_url"]].itertuples(index=False, name=None),
+                              f["first_seen"] if has_first_seen else [None] * len(f)):
+            earliest = min(d.isoformat(), first) if isinstance(first, str) and first else d.isoformat()
+            seen[key] = min(seen.get(key, earliest), earliest)
     return seen
 
 
@@ -201,11 +207,12 @@ def price(settings: Settings, run_date: dt.date) -> dict:
 
     lake = Lake(settings.lake)
     card = load_rate_card()
-    frame = price_hits(lake.read_frame("enriched", run_date), customers(settings), card, run_date, first_seen_history(settings, run_date))
+    frame = price_hits(lake.read_frame("enriched", run_date), customers(settings), card, run_date)
     lake.write_partition("priced", run_date, frame, sort_by=["customer_id", "image_id", "page_url", "image_url"])
     lake.write_manifest(run_date, extra={"rate_card_version": card.version})
     return {"priced": len(frame), "licensed": int(frame["licensed"].sum()) if len(frame) else 0,
-            "claim_value_cents": int(frame["license_value_cents"].sum()) if len(frame) else 0}
+            "claim_value_cents": int(frame["license_value_cents"].sum()) if len(frame) else 0,
+            "errors": int(frame["price_status"].str.startswith("error").sum()) if len(frame) else 0}
 
 
 # ---- load and digest ---------------------------------------------------------------------------

@@ -12,10 +12,14 @@ and not as a confusing miss three stages later. The file format:
 
     [[customer.licence]]         # zero or more
     id = "lic-..."
-    licensee_domain = "daily-courier.test"
+    licensee_domain = "daily-courier.test"   # this host and its subdomains, and/or:
+    licensee_operator = "Courier Media Group Ltd."  # optional: whoever operates the page (enrichment)
     image_ids = ["*"]            # "*": every image of this customer
     valid_from = "2026-01-01"    # inclusive; a TOML date or an ISO string
     valid_to = "2027-12-31"      # inclusive
+
+    [customer.rate_card]         # optional: this customer's contract terms, merged over
+    missing_attribution_surcharge_percent = 50   # copyhunt/ratecard.yaml and validated by pricing
 
 Image paths are relative to the repository root (or absolute). Image ids are unique per customer.
 A relative path is looked up under the ``repo_root`` the caller passes and, failing that, under this
@@ -27,15 +31,16 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ALL_IMAGES = "*"
 
-_CUSTOMER_KEYS = {"id", "name", "email", "images", "licence"}
+_CUSTOMER_KEYS = {"id", "name", "email", "images", "licence", "rate_card"}
 _IMAGE_KEYS = {"id", "path", "title"}
-_LICENCE_KEYS = {"id", "licensee_domain", "image_ids", "valid_from", "valid_to"}
+_LICENCE_KEYS = {"id", "licensee_domain", "licensee_operator", "image_ids", "valid_from", "valid_to"}
+_LICENCE_REQUIRED = {"id", "image_ids", "valid_from", "valid_to"}  # and a licensee_domain or licensee_operator
 
 
 @dataclass(frozen=True)
@@ -50,15 +55,16 @@ class RegisteredImage:
 class Licence:
     id: str
     customer_id: str
-    licensee_domain: str
+    licensee_domain: str  # "" when the licence names only an operator
     image_ids: tuple[str, ...]  # may be ("*",): every image of the customer
     valid_from: dt.date  # inclusive
     valid_to: dt.date  # inclusive
+    licensee_operator: str | None = None  # the licensee by name (pricing.check_licences matches it)
 
     def applies_to(self, image_id: str, domain: str, day: dt.date) -> bool:
         """True if this licence allows ``domain`` (or a subdomain of it) to show the image on ``day``."""
         domain = domain.lower().rstrip(".")
-        domain_ok = domain == self.licensee_domain or domain.endswith("." + self.licensee_domain)
+        domain_ok = bool(self.licensee_domain) and (domain == self.licensee_domain or domain.endswith("." + self.licensee_domain))
         image_ok = ALL_IMAGES in self.image_ids or image_id in self.image_ids
         return domain_ok and image_ok and self.valid_from <= day <= self.valid_to
 
@@ -70,6 +76,7 @@ class Customer:
     email: str
     images: tuple[RegisteredImage, ...]
     licences: tuple[Licence, ...]
+    rate_card: dict[str, Any] | None = field(default=None, hash=False)  # overrides, validated by pricing
 
     def image(self, image_id: str) -> RegisteredImage:
         for img in self.images:
@@ -117,7 +124,10 @@ def load_customers(path: Path, repo_root: Path) -> list[Customer]:
             raise ValueError(f"{where}: email {email!r} is not an e-mail address")
         images = _images(raw["images"], cid, where, Path(repo_root))
         licences = _licences(raw.get("licence", []), cid, {i.image_id for i in images}, where)
-        customers.append(Customer(cid, _text(raw, "name", where), email, images, licences))
+        rate_card = raw.get("rate_card")
+        if rate_card is not None and not isinstance(rate_card, dict):
+            raise ValueError(f"{where}: 'rate_card' must be a table of rate card overrides")
+        customers.append(Customer(cid, _text(raw, "name", where), email, images, licences, rate_card))
     return customers
 
 
@@ -154,11 +164,14 @@ def _licences(raw: Any, cid: str, image_ids: set[str], where: str) -> tuple[Lice
             raise ValueError(f"{where}: licence #{n} must be a table")
         lid = _text(item, "id", f"{where}, licence #{n}")
         here = f"{where}, licence {lid!r}"
-        _check_keys(item, _LICENCE_KEYS, _LICENCE_KEYS, here)
+        _check_keys(item, _LICENCE_KEYS, _LICENCE_REQUIRED, here)
+        if "licensee_domain" not in item and "licensee_operator" not in item:
+            raise ValueError(f"{here}: missing key licensee_domain or licensee_operator")
         if lid in seen:
             raise ValueError(f"{here}: duplicate licence id")
         seen.add(lid)
-        domain = _text(item, "licensee_domain", here).lower().rstrip(".")
+        domain = _text(item, "licensee_domain", here).lower().rstrip(".") if "licensee_domain" in item else ""
+        operator = _text(item, "licensee_operator", here) if "licensee_operator" in item else None
         if "/" in domain or ":" in domain or " " in domain:
             raise ValueError(f"{here}: licensee_domain must be a bare host name, got {domain!r}")
         ids = item["image_ids"]
@@ -171,7 +184,7 @@ def _licences(raw: Any, cid: str, image_ids: set[str], where: str) -> tuple[Lice
         valid_to = _date(item, "valid_to", here)
         if valid_to < valid_from:
             raise ValueError(f"{here}: valid_to {valid_to} is before valid_from {valid_from}")
-        out.append(Licence(lid, cid, domain, tuple(ids), valid_from, valid_to))
+        out.append(Licence(lid, cid, domain, tuple(ids), valid_from, valid_to, operator))
     return tuple(out)
 
 
