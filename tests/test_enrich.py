@@ -588,10 +588,12 @@ def test_enrich_price_and_load_stages_on_two_days(settings, demo):
     assert len(unlicensed) and (unlicensed["license_value_cents"] > 0).all()
     for row in unlicensed.itertuples():
         breakdown = json.loads(row.value_breakdown)
-        assert breakdown["total_cents"] == row.license_value_cents == breakdown["items"][2]["cents"] + breakdown["items"][3]["cents"]
+        base, duration, credit = breakdown["items"]
+        assert breakdown["total_cents"] == row.license_value_cents == duration["cents"] + credit["cents"]
+        assert (base["usage"], base["size_class"]) == (row.usage_type, row.size_class) and duration["since"] == row.usage_since
         # Jana Novak's contract: a missing credit adds 50%, everyone else's 100%.
         if not row.attribution_found:
-            assert breakdown["items"][3]["percent"] == (50 if row.customer_id == "jana-novak" else 100)
+            assert credit["percent"] == (50 if row.customer_id == "jana-novak" else 100)
 
     loaded = hunt.load(settings, day2)  # the priced partition satisfies the hits database's input contract
     assert loaded["inserted"] == len(truth)

@@ -158,10 +158,11 @@ def test_quote_table(usage, longest, since, attributed, expected, months, percen
     q = quote(CARD, usage, longest, since, RUN, attributed)
     assert q.total_cents == expected and type(q.total_cents) is int
     factors = {i["factor"]: i for i in q.breakdown["items"]}
-    assert list(factors)[:3] == ["usage", "size", "duration"]
+    assert list(factors)[:2] == ["base", "duration"]
     assert (factors["duration"]["months"], factors["duration"]["percent"]) == (months, percent)
     assert q.breakdown["total_cents"] == factors["duration"]["cents"] + factors.get("missing_attribution", {"cents": 0})["cents"]
     assert q.breakdown["total"] == f"{expected // 100}.{expected % 100:02d}"
+    assert ("usage_note" in factors["base"]) == (usage not in USAGE_TYPES) and ("size_note" in factors["base"]) == (longest is None)
     assert json.loads(json.dumps(q.breakdown)) == q.breakdown
 
 
@@ -177,9 +178,9 @@ def _ints_only(node):
 def test_breakdown_explains_each_factor():
     q = quote(CARD, "editorial", 300, D(2026, 2, 14), RUN, False, usage_source="json-ld:BlogPosting", size_source="img-attributes",
               since_source="published:json-ld:BlogPosting.datePublished", attribution_evidence="not-found:Alpine Lens Agency")
-    usage, size, duration, credit = q.breakdown["items"]
-    assert usage == {"factor": "usage", "usage_type": "editorial", "label": "Editorial use or blog", "why": "json-ld:BlogPosting"}
-    assert size == {"factor": "size", "size_class": "small", "longest_side_px": 300, "why": "img-attributes", "base_cents": 11000, "cents": 11000}
+    base, duration, credit = q.breakdown["items"]
+    assert base == {"factor": "base", "usage": "editorial", "usage_label": "Editorial use or blog", "usage_why": "json-ld:BlogPosting",
+                    "size_class": "small", "longest_side_px": 300, "size_why": "img-attributes", "cents": 11000}
     assert duration == {"factor": "duration", "since": "2026-02-14", "since_source": "published:json-ld:BlogPosting.datePublished",
                         "until": "2026-11-21", "months": 10, "tier": "month 10 of the first year", "percent": 240, "cents": 26400}
     assert credit == {"factor": "missing_attribution", "credited": False, "evidence": "not-found:Alpine Lens Agency", "percent": 100, "cents": 26400}
@@ -258,8 +259,8 @@ def test_price_hits_licence_value_overrides_and_errors():
     assert licensed["licence"]["uncovered_before_licence"] == {"since": "2025-11-20", "until": "2025-12-31", "days": 42}
     assert out.loc[0, "licence_id"] == "l-courier" and json.loads(out.loc[0, "licence_match"])["licence"]["matched_by"] == "domain"
     half = json.loads(out.loc[2, "value_breakdown"])
-    assert half["rate_card"]["overrides"] == ["missing_attribution_surcharge_percent"] and half["items"][3]["percent"] == 50
-    assert json.loads(out.loc[5, "value_breakdown"])["items"][1]["why"] == "image-file (unknown:no-declared-size(og:image))"
+    assert half["rate_card"]["overrides"] == ["missing_attribution_surcharge_percent"] and half["items"][2]["percent"] == 50
+    assert json.loads(out.loc[5, "value_breakdown"])["items"][0]["size_why"] == "image-file (unknown:no-declared-size(og:image))"
     assert out.equals(price_hits(enriched, customers, CARD, RUN))  # deterministic
     assert all(_ints_only(json.loads(b)) for b in out["value_breakdown"])
 

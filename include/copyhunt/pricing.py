@@ -214,18 +214,18 @@ class Quote:
 def quote(card: RateCard, usage: str, longest_px: int | None, since: dt.date, until: dt.date, attributed: bool,
           *, usage_source: str = "", size_source: str = "", since_source: str = "", attribution_evidence: str = "") -> Quote:
     """The post-licence fee of one unlicensed use, and the breakdown that explains each factor."""
-    items: list[dict[str, Any]] = []
-    usage_item: dict[str, Any] = {"factor": "usage", "why": usage_source or None}
+    # The base fee: usage type x display size class, each with what decided it.
+    usage_note = None
     if usage not in card.base_cents:
-        usage_item["note"] = f"unknown usage type {usage!r}: priced as {card.default_usage}"
+        usage_note = f"unknown usage type {usage!r}: priced as {card.default_usage}"
         usage = card.default_usage
-    usage_item.update(usage_type=usage, label=card.usage_labels[usage])
-    items.append(usage_item)
-
     size, size_note = size_class(card, longest_px)
     base = card.base_cents[usage][size]
-    items.append({"factor": "size", "size_class": size, "longest_side_px": longest_px, "why": size_source or None,
-                  "note": size_note, "base_cents": base, "cents": base})
+    items: list[dict[str, Any]] = [{
+        "factor": "base", "usage": usage, "usage_label": card.usage_labels[usage], "usage_why": usage_source or None,
+        "usage_note": usage_note, "size_class": size, "longest_side_px": longest_px, "size_why": size_source or None,
+        "size_note": size_note, "cents": base,
+    }]
 
     months = started_months(since, until)
     percent, tier = duration_percent(card, months)
@@ -355,9 +355,9 @@ def price_row(row: Mapping[str, Any], customer: Any | None, card: RateCard, run_
               since_source=_value(row, "usage_since_source") or ("published" if _value(row, "published_at") else "run-date"),
               attribution_evidence=_value(row, "attribution_evidence") or "")
     breakdown = dict(q.breakdown, licence=decision.as_dict(since))
-    usage_item, size_item = q.breakdown["items"][0], q.breakdown["items"][1]
-    return {"licensed": False, "licence_id": None, "licence_match": licence_json, "usage_type": usage_item["usage_type"],
-            "size_class": size_item["size_class"], "license_value_cents": q.total_cents, "currency": card.currency,
+    base_item = q.breakdown["items"][0]
+    return {"licensed": False, "licence_id": None, "licence_match": licence_json, "usage_type": base_item["usage"],
+            "size_class": base_item["size_class"], "license_value_cents": q.total_cents, "currency": card.currency,
             "value_breakdown": json.dumps(breakdown, sort_keys=True, ensure_ascii=False), "price_status": "priced"}
 
 
