@@ -21,6 +21,7 @@ from PIL import Image
 
 from copyhunt.enrich import (
     FOREIGN,
+    IMAGE_LAST_MODIFIED,
     MAX_DATE_CANDIDATES,
     MAX_HTML_BYTES,
     MAX_TEXT,
@@ -221,6 +222,22 @@ def test_marketplace_operator_is_the_seller_described_on_its_own_page():
     assert listing.published_at == "2026-05-04" and listing.published_source.startswith("product-page:html:time@")
 
 
+def test_without_stored_html_the_crawls_seller_and_the_images_last_modified_are_used():
+    pages = _pages_frame({"https://stallholder.test/item/9": "missing-blob"}).assign(
+        seller_name="Harbour Finds", seller_url="/shop/harbour-finds", seller_source="microdata")
+    matches, images = _hits([("img", "https://stallholder.test/item/9", "https://stallholder.test/i/9.jpg", "d" * 64)])
+    images["last_modified"] = "Sun, 01 Mar 2026 08:00:00 GMT"
+
+    def read(sha):
+        raise KeyError(sha)  # the blob store lost it: every fact from the HTML is unknown, nothing fails
+
+    row = enrich_matches(matches, images, pages, [_Customer()], read, RUN).iloc[0]
+    assert (row.operator_name, row.operator_role) == ("Harbour Finds", "marketplace-seller")
+    assert row.operator_source == "crawl:microdata:Offer.seller@https://stallholder.test/item/9"
+    assert (row.published_at, row.published_source) == ("2026-03-01", IMAGE_LAST_MODIFIED)
+    assert row.display_source == "unknown:no-html" and row.attribution_evidence == "unknown:no-html" and row.enrich_error is None
+
+
 def test_a_shop_selling_its_own_prints_is_the_site_operator_not_a_marketplace_seller():
     pages = _pages_frame({"https://wandkunst-kiel.test/p/hafen": "shop_product.html"})
     matches, images = _hits([("img", "https://wandkunst-kiel.test/p/hafen", "https://wandkunst-kiel.test/media/hafen-nacht.jpg", "b" * 64)])
@@ -312,10 +329,22 @@ D = dt.date
      D(2026, 3, 19), "product-page:html:time@u"),
     ([DateCandidate("html:time", "2026-04-01")], (D(2026, 3, 19), "product-page:x"), D(2026, 4, 1), "html:time"),
     ([DateCandidate("html:time", "2026-11-22")], None, None, "unknown:no-credible-date(implausible:after-run-date)"),
+    # The image file's own Last-Modified stands in for a page without dates ...
+    ([DateCandidate(IMAGE_LAST_MODIFIED, "Tue, 10 Feb 2026 10:00:00 GMT", MODIFIED)], None, D(2026, 2, 10), IMAGE_LAST_MODIFIED),
+    # ... after the page's own header, and an image older than its page is normal, not a contradiction.
+    ([DateCandidate(IMAGE_LAST_MODIFIED, "Tue, 10 Feb 2026 10:00:00 GMT", MODIFIED),
+      DateCandidate("http:last-modified", "Tue, 10 Feb 2026 12:00:00 GMT", MODIFIED)], None, D(2026, 2, 10), "http:last-modified"),
 ])
 def test_choose_publication_date_table(candidates, not_before, date, source):
     pub = choose_publication_date(candidates, RUN, not_before)
     assert (pub.date, pub.source) == (date, source)
+
+
+def test_an_image_older_than_its_page_is_not_a_contradiction():
+    pub = choose_publication_date([DateCandidate("json-ld:BlogPosting.datePublished", "2026-03-01"),
+                                   DateCandidate(IMAGE_LAST_MODIFIED, "Tue, 10 Feb 2026 10:00:00 GMT", MODIFIED),
+                                   DateCandidate("http:last-modified", "Tue, 10 Feb 2026 10:00:00 GMT", MODIFIED)], RUN)
+    assert [c["verdict"] for c in pub.candidates] == ["chosen", "not-used:modification-date", "contradicted:modified-before-published"]
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -677,6 +677,9 @@ _URL_DATE = re.compile(r"/((?:19|20)\d{2})[/-](0[1-9]|1[0-2])(?:[/-](0[1-9]|[12]
 PUBLISHED = "published"
 MODIFIED = "modified"
 FOREIGN = "foreign"  # a date of something else on the page: a review, a comment, an event
+# The image file's own Last-Modified: a fallback like the page's, but an image older than the page
+# that shows it is normal (uploaded, then used), so it never contradicts a publication date.
+IMAGE_LAST_MODIFIED = "http:image-last-modified"
 
 
 @dataclass(frozen=True)
@@ -732,7 +735,8 @@ def parse_date(raw: Any) -> dt.date | None:
 
 
 def date_candidates(html: Page | bytes | str | None, url: str = "", last_modified: str | None = None,
-                    crawl_candidates: Iterable[str] = (), run_date: dt.date | None = None) -> list[DateCandidate]:
+                    crawl_candidates: Iterable[str] = (), run_date: dt.date | None = None,
+                    image_last_modified: str | None = None) -> list[DateCandidate]:
     """Every date the page and its response state, in a fixed order, each with its source.
 
     ``crawl_candidates`` (raw strings the crawler kept, without sources) are used only when the
@@ -766,6 +770,8 @@ def date_candidates(html: Page | bytes | str | None, url: str = "", last_modifie
         found.append(DateCandidate("url-path", f"{year}-{month}-{day or '01'}", PUBLISHED, precise=day is not None))
     if last_modified and (raw := bounded(last_modified, 64)):
         found.append(DateCandidate("http:last-modified", raw, MODIFIED))
+    if image_last_modified and (raw := bounded(image_last_modified, 64)):
+        found.append(DateCandidate(IMAGE_LAST_MODIFIED, raw, MODIFIED))
     return found[:MAX_DATE_CANDIDATES]
 
 
@@ -797,7 +803,7 @@ def _htmldate(page: Page, url: str, run_date: dt.date | None) -> DateCandidate |
     return DateCandidate("htmldate", found) if found else None
 
 
-_SOURCE_ORDER = ("json-ld", "meta", "html:article-time", "html:time", "url-path", "htmldate", "crawl", "http")
+_SOURCE_ORDER = ("json-ld", "meta", "html:article-time", "html:time", "url-path", "htmldate", "crawl", "http:last-modified", "http")
 
 
 def _source_rank(source: str) -> int:
@@ -857,7 +863,8 @@ def choose_publication_date(candidates: Iterable[DateCandidate], run_date: dt.da
     for c, d, verdict in judged:
         if chosen is not None and c is chosen[2]:
             verdict = "chosen:modification-date-only" if fallback else "chosen"
-        elif verdict == "credible" and c.kind == MODIFIED and chosen is not None and not fallback and d < chosen[0]:
+        elif (verdict == "credible" and c.kind == MODIFIED and chosen is not None and not fallback and d < chosen[0]
+              and c.source != IMAGE_LAST_MODIFIED):
             verdict = "contradicted:modified-before-published"
         elif verdict == "credible" and c.kind == MODIFIED and not fallback:
             verdict = "not-used:modification-date"
@@ -877,10 +884,12 @@ def choose_publication_date(candidates: Iterable[DateCandidate], run_date: dt.da
 
 
 def published_date(html: Page | bytes | str | None, run_date: dt.date, url: str = "", last_modified: str | None = None,
-                   crawl_candidates: Iterable[str] = (), not_before: tuple[dt.date, str] | None = None) -> PublicationDate:
+                   crawl_candidates: Iterable[str] = (), not_before: tuple[dt.date, str] | None = None,
+                   image_last_modified: str | None = None) -> PublicationDate:
     """The publication date of a page: every candidate collected, the earliest credible chosen."""
     page = as_page(html)
-    return choose_publication_date(date_candidates(page, url, last_modified, crawl_candidates, run_date), run_date, not_before)
+    found = date_candidates(page, url, last_modified, crawl_candidates, run_date, image_last_modified)
+    return choose_publication_date(found, run_date, not_before)
 
 
 # ---- usage ----------------------------------------------------------------------------------------
@@ -1017,7 +1026,8 @@ def attribution(html: Page | bytes | str | None, author_names: Iterable[str]) ->
 
 # ---- the enriched table ---------------------------------------------------------------------------
 ENRICHED_COLUMNS = [
-    "customer_id", "image_id", "page_url", "page_final_url", "image_url", "image_host", "image_sha256", "score", "inliers", "region",
+    "customer_id", "image_id", "page_url", "page_final_url", "image_url", "image_final_url", "image_host", "image_sha256", "score",
+    "inliers", "region",
     "page_title", "domain", "registrable_domain",
     "operator_name", "operator_source", "operator_address", "operator_email", "operator_phone", "operator_role", "operator_details",
     "published_at", "published_source", "date_candidates",
@@ -1097,8 +1107,10 @@ def enrich_matches(matches: pd.DataFrame, images: pd.DataFrame, pages: pd.DataFr
     history = history or {}
     authors = {c.id: [c.name] for c in customers}
     uses = images.dropna(subset=["blob_sha256"]).rename(columns={"blob_sha256": "image_sha256"})
-    use_cols = ["image_sha256", "page_url", "image_url", "width", "height"] + (["final_url"] if "final_url" in uses.columns else [])
-    joined = matches.merge(uses[use_cols].rename(columns={"final_url": "image_final_url"}), on="image_sha256", how="inner")
+    # Optional crawl columns: the image's own Last-Modified, and its URL after redirects when recorded.
+    optional = {"last_modified": "image_last_modified", "final_url": "image_final_url"}
+    use_cols = ["image_sha256", "page_url", "image_url", "width", "height"] + [c for c in optional if c in uses.columns]
+    joined = matches.merge(uses[use_cols].rename(columns=optional), on="image_sha256", how="inner")
     # One image URL may sit twice on a page (img and og:image) and match twice: the best match speaks.
     joined = joined.sort_values(HIT_KEY + ["score"], ascending=[True] * 4 + [False], kind="mergesort").drop_duplicates(HIT_KEY)
     site = _Pages(pages, read_html)
@@ -1131,10 +1143,20 @@ def _sellers_by_image(joined: pd.DataFrame, site: _Pages) -> dict[tuple[str, str
     so a listing page showing the same product photo is attributed to the same seller."""
     found: dict[tuple[str, str], tuple[Seller, str]] = {}
     for page_url, image_url in sorted(set(zip(joined["page_url"], joined["image_url"]))):
-        seller = seller_from_page(site.page(page_url), page_url)
+        seller = seller_from_page(site.page(page_url), page_url) or _crawl_seller(site.row(page_url))
         if seller is not None:
             found.setdefault((host_of(page_url), image_url), (seller, page_url))
     return found
+
+
+def _crawl_seller(row: dict | None) -> Seller | None:
+    """The seller the crawler's marketplace spider recorded, for when the stored HTML is unavailable."""
+    name = bounded(row.get("seller_name")) if row else None
+    if not name:
+        return None
+    source = bounded(row.get("seller_source"), 40) or "unknown"
+    url = row.get("seller_url") if isinstance(row.get("seller_url"), str) else None
+    return Seller(name, f"crawl:{source}:Offer.seller", _absolute(url, row.get("url") or ""))
 
 
 def _base_row(r: dict, run_date: dt.date) -> dict[str, Any]:
@@ -1144,6 +1166,8 @@ def _base_row(r: dict, run_date: dt.date) -> dict[str, Any]:
     host = host_of(r["page_url"])
     return {
         "customer_id": r["customer_id"], "image_id": r["image_id"], "page_url": r["page_url"], "image_url": r["image_url"],
+        # After redirects; None until the crawl records it (images.final_url), rather than a guess.
+        "image_final_url": r.get("image_final_url") if isinstance(r.get("image_final_url"), str) else None,
         "image_host": host_of(r["image_url"]), "image_sha256": r["image_sha256"], "score": float(r["score"]),
         "inliers": int(r["inliers"]), "region": json.dumps(region, sort_keys=True, default=_json_default),
         "domain": host, "registrable_domain": registrable_domain(host),
@@ -1214,7 +1238,8 @@ def _enrich_row(r: dict, site: _Pages, operators: dict[str, Operator], by_regist
         product = _page_date(site, product_url, run_date)
         if product.date is not None:
             not_before = (product.date, f"product-page:{product.source}@{product_url}"[:MAX_TEXT])
-    published = _page_date(site, page_url, run_date, not_before)
+    image_modified = r.get("image_last_modified") if isinstance(r.get("image_last_modified"), str) else None
+    published = _page_date(site, page_url, run_date, not_before, image_modified)
     first = _first_seen(r, history, run_date)
     usage = usage_period(published, first, run_date)
 
@@ -1244,10 +1269,12 @@ def _enrich_row(r: dict, site: _Pages, operators: dict[str, Operator], by_regist
     }
 
 
-def _page_date(site: _Pages, url: str, run_date: dt.date, not_before: tuple[dt.date, str] | None = None) -> PublicationDate:
+def _page_date(site: _Pages, url: str, run_date: dt.date, not_before: tuple[dt.date, str] | None = None,
+               image_last_modified: str | None = None) -> PublicationDate:
     row = site.row(url) or {}
     last_modified = row.get("last_modified") if isinstance(row.get("last_modified"), str) else None
-    return published_date(site.page(url), run_date, url, last_modified, _json_list(row.get("date_candidates")), not_before)
+    return published_date(site.page(url), run_date, url, last_modified, _json_list(row.get("date_candidates")), not_before,
+                          image_last_modified)
 
 
 def _seller_operator(seller: Seller, product_url: str, page_url: str, site: _Pages) -> Operator:
