@@ -23,3 +23,60 @@ def settings(tmp_path):
     from copyhunt.config import load_settings
 
     return load_settings(env={"COPYHUNT_HOME": str(tmp_path), "COPYHUNT_CUSTOMERS_FILE": str(REPO / "demo" / "customers.toml")})
+
+
+# ---- the demo run, shared by the end-to-end, replay and recovery tests ----------------------
+import datetime as _dt
+import hashlib as _hashlib
+import json as _json
+
+DEMO_RUN_DATE = _dt.date(2026, 11, 20)
+
+
+def lake_snapshot(lake: Path, run_date: _dt.date) -> dict[str, str]:
+    """sha256 of every data file and the manifest of one run date (not _runs: it holds durations)."""
+    files = {}
+    for p in sorted(lake.glob(f"*/run_date={run_date.isoformat()}/*")):
+        if p.is_file() and not p.parts[-3].startswith("_runs"):
+            files[str(p.relative_to(lake))] = _hashlib.sha256(p.read_bytes()).hexdigest()
+    return files
+
+
+def db_rows(url: str) -> dict[str, list]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    out = {}
+    with engine.connect() as conn:
+        for table in ("customers", "images", "licences", "hits", "hit_events", "runs", "digests"):
+            rows = conn.execute(sa.text(f"SELECT * FROM {table}")).mappings().all()
+            out[table] = sorted(_json.dumps(dict(r), sort_keys=True, default=str) for r in rows)
+    engine.dispose()
+    return out
+
+
+def demo_settings_for(home: Path):
+    from copyhunt.config import load_settings
+
+    return load_settings(env={"COPYHUNT_HOME": str(home), "COPYHUNT_CUSTOMERS_FILE": str(REPO / "demo" / "customers.toml")})
+
+
+@pytest.fixture(scope="session")
+def demo_runs(tmp_path_factory):
+    """The whole demo (both DAGs via `airflow dags test`) run twice for the same date."""
+    from copyhunt.demo_run import run_demo
+
+    settings = demo_settings_for(tmp_path_factory.mktemp("demo-home"))
+    outbox = settings.outbox / DEMO_RUN_DATE.isoformat()
+    passes = []
+    for _ in range(2):
+        summary = run_demo(settings, DEMO_RUN_DATE, log=lambda *_: None)
+        passes.append((summary, lake_snapshot(settings.lake, DEMO_RUN_DATE), db_rows(settings.database_url),
+                       {p.name: p.read_bytes() for p in outbox.glob("*.eml")}))
+    return settings, passes
+
+# py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after pytest
+# has closed its capture streams; keep its chatter out of the run's output.
+import logging as _logging
+
+_logging.getLogger("py4j").setLevel(_logging.WARNING)

@@ -27,6 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from copyhunt.failpoints import failpoint
+
 PART_FILE = "part-00000.parquet"
 MANIFESTS = "_manifests"
 # Fixed writer options: any change here changes every file's bytes, so it is a format version.
@@ -153,6 +155,7 @@ class Lake:
             for f in staging.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+            failpoint("lake.before_swap", dataset)  # crash tests: die with the partition staged
             self._swap_in(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
