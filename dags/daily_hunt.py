@@ -19,12 +19,18 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 def _stage(name: str, **kwargs) -> dict:
     """Run one copyhunt stage for this run's partition; heavy imports stay inside the task."""
+    import dataclasses
+
     from copyhunt import hunt
     from copyhunt.config import load_settings
+    from copyhunt.orchestration import spark_master_from_connection
     from copyhunt.runlog import run_stage
 
     run_date = hunt.run_date_from_context(get_current_context())
-    result = run_stage(name, getattr(hunt, name), load_settings(), run_date, **kwargs)
+    settings = load_settings()
+    if name == "match":
+        settings = dataclasses.replace(settings, spark_master=spark_master_from_connection(settings.spark_master))
+    result = run_stage(name, getattr(hunt, name), settings, run_date, **kwargs)
     return {"run_date": run_date.isoformat(), **result}
 
 

@@ -189,6 +189,21 @@ def print_summary(s: dict) -> None:
     out.print(table)
 
 
+@app.command("init-data")
+def init_data(directory: Path = typer.Argument(..., help="Data directory of a deployment (e.g. the compose volume /data).")) -> None:
+    """Seed a deployment's data directory with a customers file and a seeds file, if absent."""
+    from copyhunt.demo_run import REPO_ROOT
+
+    directory.mkdir(parents=True, exist_ok=True)
+    customers = directory / "customers.toml"
+    if not customers.exists():
+        customers.write_text((REPO_ROOT / "demo" / "customers.toml").read_text())
+    seeds = directory / "seeds.txt"
+    if not seeds.exists():
+        seeds.write_text("# One start URL per line; the daily crawl begins here.\n")
+    typer.echo(f"{customers}\n{seeds}")
+
+
 @app.command()
 def replay(
     run_date: str = typer.Option(..., help="The run date to replay (YYYY-MM-DD)."),

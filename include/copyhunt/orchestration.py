@@ -23,3 +23,24 @@ START_DATE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 # Declared once: customer_index produces it, daily_hunt's run reports name it.
 CUSTOMER_INDEX = Asset(name="customer_index", uri="file:///copyhunt/lake/index")
 RUN_DATE_PARAM_HELP = "Partition to read and write (YYYY-MM-DD). Empty: the run's logical date."
+
+SPARK_CONNECTION_ID = "copyhunt_spark"
+
+
+def spark_master_from_connection(default: str) -> str:
+    """The Spark master named by the Airflow connection ``copyhunt_spark``, else ``default``.
+
+    Called at task run time (never at parse time): production defines the connection
+    (e.g. AIRFLOW_CONN_COPYHUNT_SPARK=spark://spark-master:7077); the embedded setup has none and
+    keeps the configured master (local[*]).
+    """
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(SPARK_CONNECTION_ID)
+    except Exception:  # AirflowNotFoundException and friends: no connection defined
+        return default
+    if conn.host and conn.host.startswith(("spark://", "local", "yarn", "k8s://")):
+        return conn.host
+    scheme = conn.conn_type or "spark"
+    return f"{scheme}://{conn.host}:{conn.port or 7077}" if conn.host else default
