@@ -328,6 +328,9 @@ D = dt.date
     ([DateCandidate("http:last-modified", "Sun, 01 Jun 2025 10:00:00 GMT", MODIFIED)], (D(2026, 3, 19), "product-page:html:time@u"),
      D(2026, 3, 19), "product-page:html:time@u"),
     ([DateCandidate("html:time", "2026-04-01")], (D(2026, 3, 19), "product-page:x"), D(2026, 4, 1), "html:time"),
+    # With only modification dates left, the bound (a publication date) wins over them.
+    ([DateCandidate(IMAGE_LAST_MODIFIED, "Fri, 24 Apr 2026 10:00:00 GMT", MODIFIED)], (D(2026, 3, 19), "product-page:x"),
+     D(2026, 3, 19), "product-page:x"),
     ([DateCandidate("html:time", "2026-11-22")], None, None, "unknown:no-credible-date(implausible:after-run-date)"),
     # The image file's own Last-Modified stands in for a page without dates ...
     ([DateCandidate(IMAGE_LAST_MODIFIED, "Tue, 10 Feb 2026 10:00:00 GMT", MODIFIED)], None, D(2026, 2, 10), IMAGE_LAST_MODIFIED),

@@ -854,11 +854,10 @@ def choose_publication_date(candidates: Iterable[DateCandidate], run_date: dt.da
     published = [(d, _source_rank(c.source), c) for c, d, v in judged if v == "credible" and c.kind == PUBLISHED]
     modified = [(d, _source_rank(c.source), c) for c, d, v in judged if v == "credible" and c.kind == MODIFIED]
     chosen = min(published, key=lambda t: t[:2], default=None)
-    if chosen is None:
+    fallback = False
+    if chosen is None and not_before is None:  # a stated lower bound is publication evidence: it beats a modification date
         chosen = min(modified, key=lambda t: t[:2], default=None)
         fallback = chosen is not None
-    else:
-        fallback = False
     records = []
     for c, d, verdict in judged:
         if chosen is not None and c is chosen[2]:
