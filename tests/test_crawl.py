@@ -646,7 +646,10 @@ def test_server_errors_hangs_and_redirect_loops(tmp_path: Path, web: FakeWeb) ->
     b = web.base
     pic = make_image("JPEG", (20, 10), (9, 9, 9))
     web.add(f"{b}/", """<title>home</title><a href="/broken">500</a><a href="/slow">hangs</a>
-        <a href="/loop-a">loop</a><a href="/fine">fine</a><img src="/img/broken.jpg"><img src="/img/ok.jpg">""")
+        <a href="/loop-a">loop</a><a href="/fine">fine</a><img src="/img/broken.jpg"><img src="/img/ok.jpg">
+        <img src="/img/moved.jpg">""")
+    web.add(f"{b}/img/moved.jpg", "", status=301, Location="/img/new-home.jpg")
+    web.add(f"{b}/img/new-home.jpg", pic, "image/jpeg")
     web.add(f"{b}/broken", "<h1>oops</h1>", status=500)
     web.add(f"{b}/img/broken.jpg", "oops", "text/plain", status=500)
     web.routes[f"{b}/slow"] = HANG
@@ -671,8 +674,12 @@ def test_server_errors_hangs_and_redirect_loops(tmp_path: Path, web: FakeWeb) ->
     assert web.hits[f"{b}/broken"] == web.hits[f"{b}/img/broken.jpg"] == web.hits[f"{b}/slow"] == 3
     # a redirect loop is cut after REDIRECT_MAX_TIMES (5) hops
     assert web.hits[f"{b}/loop-a"] + web.hits[f"{b}/loop-b"] == 6
-    images = {r["image_url"]: r["blob_sha256"] for r in table(summary, "images")}
-    assert images == {f"{b}/img/broken.jpg": None, f"{b}/img/ok.jpg": sha(pic)}
+    images = {r["image_url"]: (r["blob_sha256"], r["final_url"]) for r in table(summary, "images")}
+    assert images == {
+        f"{b}/img/broken.jpg": (None, None),
+        f"{b}/img/ok.jpg": (sha(pic), f"{b}/img/ok.jpg"),
+        f"{b}/img/moved.jpg": (sha(pic), f"{b}/img/new-home.jpg"),  # where the redirect led
+    }
 
 
 def test_endless_calendar_is_cut(tmp_path: Path, web: FakeWeb) -> None:

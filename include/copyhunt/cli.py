@@ -28,6 +28,8 @@ index_app = typer.Typer(help="Build reference indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 customers_app = typer.Typer(help="Customers of the hits database: inbox access tokens.", no_args_is_help=True)
 app.add_typer(customers_app, name="customers")
+bench_app = typer.Typer(help="Benchmarks", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 
@@ -108,6 +110,22 @@ def crawl(
         console.print(f"[red]crawl failed:[/red] {exc}")
         raise typer.Exit(1)
     console.print(summary)
+
+
+@bench_app.command("crawl")
+def bench_crawl(
+    pages: int = typer.Option(5000, min=10, help="Pages of the generated site (two images each, plus a logo)."),
+    concurrency: int = typer.Option(32, min=1, help="Concurrent requests (politeness is lifted for loopback)."),
+    scrapy_bench_seconds: float = typer.Option(10.0, min=0, help="How long 'scrapy bench' runs as the baseline; 0 skips it."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+) -> None:
+    """Crawl a generated local site and print pages/s and images/s next to 'scrapy bench'."""
+    from copyhunt.crawl.bench import run as run_bench
+    from copyhunt.lake import atomic_write_json
+
+    figures = run_bench(pages, concurrency, scrapy_bench_seconds, log=typer.echo)
+    if json_out is not None:
+        atomic_write_json(json_out, figures)
 
 
 @index_app.command("build")

@@ -220,6 +220,12 @@ def _enclosing_picture(source: etree._Element) -> etree._Element | None:
     return None
 
 
+def _looks_like_image_link(href: str) -> bool:
+    path = href.split("#", 1)[0].split("?", 1)[0].rstrip()
+    name = path.rsplit("/", 1)[-1]
+    return "." in name and name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS
+
+
 def _raw_refs(doc: etree._Element) -> Iterator[tuple[str, str, str | None]]:
     """(raw url, discovered_via, alt) in document order; resolution happens in the caller."""
     for el in doc.iter():
@@ -245,7 +251,10 @@ def _raw_refs(doc: etree._Element) -> Iterator[tuple[str, str, str | None]]:
             elif key in _TWITTER_NAMES:
                 yield el.get("content", ""), "twitter:image", None
         elif tag == "a":
-            yield el.get("href", ""), "a-href", _clean_text("".join(el.itertext())) or el.get("title")
+            href = el.get("href", "")
+            # Most links are pages: check the extension before paying for URL resolution.
+            if _looks_like_image_link(href):
+                yield href, "a-href", _clean_text("".join(el.itertext())) or el.get("title")
         elif tag == "style":
             for decl in _CSS_BACKGROUND.findall(el.text or ""):
                 for _, url in _CSS_URL.findall(decl):

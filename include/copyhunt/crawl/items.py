@@ -21,6 +21,7 @@ from scrapy.exceptions import (
 )
 from twisted.internet import defer, error as txerror
 
+from copyhunt.crawl.images import ImageRef
 from copyhunt.crawl.pages import page_meta
 from copyhunt.crawl.urls import host_of
 from copyhunt.crawl.validators import Validator
@@ -44,6 +45,9 @@ class PageItem:
     date_candidates: str  # JSON list of raw strings
     depth: int
     body: bytes = field(repr=False)  # stored as evidence in the blob store
+    # The images the page shows: one item per page rather than one per image keeps the per-item
+    # cost of Scrapy's machinery (middleware chain, signals) off the hot path.
+    images: list[ImageRef] = field(default_factory=list, repr=False)
     spider: str = "site"
     page_kind: str | None = None  # marketplace: "product" or "listing"
     seller_name: str | None = None
@@ -77,18 +81,8 @@ class PageItem:
 
 
 @dataclass
-class ImageRefItem:
-    """One (page, image) pair; the image itself arrives (at most once) as an ImageFetchItem."""
-
-    page_url: str
-    image_url: str
-    alt: str | None
-    discovered_via: str
-
-
-@dataclass
 class ImageFetchItem:
-    image_url: str  # as requested (canonical), the join key with ImageRefItem
+    image_url: str  # as requested (canonical), the join key with PageItem.images
     final_url: str
     body: bytes = field(repr=False)
     etag: str | None = None

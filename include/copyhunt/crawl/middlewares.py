@@ -284,13 +284,19 @@ class CrawlPolicyMiddleware:
         self.pages_per_host: Counter[str] = Counter()
         self.pages_per_date_pattern: Counter[str] = Counter()
         self.reported_patterns: set[str] = set()
-        self.seen_pages: set[str] = set()
+        self._own_seen_pages: set[str] = set()
         self._own_seen_images: set[str] = set()
         self._scope: frozenset[str] | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    @property
+    def seen_pages(self) -> set[str]:
+        # Kept on the spider, which skips links already seen before emitting them.
+        seen = getattr(self.crawler.spider, "seen_pages", None)
+        return seen if seen is not None else self._own_seen_pages
 
     @property
     def seen_images(self) -> set[str]:

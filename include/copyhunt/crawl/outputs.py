@@ -53,6 +53,7 @@ IMAGES_SCHEMA = pa.schema(
     [
         ("image_url", pa.string()),
         ("page_url", pa.string()),  # = pages.url
+        ("final_url", pa.string()),  # the image's URL after redirects (null if not fetched)
         ("blob_sha256", pa.string()),
         ("bytes", pa.int64()),
         ("width", pa.int32()),

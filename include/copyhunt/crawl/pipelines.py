@@ -7,16 +7,24 @@ reuses the blob of the earlier download. Rows go into the run's
 :class:`copyhunt.crawl.results.CrawlResults` (shared by every spider of the run; a crawl is bounded
 by its per-domain page budget, so they fit in memory). ``process.py`` writes the tables once all
 spiders are done; a spider started on its own (``scrapy crawl``) writes them when it closes.
+
+Blob writes (mkdir, write, fsync, rename) run on a few threads (:class:`BlobWriter`), so the
+reactor keeps downloading while the disk works; the digest is computed up front, and the tables
+are written only after every write has finished. A blob that could not be written is reported
+(``blob-write-failed``) and its rows lose their ``sha256``, so no row points at a missing blob.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from copyhunt.blobs import LocalBlobStore
+from copyhunt.blobs import LocalBlobStore, sha256_bytes
 from copyhunt.crawl.images import inspect_image
-from copyhunt.crawl.items import ErrorItem, ImageFetchItem, ImageRefItem, PageItem
+from copyhunt.crawl.items import ErrorItem, ImageFetchItem, PageItem
 from copyhunt.crawl.results import CrawlRun, FetchedImage, ImageRef
 
 if TYPE_CHECKING:
@@ -25,13 +33,48 @@ if TYPE_CHECKING:
     from scrapy import Spider
     from scrapy.crawler import Crawler
 
+logger = logging.getLogger(__name__)
+
+BLOB_WRITER_THREADS = 4  # disk latency, not CPU: a few writes in flight hide fsync's wait
+MAX_PENDING_BLOBS = 256  # back-pressure: at most this many blobs held in memory awaiting the disk
+
+
+class BlobWriter:
+    """Writes blobs to a LocalBlobStore from a thread pool; each distinct blob once."""
+
+    def __init__(self, store: LocalBlobStore, threads: int = BLOB_WRITER_THREADS, max_pending: int = MAX_PENDING_BLOBS):
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blob-writer")
+        self._slots = threading.BoundedSemaphore(max_pending)
+        self._writes: dict[str, Future[str]] = {}  # sha256 -> its write
+
+    def put(self, data: bytes) -> str:
+        """The blob's sha256; the write happens in the background (see :meth:`close`)."""
+        digest = sha256_bytes(data)
+        if digest not in self._writes:
+            self._slots.acquire()  # blocks only if the disk has fallen max_pending writes behind
+            future = self._pool.submit(self.store.put, data)
+            future.add_done_callback(lambda _f: self._slots.release())
+            self._writes[digest] = future
+        return digest
+
+    def close(self) -> dict[str, str]:
+        """Wait for every write; returns the failed ones (sha256 -> reason)."""
+        self._pool.shutdown(wait=True)
+        failed = {}
+        for digest, future in self._writes.items():
+            exc = future.exception()
+            if exc is not None:
+                failed[digest] = f"{type(exc).__name__}: {exc}"
+        return failed
+
 
 class CrawlOutputPipeline:
     def __init__(self, *, run: CrawlRun, out_dir: Path, blob_root: Path, max_image_bytes: int, max_image_pixels: int, owns_run: bool = False):
         self.run = run
         self.results = run.results
         self.out_dir = Path(out_dir)
-        self.blobs = LocalBlobStore(blob_root)
+        self.blobs = BlobWriter(LocalBlobStore(blob_root))
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
         self.owns_run = owns_run
@@ -57,8 +100,6 @@ class CrawlOutputPipeline:
     def process_item(self, item: Any) -> Any:
         if isinstance(item, PageItem):
             self._page(item)
-        elif isinstance(item, ImageRefItem):
-            self.results.add_ref(ImageRef(item.page_url, item.image_url, item.alt, item.discovered_via))
         elif isinstance(item, ImageFetchItem):
             self._image(item)
         elif isinstance(item, ErrorItem):
@@ -68,9 +109,11 @@ class CrawlOutputPipeline:
     def _page(self, item: PageItem) -> None:
         if item.url in self.results.pages:
             return
-        row = {k: v for k, v in vars(item).items() if k != "body"}
+        row = {k: v for k, v in vars(item).items() if k not in ("body", "images")}
         row["html_sha256"] = self.blobs.put(item.body)
         self.results.add_page(row)
+        for ref in item.images:
+            self.results.add_ref(ImageRef(item.url, ref.url, ref.alt, ref.discovered_via))
 
     def _image(self, item: ImageFetchItem) -> None:
         if item.image_url in self.results.fetched:  # the policy requests each image once; be safe anyway
@@ -80,7 +123,8 @@ class CrawlOutputPipeline:
             self.results.add_image(
                 item.image_url,
                 FetchedImage(earlier.blob_sha256, earlier.bytes, earlier.width, earlier.height, earlier.format,
-                             item.etag or earlier.etag, item.last_modified or earlier.last_modified, not_modified=True),
+                             item.etag or earlier.etag, item.last_modified or earlier.last_modified, not_modified=True,
+                             final_url=item.final_url),
             )
             return
         info = inspect_image(item.body, max_pixels=self.max_image_pixels, max_bytes=self.max_image_bytes)
@@ -93,9 +137,14 @@ class CrawlOutputPipeline:
         self.results.add_image(
             item.image_url,
             FetchedImage(sha, info.bytes, info.width, info.height, info.format,
-                         item.etag if sha else None, item.last_modified if sha else None, not_modified=False),
+                         item.etag if sha else None, item.last_modified if sha else None, not_modified=False,
+                         final_url=item.final_url),
         )
 
     def close_spider(self, spider: Spider | None = None) -> None:
+        failed = self.blobs.close()
+        if failed:
+            logger.error("%d blobs could not be written; their rows are kept without a sha256", len(failed))
+            self.results.drop_blobs(failed)
         if self.owns_run:
             self.results.write(self.out_dir)

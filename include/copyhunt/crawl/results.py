@@ -12,7 +12,7 @@ No Scrapy here: the pipeline and the spiders fill it, ``process.py`` writes it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class FetchedImage:
     etag: str | None
     last_modified: str | None
     not_modified: bool  # True: the server answered 304 and the stored blob was reused
+    final_url: str | None = None  # after redirects
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,17 @@ class CrawlResults:
     def add_error(self, url: str, reason: str, detail: str = "") -> None:
         self.errors.add((url, reason, detail))
 
+    def drop_blobs(self, failed: dict[str, str]) -> None:
+        """Forget blobs that could not be stored: their rows lose the sha256 and get an error."""
+        for url, row in self.pages.items():
+            if row.get("html_sha256") in failed:
+                self.add_error(url, "blob-write-failed", failed[row["html_sha256"]])
+                row["html_sha256"] = None
+        for url, got in list(self.fetched.items()):
+            if got.blob_sha256 in failed and not got.not_modified:
+                self.add_error(url, "blob-write-failed", failed[got.blob_sha256])
+                self.fetched[url] = replace(got, blob_sha256=None, etag=None, last_modified=None)
+
     def image_rows(self) -> list[dict[str, Any]]:
         rows = []
         for (page_url, image_url), ref in self.refs.items():
@@ -71,6 +83,7 @@ class CrawlResults:
                 {
                     "image_url": image_url,
                     "page_url": page_url,
+                    "final_url": got.final_url if got else None,
                     "blob_sha256": got.blob_sha256 if got else None,
                     "bytes": got.bytes if got else None,
                     "width": got.width if got else None,

@@ -56,7 +56,19 @@ REMOTE_CONTROL_ENABLED = False
 LOG_LEVEL = "INFO"
 STATS_DUMP = True
 
+# ---- throughput ----------------------------------------------------------------------------------
+# Scrapy starts CONCURRENT_ITEMS tasks for every response's output; the pipeline is synchronous
+# (and hands disk writes to threads), so parallel items only add event-loop churn.
+CONCURRENT_ITEMS = 1
+try:  # uvloop: a faster event loop under Twisted's asyncio reactor; plain asyncio if missing
+    import uvloop as _uvloop  # noqa: F401
+
+    ASYNCIO_EVENT_LOOP = "uvloop.Loop"
+except ImportError:  # pragma: no cover
+    pass
+
 DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.httpauth.HttpAuthMiddleware": None,  # we never send credentials
     # Before robots.txt (100): a refused host gets no robots.txt request either.
     "copyhunt.crawl.middlewares.SafetyMiddleware": 60,
     "copyhunt.crawl.middlewares.ConditionalRequestMiddleware": 70,
@@ -68,6 +80,8 @@ SPIDER_MIDDLEWARES = {
     # After DepthMiddleware (900) in the output chain so meta["depth"] is known, before
     # UrlLengthMiddleware (800) so long URLs are recorded rather than dropped silently.
     "copyhunt.crawl.middlewares.CrawlPolicyMiddleware": 850,
+    # A development aid (warns about copied meta keys); our spiders build each request's meta.
+    "scrapy.spidermiddlewares.metacopy.MetaCopyDetectionMiddleware": None,
 }
 ITEM_PIPELINES = {"copyhunt.crawl.pipelines.CrawlOutputPipeline": 300}
 

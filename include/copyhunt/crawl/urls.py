@@ -6,6 +6,7 @@ output tables all agree on one spelling of a URL. Nothing here touches the netwo
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -53,6 +54,9 @@ def strip_session_params(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, query, parts.fragment))
 
 
+# Site navigation repeats the same links on every page; canonicalising is the costliest step of
+# link extraction, and a pure function of the string.
+@functools.lru_cache(maxsize=1 << 16)
 def canonical_url(url: str) -> str | None:
     """The one spelling of ``url`` used everywhere, or None if it is not a usable http(s) URL.
 

@@ -64,7 +64,8 @@ class MarketplaceSpider(SiteSpider):
         paging = set(pagination)
         others = [link for link in extract_links(doc, response.url) if link not in paging]
         for link in others:
-            yield self.page_request(link, **{META_PAGINATION_HOPS: hops})
+            if link not in self.seen_pages:
+                yield self.page_request(link, **{META_PAGINATION_HOPS: hops})
         if not pagination:
             return
         shown = self.listing_links.setdefault(listing_key(url), set())

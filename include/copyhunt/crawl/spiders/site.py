@@ -18,7 +18,7 @@ from scrapy.http import HtmlResponse, Response
 from twisted.python.failure import Failure
 
 from copyhunt.crawl.images import discover_images
-from copyhunt.crawl.items import ErrorItem, ImageFetchItem, ImageRefItem, PageItem, classify_exception, http_error_reason
+from copyhunt.crawl.items import ErrorItem, ImageFetchItem, PageItem, classify_exception, http_error_reason
 from copyhunt.crawl.middlewares import META_KIND, META_URL, META_VALIDATOR
 from copyhunt.crawl.pages import extract_links
 from copyhunt.crawl.results import CrawlRun
@@ -41,6 +41,8 @@ class SiteSpider(scrapy.Spider):
         self.crawl_run = crawl_run if crawl_run is not None else CrawlRun()
         # Pages whose HTML was already seen under another URL: their links are followed once.
         self.seen_bodies: set[bytes] = set()
+        # Page URLs requested (or refused for good) so far; kept by CrawlPolicyMiddleware.
+        self.seen_pages: set[str] = set()
 
     async def start(self) -> AsyncIterator[Any]:
         for seed in self.bad_seeds:
@@ -66,10 +68,15 @@ class SiteSpider(scrapy.Spider):
             yield ErrorItem(url, "not-html", response.headers.get(b"Content-Type", b"").decode("latin-1"))
             return
         doc = response.selector.root  # parsed once by Scrapy, shared by every extractor below
-        yield self.page_item(response, url, doc)
-        for ref in discover_images(doc, response.url):
-            yield ImageRefItem(page_url=url, image_url=ref.url, alt=ref.alt, discovered_via=ref.discovered_via)
-            yield self.image_request(ref.url)
+        page = self.page_item(response, url, doc)
+        page.images = discover_images(doc, response.url)
+        yield page
+        requested = self.crawl_run.seen_images
+        for ref in page.images:
+            # Each image once per run (the policy middleware decides; skipping the ones it has
+            # already seen here saves their trip through the middleware chain).
+            if ref.url not in requested:
+                yield self.image_request(ref.url)
         digest = hashlib.sha256(response.body).digest()
         if digest in self.seen_bodies:
             # The same HTML under another URL (?page=999 repeating the last page, a session URL):
@@ -86,7 +93,8 @@ class SiteSpider(scrapy.Spider):
     def follow(self, response: Response, url: str, doc: etree._Element) -> Iterator[Any]:
         """Requests for the pages this page links to (the policy decides which are made)."""
         for link in extract_links(doc, response.url):
-            yield self.page_request(link)
+            if link not in self.seen_pages:
+                yield self.page_request(link)
 
     def parse_image(self, response: Response) -> Iterator[Any]:
         url = response.meta[META_URL]
