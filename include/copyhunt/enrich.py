@@ -36,7 +36,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 import pandas as pd
 
 # ---- bounds ---------------------------------------------------------------------------------------
-MAX_HTML_BYTES = 2_000_000  # pages are cut here before parsing: at most ~0.6 s of htmldate per page
+MAX_HTML_BYTES = 2_000_000  # pages are cut here before parsing
+MAX_HTMLDATE_CHARS = 512_000  # htmldate re-parses its input; dates sit in the head and the top of an article
 MAX_TEXT_CHARS = 200_000  # visible text kept per page for the text rules
 MAX_JSONLD_BLOCKS = 30  # <script type="application/ld+json"> blocks read per page
 MAX_JSONLD_CHARS = 200_000  # per block
@@ -63,7 +64,7 @@ _SPACES = re.compile(r"[ \t\r\f\v\xa0\u200b]+")
 class Page:
     """One bounded, parsed HTML page: the lxml tree, its JSON-LD objects and visible text lines."""
 
-    doc: Any  # lxml.html.HtmlElement, or None when there was nothing to parse
+    doc: Any  # the lxml.etree root element, or None when there was nothing to parse
     jsonld: tuple[dict, ...] = ()
     lines: tuple[str, ...] = ()
     truncated: bool = False  # the HTML was longer than MAX_HTML_BYTES
@@ -79,18 +80,27 @@ EMPTY_PAGE = Page(None)
 
 def parse_page(html: bytes | str | None) -> Page:
     """Parse bounded HTML once; never raises (an unparseable page is an empty Page)."""
-    if not html:
+    if not html or not isinstance(html, (bytes, str)):
         return EMPTY_PAGE
-    import lxml.html
+    from lxml import etree
 
     truncated = len(html) > MAX_HTML_BYTES
     html = html[:MAX_HTML_BYTES]
     text = html.decode("utf-8", "replace") if isinstance(html, bytes) else html
+    # Plain etree, not lxml.html: its per-element class lookup doubles the cost of walking a page.
+    # no_network: never fetch a DTD; huge_tree off: libxml2's own depth and text-node limits stay on.
+    parser = etree.HTMLParser(recover=True, no_network=True, huge_tree=False)
     try:
-        doc = lxml.html.document_fromstring(html)
+        doc = etree.fromstring(html, parser)
     except Exception:  # lxml raises on empty, binary or otherwise hopeless documents
+        doc = None
+    if doc is None:
         return Page(None, truncated=truncated)
     return Page(doc, tuple(_jsonld_objects(doc)), tuple(_visible_lines(doc)), truncated, text)
+
+
+def _text_of(el) -> str:
+    return "".join(el.itertext())
 
 
 def as_page(html: Page | bytes | str | None) -> Page:
@@ -528,7 +538,7 @@ def _page_contacts(page: Page) -> dict[str, tuple[str, str]]:
         if "email" not in found and low.startswith("mailto:") and (email := clean_email(href)):
             found["email"] = (email, "mailto-link")
         elif "phone" not in found and low.startswith("tel:"):
-            shown = clean_phone(a.text_content()[:60])
+            shown = clean_phone(_text_of(a)[:60])
             if phone := shown or clean_phone(href):
                 found["phone"] = (phone, "tel-link")
     text = page.text
@@ -644,7 +654,7 @@ def seller_from_page(html: Page | bytes | str | None, page_url: str = "") -> Sel
                 return Seller(name, "json-ld:Offer.seller", url, _postal_address(seller.get("address")))
     for el in page.doc.xpath('//*[@itemprop="seller"]')[:5]:
         names = el.xpath('.//*[@itemprop="name"]')
-        name = bounded((names[0].get("content") or names[0].text_content()) if names else el.text_content())
+        name = bounded((names[0].get("content") or _text_of(names[0])) if names else _text_of(el))
         if name:
             links = el.xpath('.//*[@itemprop="url"]/@href') or el.xpath(".//a/@href")
             return Seller(name, "microdata:Offer.seller", _absolute(links[0] if links else None, page_url))
@@ -796,7 +806,7 @@ def _htmldate(page: Page, url: str, run_date: dt.date | None) -> DateCandidate |
     try:
         from htmldate import find_date
 
-        found = find_date(page.html, url=url or None, original_date=True, extensive_search=False,
+        found = find_date(page.html[:MAX_HTMLDATE_CHARS], url=url or None, original_date=True, extensive_search=False,
                           min_date=MIN_CREDIBLE_DATE.isoformat(), max_date=(run_date or dt.date.today()).isoformat())
     except Exception:  # htmldate is defensive, but a hostile page must never fail a run
         return None
