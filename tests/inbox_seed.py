@@ -110,12 +110,23 @@ def customers_with_images(registered_sha: dict[tuple[str, str], str]) -> list[di
 def priced_frame(rows: list[Planted], found_sha: dict[str, str], run_date: dt.date) -> pd.DataFrame:
     records = []
     for p in rows:
-        base = p.value_cents // 2 if p.value_cents else 0
-        breakdown = ({"licensed": True, "licence": "lic-alp-courier-2026", "total_cents": 0} if p.licensed else
-                     {"currency": "EUR", "rate_card": "2026-1", "since": "2026-02-20", "total_cents": p.value_cents,
-                      "items": [{"factor": "base", "usage": "commercial", "size_class": "large", "cents": base},
-                                {"factor": "duration", "months": 1, "tier": "up to 1 month(s)", "percent": 100, "cents": base},
-                                {"factor": "missing_attribution", "percent": 100, "cents": p.value_cents - base}]})
+        # The shape copyhunt.pricing writes: base fee, x duration (running amount), + surcharge.
+        base = p.value_cents // 2
+        rate_card = {"overrides": [], "sha256": "0" * 64, "version": "2026-2"}
+        if p.licensed:
+            breakdown = {"currency": "EUR", "items": [], "rate_card": rate_card, "status": "licensed", "total": "0.00", "total_cents": 0,
+                         "licence": {"licensed": True, "licence": {"id": "lic-alp-courier-2026", "images": "all", "licensee_domain": p.page,
+                                                                   "licensee_operator": None, "matched_by": "domain",
+                                                                   "valid_from": "2026-01-01", "valid_to": "2027-12-31"}}}
+        else:
+            breakdown = {"currency": "EUR", "licence": {"licensed": False}, "rate_card": rate_card, "status": "priced",
+                         "total": f"{p.value_cents / 100:.2f}", "total_cents": p.value_cents,
+                         "items": [{"factor": "base", "cents": base, "usage": "commercial", "usage_label": "Commercial website",
+                                    "usage_why": "og:type", "size_class": "large", "longest_side_px": 900, "size_why": "image-file"},
+                                   {"factor": "duration", "cents": base, "months": 1, "percent": 100, "tier": "month 1 of the first year",
+                                    "since": "2026-02-20", "until": run_date.isoformat(), "since_source": "published:json-ld"},
+                                   {"factor": "missing_attribution", "cents": p.value_cents - base, "percent": 100, "credited": False,
+                                    "evidence": "not-found:Alpine Lens Agency"}]}
         records.append({
             "run_date": run_date.isoformat(), "customer_id": p.customer_id, "image_id": p.image_id,
             "page_url": p.page_url or f"https://{p.page}/story", "image_url": f"https://cdn.{p.page}/img/photo.jpg",

@@ -312,8 +312,12 @@ def test_hit_page_shows_images_region_and_facts(inbox: Inbox) -> None:
     half = f"€{p.value_cents // 200:,}.{p.value_cents // 2 % 100:02d}"
     total = f"€{p.value_cents // 100:,}.{p.value_cents % 100:02d}"
     rows = re.findall(r"<tr><th>([^<]+)</th><td>([^<]*)</td><td class=\"num\">([^<]+)</td></tr>", html)
-    assert rows == [("base fee", "commercial, large", half), ("duration", "× 100% for up to 1 month(s)", f"= {half}"),
-                    ("no credit to the author", "+ 100%", f"+ {half}")]
+    assert rows == [
+        ("base fee", "Commercial website (og:type); large, 900 px longest side (image-file)", half),
+        ("duration", f"× 100%: month 1 of the first year, 2026-02-20 to {D2.isoformat()} (published:json-ld)", f"= {half}"),
+        ("no credit to the author", "+ 100% (not-found:Alpine Lens Agency)", f"+ {half}"),
+    ]
+    assert "<dt>licence</dt><dd>none covers this use</dd>" in html and "version 2026-2" in html
     assert f'<td class="num">{total}</td>' in html and f'id="value">{total}<' in html
     h = inbox.hit(hit_id)
     assert h["html_sha256"] in html and f"{D2.isoformat()} 09:30:00 UTC" in html  # evidence, latest fetch
@@ -423,3 +427,31 @@ def test_tokens_are_per_customer_and_unique(inbox: Inbox) -> None:
     assert len(tokens) == 20
     r = inbox.client().get("/api/hits", headers={"Authorization": f"Bearer {tokens.pop()}"})
     assert {h["customer_id"] for h in r.json()["hits"]} == {"alpine-lens"}
+
+
+# ---- view helpers ------------------------------------------------------------------------------
+def test_breakdown_rows_for_licensed_odd_and_broken_values() -> None:
+    from copyhunt.inbox.views import breakdown_rows
+
+    licensed = breakdown_rows(
+        '{"items": [], "total_cents": 0, "licence": {"licensed": true, "licence": {"id": "lic-1", "licensee_domain": "a.test",'
+        ' "matched_by": "domain", "valid_from": "2026-01-01", "valid_to": "2026-12-31"},'
+        ' "uncovered_before_licence": {"days": 42, "since": "2025-11-20", "until": "2025-12-31"}}}', "EUR")
+    assert licensed["notes"] == [("licence", "lic-1: a.test, matched by domain, valid 2026-01-01 to 2026-12-31"),
+                                 ("unlicensed before", "42 days, 2025-11-20 to 2025-12-31")]
+    assert licensed["total"] == "€0.00" and licensed["items"] == []
+    odd = breakdown_rows('{"items": [{"factor": "rush_fee", "cents": 250, "hours": 4}, "junk"], "extra": {"b": [1, 2]}}', "USD")
+    assert odd["items"] == [("rush fee", "hours: 4", "$2.50")] and odd["notes"] == [("extra", '{"b": [1, 2]}')]
+    assert breakdown_rows("not json", "EUR")["notes"] == [("breakdown", "unreadable")]
+    assert breakdown_rows("[1, 2]", "EUR")["notes"] == [("breakdown", "[1, 2]")]
+
+
+def test_parse_region_rejects_malformed_boxes() -> None:
+    from copyhunt.inbox.views import parse_region
+
+    ok = parse_region('{"query": [0.1, 0.2, 0.6, 0.9], "reference": [-0.5, 0, 2, 1], "mirrored": true}')
+    assert ok["query"].svg == {"x": "100.0", "y": "200.0", "width": "500.0", "height": "700.0"}
+    assert (ok["reference"].x0, ok["reference"].x1) == (0.0, 1.0) and ok["mirrored"] is True  # clamped to the image
+    for bad in (None, "", "[]", "{", '{"query": [1, 1, 0, 0]}', '{"query": ["a", 0, 1, 1]}', '{"query": [0, 0, NaN, 1]}',
+                '{"query": [0, 0, 1]}'):
+        assert parse_region(bad)["query"] is None, bad

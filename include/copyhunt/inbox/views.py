@@ -98,20 +98,58 @@ def parse_region(text: str | None) -> dict[str, Any]:
 _FACTOR_LABELS = {"base": "base fee", "duration": "duration", "missing_attribution": "no credit to the author"}
 
 
+def _compact(value: Any, limit: int = 200) -> str:
+    """A value for display: scalars as text, structures as compact JSON (never Python reprs)."""
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
+    else:
+        text = "—" if value is None else str(value)
+    return shorten(text, limit)
+
+
+def _why(item: Mapping[str, Any], key: str) -> str:
+    return f" ({_compact(item[key], 120)})" if item.get(key) else ""
+
+
 def _item_row(item: Mapping[str, Any], currency: str) -> tuple[str, str, str]:
     factor = str(item.get("factor", ""))
     cents = item.get("cents")
     amount = format_money(int(cents), currency) if isinstance(cents, int) and not isinstance(cents, bool) else ""
     if factor == "base":
-        details = ", ".join(str(item[k]) for k in ("usage", "size_class") if item.get(k))
-        return _FACTOR_LABELS[factor], details, amount
+        usage = _compact(item.get("usage_label") or item.get("usage") or "use") + _why(item, "usage_why")
+        size = _compact(item.get("size_class") or "")
+        if item.get("longest_side_px"):
+            size += f", {_compact(item['longest_side_px'])} px longest side"
+        return _FACTOR_LABELS[factor], f"{usage}; {size}{_why(item, 'size_why')}", amount
     if factor == "duration":
-        details = f"× {item.get('percent')}% for {item.get('tier') or str(item.get('months')) + ' month(s)'}"
-        return _FACTOR_LABELS[factor], details, f"= {amount}" if amount else ""
+        tier = _compact(item.get("tier") or f"{item.get('months')} month(s)")
+        span = f", {item['since']} to {item['until']}" if item.get("since") and item.get("until") else ""
+        return _FACTOR_LABELS[factor], f"× {_compact(item.get('percent'))}%: {tier}{span}{_why(item, 'since_source')}", \
+            f"= {amount}" if amount else ""
     if factor == "missing_attribution":
-        return _FACTOR_LABELS[factor], f"+ {item.get('percent')}%", f"+ {amount}" if amount else ""
-    details = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(item.items()) if k not in ("factor", "cents"))
+        return _FACTOR_LABELS[factor], f"+ {_compact(item.get('percent'))}%{_why(item, 'evidence')}", f"+ {amount}" if amount else ""
+    details = ", ".join(f"{k.replace('_', ' ')}: {_compact(v, 80)}" for k, v in sorted(item.items()) if k not in ("factor", "cents"))
     return factor.replace("_", " "), details, amount
+
+
+def _licence_notes(lic: Any) -> list[tuple[str, str]]:
+    if not isinstance(lic, Mapping):
+        return [("licence", _compact(lic))]
+    notes: list[tuple[str, str]] = []
+    inner = lic.get("licence")
+    if isinstance(inner, Mapping):
+        who = inner.get("licensee_domain") or inner.get("licensee_operator") or "?"
+        notes.append(("licence", f"{_compact(inner.get('id'))}: {_compact(who)}, matched by {_compact(inner.get('matched_by'))}, "
+                                 f"valid {_compact(inner.get('valid_from'))} to {_compact(inner.get('valid_to'))}"))
+    elif lic.get("licensed") is False:
+        notes.append(("licence", "none covers this use"))
+    for rejected in lic.get("rejected") or []:
+        if isinstance(rejected, Mapping):
+            notes.append(("not covered by", f"{_compact(rejected.get('id'))}: {_compact(rejected.get('why'))}"))
+    gap = lic.get("uncovered_before_licence")
+    if isinstance(gap, Mapping):
+        notes.append(("unlicensed before", f"{_compact(gap.get('days'))} days, {_compact(gap.get('since'))} to {_compact(gap.get('until'))}"))
+    return notes
 
 
 def breakdown_rows(text: str | None, currency: str) -> dict[str, Any]:
@@ -122,14 +160,21 @@ def breakdown_rows(text: str | None, currency: str) -> dict[str, Any]:
     except ValueError:
         return {"items": [], "notes": [("breakdown", "unreadable")], "total": None}
     if not isinstance(data, dict):
-        return {"items": [], "notes": [("breakdown", str(data)[:200])], "total": None}
+        return {"items": [], "notes": [("breakdown", _compact(data))], "total": None}
     currency = str(data.get("currency") or currency)
     items = [_item_row(item, currency) for item in data.get("items") or [] if isinstance(item, Mapping)]
-    notes = [
-        (k.replace("_", " "), str(v)[:200])
-        for k, v in sorted(data.items())
-        if k not in ("items", "total_cents", "currency")
-    ]
+    notes: list[tuple[str, str]] = []
+    for key, value in sorted(data.items()):
+        if key in ("items", "total_cents", "total", "currency"):
+            continue  # shown as the table and its total
+        if key == "licence":
+            notes.extend(_licence_notes(value))
+        elif key == "rate_card" and isinstance(value, Mapping):
+            overrides = value.get("overrides") or []
+            notes.append(("rate card", f"version {_compact(value.get('version'))}"
+                                       + (f", customer overrides: {_compact(', '.join(map(str, overrides)))}" if overrides else "")))
+        else:
+            notes.append((key.replace("_", " "), _compact(value)))
     total = data.get("total_cents")
     return {
         "items": items,
