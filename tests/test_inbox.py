@@ -334,7 +334,7 @@ def test_found_and_registered_images_are_reencoded_jpegs(inbox: Inbox) -> None:
     thumb = Image.open(io.BytesIO(client.get(f"/hits/{hit_id}/found.jpg", params={"size": "thumb"}).content))
     assert max(thumb.size) == 240 and thumb.size[0] / thumb.size[1] == pytest.approx(1.5, abs=0.01)
     registered = Image.open(io.BytesIO(client.get(f"/hits/{hit_id}/registered.jpg").content))
-    assert registered.format == "JPEG" and max(registered.size) <= 1200
+    assert registered.format == "JPEG" and 800 <= max(registered.size) <= 1200  # small photos scaled up for display
     assert client.get(f"/hits/{hit_id}/found.jpg", params={"size": "../../etc/passwd"}).status_code == 422
 
 

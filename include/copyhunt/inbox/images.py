@@ -19,7 +19,10 @@ from copyhunt.blobs import LocalBlobStore
 
 __all__ = ["SIZES", "RenderedImages"]
 
-SIZES = {"thumb": 240, "full": 1200}  # longest side in px
+SIZES = {"thumb": 240, "full": 1200}  # longest side in px, at most
+# Small images are scaled up to this long side for the side-by-side view, so that the page's CSS only
+# ever shrinks images (max-width/max-height keep the aspect ratio, and the region overlay with it).
+MIN_FULL_PX = 800
 JPEG_QUALITY = 85
 CACHE_ENTRIES = 256  # at most ~256 x 150 kB
 
@@ -54,7 +57,7 @@ class RenderedImages:
             data = self.store.get(sha256)
         except (KeyError, ValueError, OSError):
             return None
-        rendered = render_jpeg(data, SIZES[size], self.max_pixels)
+        rendered = render_jpeg(data, SIZES[size], self.max_pixels, MIN_FULL_PX if size == "full" else 0)
         with self._lock:
             self._cache[key] = rendered
             while len(self._cache) > CACHE_ENTRIES:
@@ -62,7 +65,8 @@ class RenderedImages:
         return rendered
 
 
-def render_jpeg(data: bytes, max_px: int, max_pixels: int) -> bytes | None:
+def render_jpeg(data: bytes, max_px: int, max_pixels: int, min_px: int = 0) -> bytes | None:
+    """A JPEG of at most ``max_px`` (and, scaled up if needed, at least ``min_px``) on its long side."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > max_pixels:
@@ -70,6 +74,10 @@ def render_jpeg(data: bytes, max_px: int, max_pixels: int) -> bytes | None:
             im.draft("RGB", (max_px, max_px))
             out_im = ImageOps.exif_transpose(im)
             out_im.thumbnail((max_px, max_px))
+            long_side = max(out_im.size)
+            if 0 < long_side < min_px:
+                scale = min_px / long_side
+                out_im = out_im.resize((max(1, round(out_im.width * scale)), max(1, round(out_im.height * scale))), Image.LANCZOS)
             if out_im.mode in ("RGBA", "LA", "P", "PA"):
                 rgba = out_im.convert("RGBA")
                 out_im = Image.new("RGB", rgba.size, (255, 255, 255))
