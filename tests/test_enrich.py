@@ -136,6 +136,7 @@ def test_operator_and_its_details_from_fixtures(name, expected):
     ("<footer>© 2026 Example Media GmbH. Alle Rechte vorbehalten.</footer>", False, "Example Media GmbH", "copyright-notice"),
     # Off operator pages, text rules are off: an article's company mentions are subjects, not operators.
     ("<p>Betreiber: Evil Corp GmbH</p>", False, None, None),
+    ("<p>Betreiber:<!-- set by the theme --> Kommentar Verlag GmbH</p>", True, "Kommentar Verlag GmbH", "imprint:operator-line"),
     ("<p>Our partner is Acme Widgets Inc. and they are great.</p>", True, None, None),
     ('<script type="application/ld+json">{"@type":"Organization","name":</script>', True, None, None),  # malformed JSON-LD
     ("", True, None, None),
@@ -143,6 +144,21 @@ def test_operator_and_its_details_from_fixtures(name, expected):
 def test_operator_rules(html, imprint_rules, name, source):
     op = operator_details(f"<html><head></head><body>{html}</body></html>" if html else "", imprint_rules=imprint_rules)
     assert (op.name, op.name_source) == (name, source)
+
+
+def test_site_operator_takes_details_from_the_sites_other_pages_about_the_same_party():
+    imprint = "<html><body><h1>Impressum</h1><p>Angaben gemäß § 5 DDG</p><p>Seeblick Verlag GmbH<br>Uferweg 1<br>24103 Kiel</p></body></html>"
+    contact = "<html><body><h1>Kontakt</h1><p>Telefon: +49 431 5550 100</p><p>E-Mail: post@seeblick.test</p></body></html>"
+    hosting = ("<html><body><h1>About</h1><p>Hosting Nord AG</p><p>Telefon: +49 40 5550 999</p>"
+               '<p><a href="mailto:abuse@hosting-nord.test">abuse@hosting-nord.test</a></p></body></html>')
+    pages = {"https://seeblick.test/impressum": imprint, "https://seeblick.test/kontakt": contact, "https://seeblick.test/about": hosting}
+    frame = pd.DataFrame([{"url": u, "html_sha256": u} for u in pages])
+    op = site_operators(frame, lambda u: pages[u].encode())["seeblick.test"]
+    assert (op.name, op.address) == ("Seeblick Verlag GmbH", "Uferweg 1, 24103 Kiel")
+    # The contact page names nobody: its phone and e-mail are the site's. The about page names
+    # another company (the host): its contacts are not the operator's.
+    assert (op.phone, op.phone_source) == ("+49 431 5550 100", "imprint:phone-text@https://seeblick.test/kontakt")
+    assert (op.email, op.email_source) == ("post@seeblick.test", "imprint:email-text@https://seeblick.test/kontakt")
 
 
 def test_operator_from_html_keeps_its_simple_contract():
@@ -158,6 +174,9 @@ def test_operator_from_html_keeps_its_simple_contract():
     ("Lens & Light Studio", "Lens and Light Studio", True),
     ("Retro Garage", "Bazaar Market Ltd.", False),
     ("Nordic Prints GmbH", "Nordic Frames GmbH", False),
+    ("Lichtwerk Bildmedien GmbH & Co. KG", "Lichtwerk Bildmedien", True),
+    ("Studio A", "Studio B", False),  # a letter is a name, not a legal form
+    ("GmbH", "Nordic Prints GmbH", False),
     (None, "X", False),
 ])
 def test_same_party(a, b, same):

@@ -108,34 +108,29 @@ def as_page(html: Page | bytes | str | None) -> Page:
 
 
 def _visible_lines(doc) -> Iterator[str]:
-    """Visible text, one line per block element or <br> (inline elements do not break lines)."""
-    from lxml import etree
+    """Visible text, one line per block element or <br> (inline elements do not break lines).
 
+    An explicit stack, not lxml's iterwalk: iterwalk skips comments, and with them the text that
+    follows a comment (its tail) would be lost.
+    """
     parts: list[str] = []
     size = 0
-    hidden = 0
-    for event, el in etree.iterwalk(doc, events=("start", "end")):
-        tag = el.tag.lower() if isinstance(el.tag, str) else None  # None: comment or PI
-        if event == "start":
-            if tag in _INVISIBLE_TAGS:
-                hidden += 1
-            if hidden or tag is None:
-                continue
-            if tag in _BLOCK_TAGS:
-                parts.append("\n")
-            if el.text:
-                parts.append(el.text)
-                size += len(el.text)
+    stack: list[tuple[Any, bool]] = [(doc, False)]
+    while stack and size <= MAX_TEXT_CHARS:
+        el, closing = stack.pop()
+        tag = el.tag.lower() if isinstance(el.tag, str) else None  # None: a comment or processing instruction
+        if not closing and (tag is None or tag in _INVISIBLE_TAGS):
+            pieces = [el.tail]  # its own text is not shown; what follows it is
+        elif not closing:
+            pieces = ["\n" if tag in _BLOCK_TAGS else None, el.text]
+            stack.append((el, True))
+            stack.extend((child, False) for child in reversed(el))
         else:
-            if tag in _INVISIBLE_TAGS:
-                hidden -= 1
-            elif tag in _BLOCK_TAGS and not hidden:
-                parts.append("\n")
-            if el.tail and not hidden:
-                parts.append(el.tail)
-                size += len(el.tail)
-        if size > MAX_TEXT_CHARS:
-            break
+            pieces = ["\n" if tag in _BLOCK_TAGS else None, el.tail]
+        for piece in pieces:
+            if piece:
+                parts.append(piece)
+                size += len(piece)
     for line in "".join(parts)[:MAX_TEXT_CHARS].split("\n"):
         line = _SPACES.sub(" ", line).strip()
         if line:
@@ -342,8 +337,7 @@ def same_party(a: str | None, b: str | None) -> bool:
     """Two names of the same company: equal ignoring case, punctuation and a trailing legal form."""
     if not a or not b:
         return False
-    na, nb = normalised_name(a), normalised_name(b)
-    return na == nb or strip_legal_form(na) == strip_legal_form(nb)
+    return normalised_name(a) == normalised_name(b) or normalised_name(without_legal_form(a)) == normalised_name(without_legal_form(b))
 
 
 def normalised_name(name: str) -> str:
@@ -351,13 +345,18 @@ def normalised_name(name: str) -> str:
     return " ".join(re.sub(r"[^\w/]+", " ", name).split())
 
 
-def strip_legal_form(normalised: str) -> str:
-    forms = normalised_name(" ".join(re.findall(_LEGAL_FORM, "GmbH UG AG KG OHG GbR Ltd Limited LLC LLP Inc Corp Corporation plc SAS SARL AB Oy ApS AS")))
-    words = normalised.split()
-    stops = set(forms.split()) | {"haftungsbeschränkt", "co", "mbh", "ggmbh", "e", "k", "v", "kgaa", "s", "a", "l", "r", "b", "n", "pty"}
-    while words and words[-1] in stops:
-        words.pop()
-    return " ".join(words) or normalised
+_TRAILING_LEGAL_FORM = re.compile(rf"[\s,]+{_LEGAL_FORM}[\s.,]*$")
+
+
+def without_legal_form(name: str) -> str:
+    """"Nordic Prints GmbH" -> "Nordic Prints"; a name that is only a legal form stays as it is."""
+    stripped = name
+    for _ in range(3):  # "X GmbH & Co. KG" is one form; a few rounds cover stacked ones
+        shorter = _TRAILING_LEGAL_FORM.sub("", stripped)
+        if shorter == stripped:
+            break
+        stripped = shorter
+    return stripped if stripped.strip() else name
 
 
 def _clean_entity(name: str) -> str | None:
@@ -532,7 +531,7 @@ def _page_contacts(page: Page) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     if page.doc is None:
         return found
-    for a in page.doc.xpath("//a[@href]")[:2000]:
+    for a in page.doc.xpath("(//a[@href])[position() <= 2000]"):
         href = a.get("href", "").strip()
         low = href[:7].lower()
         if "email" not in found and low.startswith("mailto:") and (email := clean_email(href)):
@@ -570,7 +569,11 @@ def operator_details(html: Page | bytes | str | None, url: str = "", imprint_rul
         candidates.append(_NameCandidate(RANK_SITE_NAME, 10**6, name, "og:site_name"))
     candidates.sort()
     if not candidates:
-        return Operator()
+        # A contact page may name nobody and still give the site's e-mail and phone.
+        op = Operator()
+        for key, (value, source) in sorted((_page_contacts(page) if imprint_rules else {}).items()):
+            op = replace(op, **{key: value, key + "_source": source})
+        return op.with_source_url(url) if url else op
     best = candidates[0]
     op = Operator(best.name, best.source, rank=best.rank)
     details = dict(best.details)
@@ -602,14 +605,16 @@ def site_operator(operator_pages: Iterable[tuple[str, Page]]) -> Operator:
         m = OPERATOR_PAGE.search(urlsplit(url).path or "/")
         priority = _PAGE_PRIORITY.get(m.group("kind").lower(), 3) if m else 3
         op = operator_details(page, url, imprint_rules=m is not None)
-        if op.name:
+        if op.name or any(getattr(op, f) for f in Operator.DETAILS):
             found.append((op.rank, priority, url, op))
-    if not found:
+    named = sorted((t for t in found if t[3].name), key=lambda t: t[:3])
+    if not named:
         return Operator()
-    found.sort(key=lambda t: t[:3])
-    best = found[0][3]
-    for rank, priority, url, op in found[1:]:
-        if priority < 3 and (same_party(op.name, best.name) or op.rank > best.rank):
+    best = named[0][3]
+    for rank, priority, url, op in sorted(found, key=lambda t: (t[1], t[2])):
+        # Details from the site's other imprint/about/contact pages, when they speak of the same
+        # party, name nobody, or name only the site itself (a copyright line, a brand).
+        if op is not best and priority < 3 and (op.name is None or same_party(op.name, best.name) or op.rank >= RANK_COPYRIGHT):
             best = best.filled_from(op)
     return best
 
@@ -763,7 +768,7 @@ def date_candidates(html: Page | bytes | str | None, url: str = "", last_modifie
                 for key in keys:
                     if isinstance(obj.get(key), str) and (raw := bounded(obj[key], 64)):
                         found.append(DateCandidate(f"json-ld:{label}.{key}", raw, kind))
-        for el in page.doc.xpath("//meta[@content]")[:500]:
+        for el in page.doc.xpath("(//meta[@content])[position() <= 500]"):
             key = (el.get("property") or el.get("name") or el.get("itemprop") or el.get("http-equiv") or "").strip().lower()
             if key in _PUBLISHED_META or key in _MODIFIED_META:
                 if raw := bounded(el.get("content"), 64):
@@ -790,7 +795,7 @@ def _time_candidates(page: Page) -> list[DateCandidate]:
     page with several distinct dates outside it (a listing, a sidebar), those are ambiguous."""
     article_time = page.doc.xpath("(//article)[1]//time[@datetime]")
     first = article_time[0] if article_time else None
-    times = page.doc.xpath("//time[@datetime]")[:100]
+    times = page.doc.xpath("(//time[@datetime])[position() <= 100]")
     others = [t for t in times if t is not first]
     distinct = {parse_date(t.get("datetime")) for t in times} - {None}
     out = []
@@ -972,7 +977,7 @@ def display_size(html: Page | bytes | str | None, page_url: str, image_url: str)
         return None, None, "unknown:no-html"
     best: tuple[int, int, int] | None = None
     shown_as: set[str] = set()
-    for el in page.doc.xpath("//img|//source|//meta[@content]|//*[@style]|//*[@data-src]")[:5000]:
+    for el in page.doc.xpath("(//img|//source|//meta[@content]|//*[@style]|//*[@data-src])[position() <= 5000]"):
         tag = el.tag.lower() if isinstance(el.tag, str) else ""
         refs = [el.get(a) for a in ("src", "data-src", "data-lazy-src", "data-original")]
         for a in ("srcset", "data-srcset"):
