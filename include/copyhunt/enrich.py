@@ -17,9 +17,11 @@ the crawl's images and pages into one row per (customer image, page URL, image U
   and whether the author is credited: what pricing needs.
 
 A fact that cannot be established is an explicit unknown with a reason (``unknown:<reason>``),
-never a guess. HTML from the web is untrusted: it is cut to ``MAX_HTML_BYTES`` before parsing
-(which bounds parse time, see the figures in the module's tests), JSON-LD is bounded in size,
-count and depth, and every string that leaves this module is bounded in length.
+never a guess. HTML from the web is untrusted: it is cut to ``MAX_HTML_BYTES`` before parsing,
+which bounds the time a page can take (the worst hostile 2 MB pages measured, 60,000 <time>
+elements or 90,000 imprint lines, take 1-2 s for every extractor together, against ~2 ms for a
+normal article); JSON-LD is bounded in size, count and depth, and every string that leaves this
+module is bounded in length.
 """
 
 from __future__ import annotations
@@ -1099,13 +1101,6 @@ def _site_operators(pages: _Pages, hosts: Iterable[str] | None = None) -> dict[s
         chosen = [u for u in urls if OPERATOR_PAGE.search(urlsplit(u).path) or (urlsplit(u).path in ("", "/") and not urlsplit(u).query)]
         result[host] = site_operator((u, pages.page(u)) for u in chosen)
     return result
-
-
-def _iso(value: Any) -> str | None:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    d = value if isinstance(value, dt.date) else parse_date(str(value))
-    return d.isoformat() if d else None
 
 
 def enrich_matches(matches: pd.DataFrame, images: pd.DataFrame, pages: pd.DataFrame, customers: list, read_html: ReadHtml,
