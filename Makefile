@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 RUN_DATE ?= $(shell date -u +%F)
 export COPYHUNT_HOME := $(CURDIR)
 
-.PHONY: install demo test test-fast demo-web clean-data help
+.PHONY: install demo test test-fast demo-web airflow clean-data help
 
 help:
 	@echo "make install   build .venv from requirements.txt (idempotent)"
 	@echo "make demo      run the whole daily pipeline on the local demo web (RUN_DATE=$(RUN_DATE))"
 	@echo "make test      run the test suite"
 	@echo "make demo-web  serve the demo web on 127.0.0.1:8899 until Ctrl-C"
+	@echo "make airflow   run Airflow (standalone) on this project's DAGs, with the demo web, until Ctrl-C"
 
 install: $(STAMP)
 
@@ -29,6 +30,9 @@ demo: install
 
 demo-web: install
 	$(BIN)/copyhunt demo-web
+
+airflow: install
+	$(BIN)/copyhunt airflow
 
 test: install
 	$(BIN)/python -m pytest -q

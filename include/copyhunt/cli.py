@@ -128,6 +128,63 @@ def bench_crawl(
         atomic_write_json(json_out, figures)
 
 
+def _print_rows(rows: list[list[str]], title: str) -> None:
+    table = Table(title=title)
+    for name in rows[0]:
+        table.add_column(name)
+    for row in rows[1:]:
+        table.add_row(*row)
+    Console(width=160).print(table)
+
+
+@bench_app.command("robustness")
+def bench_robustness(
+    quick: bool = typer.Option(False, "--quick", help="One variant per transform (about a third of the queries)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the generated transforms (default: the published one)."),
+    out: Path = typer.Option(Path("data/bench"), help="Where robustness.json, robustness.png and the work files go."),
+    workers: int = typer.Option(2, min=1, help="Processes for fingerprinting and matching."),
+    fit: bool = typer.Option(False, "--fit", help="Also refit the score calibration (on the calibration seed) and print the constants."),
+) -> None:
+    """Recall per transform class and precision, next to whole-image pHash; writes a PNG chart."""
+    from copyhunt.bench import robustness
+    from copyhunt.bench.suite import SUITE_SEED
+    from copyhunt.hunt import REPO_ROOT
+
+    settings = _settings()
+    out = settings.resolve(out)
+    report = robustness.run_robustness(settings, out, REPO_ROOT / "assets" / "images", seed if seed is not None else SUITE_SEED, quick, workers, progress_bar)
+    _print_rows(robustness.format_table(report), f"robustness suite, seed {report.seed}: {report.copies} copies, {report.distractors} distractors")
+    typer.echo(f"whole-image pHash at its best threshold for precision >= {robustness.TARGET_PRECISION}: <= {report.baseline_threshold} bits")
+    for example in report.false_match_examples:
+        typer.echo(f"false match: {example}")
+    typer.echo(f"seconds: {report.seconds}")
+    typer.echo(f"wrote {out / 'robustness.json'} and {out / 'robustness.png'}")
+    if fit:
+        evidence = robustness.calibration_evidence(settings, out, REPO_ROOT / "assets" / "images", workers=workers)
+        constants = robustness.fit_calibration(evidence)
+        typer.echo(f"calibration on {len(evidence)} window pairs ({int(evidence['copy'].sum())} of copies): {constants}")
+    if not report.meets_targets():
+        typer.echo("below target: precision >= 0.99 and recall >= 0.95 on every class")
+
+
+@bench_app.command("throughput")
+def bench_throughput(
+    quick: bool = typer.Option(False, "--quick", help="Smaller indexes (1k and 10k references) and fewer images."),
+    out: Path = typer.Option(Path("data/bench"), help="Where throughput.json, throughput.png and the work files go."),
+) -> None:
+    """Fingerprints/s against naive pHash, matches/s at 10k and 100k references, index build, end to end."""
+    from copyhunt.bench import throughput
+    from copyhunt.hunt import REPO_ROOT
+
+    settings = _settings()
+    out = settings.resolve(out)
+    report = throughput.run_throughput(settings, out, REPO_ROOT / "assets" / "images", quick, log=lambda m: console.print(m))
+    _print_rows(throughput.format_table(report), f"throughput (load average at start {report.load_average})")
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"wrote {out / 'throughput.json'} and {out / 'throughput.png'}")
+
+
 @index_app.command("build")
 def index_build(
     images: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of reference images; id = file name without extension."),
@@ -205,6 +262,17 @@ def print_summary(s: dict) -> None:
     table.add_row("run manifest", s["manifest"])
     table.add_row("digests", f"{s['digests']} ({len(s['digest_files'])} e-mails)")
     out.print(table)
+
+
+@app.command("airflow")
+def airflow_local(
+    port: int = typer.Option(8080, help="Port of Airflow's UI and API server."),
+    web_port: int = typer.Option(8899, help="Port of the demo web (the crawler's proxy)."),
+) -> None:
+    """Run Airflow locally (airflow standalone) on this project's DAGs, with the demo web, until Ctrl-C."""
+    from copyhunt.airflow_local import run_local_airflow
+
+    raise typer.Exit(run_local_airflow(_settings(), port, web_port, log=console.print))
 
 
 @app.command("init-data")
