@@ -275,6 +275,32 @@ def airflow_local(
     raise typer.Exit(run_local_airflow(_settings(), port, web_port, log=console.print))
 
 
+@app.command()
+def scaling(
+    run_date: str = typer.Option(..., help="A finished run whose timings the model is fitted to."),
+    workers: str = typer.Option("2,8,32", help="Worker counts to project, comma-separated."),
+) -> None:
+    """Project the daily run's time for larger crawls and indexes from a measured run."""
+    from copyhunt.scaling import fit, project
+
+    model = fit(_settings(), _run_date(run_date))
+    out = Console()
+    out.print(f"fitted on {model.images} images, {model.pages} pages, {model.index_entries} index entries: "
+              f"crawl {model.crawl_per_page * 1000:.1f} ms/page, fingerprint {model.fingerprint_per_image * 1000:.1f} ms/image, "
+              f"match {model.match_per_image * 1000:.1f} ms/image, fixed {model.fixed_seconds:.0f} s")
+    table = Table(title="projected daily run (hours)")
+    table.add_column("images/day")
+    table.add_column("index entries")
+    ws = [int(w) for w in workers.split(",")]
+    for w in ws:
+        table.add_column(f"{w} workers")
+    for n in (10_000, 100_000, 1_000_000, 10_000_000):
+        for r in (10_000, 1_000_000, 10_000_000):
+            rows = project(model, [n], [r], ws)
+            table.add_row(f"{n:,}", f"{r:,}", *[("" if p["fits_in_a_day"] else "[red]") + f"{p['hours']:.2f}" for p in rows])
+    out.print(table)
+
+
 @app.command("init-data")
 def init_data(directory: Path = typer.Argument(..., help="Data directory of a deployment (e.g. the compose volume /data).")) -> None:
     """Seed a deployment's data directory with a customers file and a seeds file, if absent."""
