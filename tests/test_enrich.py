@@ -599,7 +599,8 @@ def _write_crawl_partitions(settings, demo, run_date):
                           "depth": 0, "fetched_at": dt.datetime(run_date.year, run_date.month, run_date.day, 3, tzinfo=dt.timezone.utc)})
     for path in images["path"]:
         blobs.put(path.read_bytes())
-    image_rows = [{**r, "bytes": 1, "format": "jpeg", "alt": None, "discovered_via": "img"} for r in images.drop(columns="path").to_dict("records")]
+    image_rows = [{**r, "bytes": 1, "format": "jpeg", "alt": None, "discovered_via": "img", "final_url": r["image_url"] + "?v=2"}
+                  for r in images.drop(columns="path").to_dict("records")]
     lake = Lake(settings.lake)
     lake.write_partition("pages", run_date, pa.Table.from_pylist(page_rows, schema=PAGES_SCHEMA), sort_by=["url"])
     lake.write_partition("images", run_date, pa.Table.from_pylist(image_rows, schema=IMAGES_SCHEMA), sort_by=["page_url", "image_url"])
@@ -624,6 +625,7 @@ def test_enrich_price_and_load_stages_on_two_days(settings, demo):
 
     out = lake.read_frame("priced", day2)
     assert (out["first_seen"] == day1.isoformat()).all() and (out["last_seen"] == day2.isoformat()).all()
+    assert (out["image_final_url"] == out["image_url"] + "?v=2").all()  # the crawl's URL after redirects
     courier = out[out["domain"] == "daily-courier.test"]
     alpine_courier = courier[courier["customer_id"] == "alpine-lens"]
     assert alpine_courier["licensed"].all() and set(alpine_courier["licence_id"]) == {"lic-alp-courier-2026"}
