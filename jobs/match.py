@@ -9,8 +9,9 @@ Submit with::
         (--out matches.parquet | --lake LAKE --run-date D)
 
 extract (read fingerprints) -> ``transform`` (ANN search per partition with each executor opening
-the memory-mapped shards once, best candidate per image pair, then SIFT+RANSAC verification)
--> load (sorted, deterministic Parquet, written atomically by the driver).
+the memory-mapped shards once; the best few window pairs per image and reference; then, per found
+image, ORB + RANSAC verification guided by the hash evidence) -> load (sorted, deterministic
+Parquet, written atomically by the driver).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from copyhunt.matching import CANDIDATE_SCHEMA, MATCH_SCHEMA, MatchParams, arrow_match_schema, search_batches, verify_batches
+from copyhunt.matching import CANDIDATE_SCHEMA, MATCH_SCHEMA, MatchParams, arrow_match_schema, search_batches, verify_image
+
 
 def transform(fingerprints, params: MatchParams):
     """fingerprints (one row per found-image window) -> verified matches, one per image pair."""
@@ -31,13 +33,14 @@ def transform(fingerprints, params: MatchParams):
     from pyspark.sql import functions as F
 
     candidates = fingerprints.mapInPandas(lambda it: search_batches(it, params), CANDIDATE_SCHEMA)
-    # Best hash evidence per (found image, reference): the closest window pair, ties broken by
-    # names so the choice never depends on partitioning.
+    # The closest few window pairs per (found image, reference), ties broken by names so the
+    # choice never depends on partitioning.
     order = Window.partitionBy("image_sha256", "customer_id", "image_id", "ref_sha256").orderBy(
         F.col("distance").asc(), F.col("mirrored").asc(), F.col("window").asc(), F.col("ref_window").asc()
     )
-    best = candidates.withColumn("_rank", F.row_number().over(order)).where("_rank = 1").drop("_rank")
-    return best.mapInPandas(lambda it: verify_batches(it, params), MATCH_SCHEMA)
+    best = candidates.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= params.pairs_per_reference).drop("_rank")
+    # One group per found image: it is decoded once for all its candidate references.
+    return best.groupBy("image_sha256").applyInPandas(lambda pdf: verify_image(pdf, params), MATCH_SCHEMA)
 
 
 def spark_session(master: str | None = None, app: str = "copyhunt-match"):

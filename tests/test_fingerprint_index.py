@@ -3,21 +3,37 @@
 import io
 import random
 
+import imagehash
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
 from conftest import CUSTOMER_IMAGES, UNRELATED_IMAGES
-from copyhunt.fingerprint import hamming, int64_to_bits, bits_to_int64, query_hashes, reference_hashes
-from copyhunt.imaging import load_normalised
+from copyhunt.fingerprint import (
+    HASH_WORKING_SIZE,
+    PHasher,
+    bits_to_int64,
+    blob_windows,
+    derotated_views,
+    fingerprint_image,
+    hamming,
+    int64_to_bits,
+    query_hashes,
+    reference_hashes,
+)
+from copyhunt.imaging import load_gray
 from copyhunt.index import ENTRY_COLUMNS, ShardSearcher, build_index, current_shards
 
 
-def norm(im):
+def encode(im, quality=85):
     buf = io.BytesIO()
-    im.convert("RGB").save(buf, "JPEG", quality=85)
-    return load_normalised(buf.getvalue())
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def norm(im):
+    return load_gray(encode(im), working_size=HASH_WORKING_SIZE)[0]
 
 
 def best_distance(query_img, ref_img):
@@ -30,6 +46,104 @@ def test_bits_round_trip():
     for _ in range(100):
         v = rng.getrandbits(64) - (1 << 63)
         assert bits_to_int64(int64_to_bits(v)) == v
+
+
+class HasherContract:
+    """What every hasher must do; subclass with ``make()`` for each implementation."""
+
+    def make(self):
+        raise NotImplementedError
+
+    def test_same_pixels_same_hash_and_a_64_bit_int(self):
+        im = Image.open(CUSTOMER_IMAGES[0])
+        a, b = self.make().hash(im), self.make().hash(im.copy())
+        assert a == b and -(1 << 63) <= a < (1 << 63)
+
+    def test_recompression_moves_few_bits_and_other_photos_many(self):
+        h = self.make()
+        for path in CUSTOMER_IMAGES[:5]:
+            im = Image.open(path).convert("RGB")
+            again = Image.open(io.BytesIO(encode(im, 40)))
+            assert hamming(h.hash(im), h.hash(again)) <= 6
+        others = [h.hash(Image.open(p).convert("RGB")) for p in CUSTOMER_IMAGES]
+        assert min(hamming(a, b) for i, a in enumerate(others) for b in others[i + 1:]) >= 14
+
+
+class TestPHasher(HasherContract):
+    def make(self):
+        return PHasher()
+
+    def test_bit_for_bit_the_imagehash_phash_of_the_same_pixels(self):
+        for path in CUSTOMER_IMAGES[:4]:
+            im = Image.open(path).convert("L").resize((32, 32), Image.Resampling.LANCZOS)  # both see these pixels
+            expected = int(str(imagehash.phash(im)), 16)
+            expected -= (1 << 64) if expected >= (1 << 63) else 0
+            assert PHasher().hash(im) == expected
+
+
+def test_reference_entries_cover_all_eight_orientations():
+    gray = norm(Image.open(CUSTOMER_IMAGES[4]))
+    full = {(e.window, e.mirrored): e.phash for e in reference_hashes(gray) if e.window.startswith("full")}
+    assert len(full) == 8
+    views = {("full", False): gray, ("full", True): gray[:, ::-1], ("full-rot180", False): gray[::-1, ::-1], ("full-rot180", True): gray[::-1],
+             ("full-rot90", False): np.rot90(gray, -1), ("full-rot90", True): gray.T, ("full-rot270", False): np.rot90(gray, 1),
+             ("full-rot270", True): np.rot90(gray, 2).T}
+    for key, view in views.items():
+        view = np.ascontiguousarray(view)
+        h, w = view.shape
+        assert PHasher().hash_windows(view, np.array([[0, 0, w, h]]))[0][0] == full[key], key
+
+
+def agreeing_blob_windows(gray, x0, y0, side):
+    """Blob windows of a crop that land on the same picture content as a window of the original
+    (within 10% of its size) and hash within 10 bits of it."""
+    h, w = gray.shape
+    crop = np.ascontiguousarray(gray[y0:y0 + int(h * side), x0:x0 + int(w * side)])
+    ch, cw = crop.shape
+    refs = [e for e in reference_hashes(gray) if e.window.startswith("blob") and not e.mirrored]
+    agreeing = 0
+    for q in (e for e in query_hashes(crop) if e.window.startswith("blob")):
+        qx0, qy0, qx1 = q.x0 * cw + x0, q.y0 * ch + y0, q.x1 * cw + x0
+        for r in refs:
+            tol = 0.1 * (r.x1 - r.x0) * w
+            if abs(r.x0 * w - qx0) < tol and abs(r.y0 * h - qy0) < tol and abs(r.x1 * w - qx1) < tol and hamming(q.phash, r.phash) <= 10:
+                agreeing += 1
+                break
+    return agreeing
+
+
+def test_blob_windows_follow_the_picture_through_a_crop():
+    # Blobs depend on the pixels around them, not on the frame, so a crop keeping half the area
+    # keeps windows that hash like the original's at the same place: one is enough to match.
+    rng = random.Random(3)
+    kept = []
+    for path in CUSTOMER_IMAGES:
+        gray = norm(Image.open(path))
+        h, w = gray.shape
+        kept.append(agreeing_blob_windows(gray, rng.randint(0, int(w * 0.29)), rng.randint(0, int(h * 0.29)), 0.71))
+    assert sum(k >= 1 for k in kept) >= 9, kept
+    gray = norm(Image.open(CUSTOMER_IMAGES[0]))
+    assert blob_windows(gray, 16) == blob_windows(gray.copy(), 16)  # deterministic
+
+
+def test_tilted_copy_on_a_plain_background_is_turned_back():
+    src = Image.open(CUSTOMER_IMAGES[6]).convert("RGB")
+    tilted = src.rotate(6, Image.Resampling.BICUBIC, expand=True, fillcolor="white")
+    views = derotated_views(norm(tilted))
+    assert [name for name, _ in views] == ["derotated-ccw", "derotated-cw"]
+    ref_full = next(e.phash for e in reference_hashes(norm(src)) if e.window == "full" and not e.mirrored)
+    best = min(hamming(PHasher().hash_windows(v, np.array([[0, 0, v.shape[1], v.shape[0]]]))[0][0], ref_full) for _, v in views)
+    assert best <= 6
+    assert derotated_views(norm(src)) == []  # an upright photo is left alone
+
+
+def test_fingerprint_rows_and_reasons():
+    rows, error = fingerprint_image("a" * 64, CUSTOMER_IMAGES[0].read_bytes(), 10**8)
+    assert error is None and {r["window"] for r in rows} >= {"full", "grid2x2-00", "grid3x3-22"}
+    assert any(r["window"].startswith("blob") for r in rows)
+    assert fingerprint_image("b" * 64, b"GIF89a not really", 10**8) == ([], "corrupt-image")
+    flat = Image.new("RGB", (200, 150), (120, 160, 210))
+    assert fingerprint_image("c" * 64, encode(flat), 10**8) == ([], "no-detail")
 
 
 def test_copies_are_close_and_unrelated_photos_are_far():

@@ -12,9 +12,9 @@ from PIL import Image, ImageOps
 
 from conftest import CUSTOMER_IMAGES, REPO, UNRELATED_IMAGES
 from copyhunt.blobs import LocalBlobStore
-from copyhunt.hunt import FINGERPRINT_COLUMNS, fingerprint_one
-from copyhunt.imaging import load_normalised
-from copyhunt.fingerprint import reference_hashes
+from copyhunt.fingerprint import FINGERPRINT_COLUMNS
+from copyhunt.hunt import fingerprint_one
+from copyhunt.references import describe_reference, features_store
 from copyhunt.index import ENTRY_COLUMNS, build_index
 from copyhunt.matching import MatchParams
 
@@ -46,7 +46,7 @@ def test_transform_finds_planted_copies_and_nothing_else(tmp_path, spark):
     entries = []
     for path in CUSTOMER_IMAGES[:4]:
         sha = blobs.put(path.read_bytes())
-        for wh in reference_hashes(load_normalised(path.read_bytes())):
+        for wh in describe_reference(path.read_bytes(), sha, 10**8, features_store(tmp_path / "index")):
             entries.append({"customer_id": "cust", "image_id": path.stem, "ref_sha256": sha, "window": wh.window, "mirrored": wh.mirrored,
                             "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
     build_index(pd.DataFrame(entries, columns=ENTRY_COLUMNS), tmp_path / "index", shard_size=40)  # several shards
@@ -88,6 +88,17 @@ def test_cli_index_build_and_match_contract(tmp_path):
     src = Image.open(CUSTOMER_IMAGES[2]).convert("RGB")
     (queries / "gray-copy.png").write_bytes(jpeg(ImageOps.grayscale(src)))
     (queries / "other.jpg").write_bytes(UNRELATED_IMAGES[1].read_bytes())
+    # Bad input: each gets an error row with its reason; the run goes on.
+    (queries / "truncated.jpg").write_bytes(CUSTOMER_IMAGES[0].read_bytes()[:300])
+    (queries / "pixel.png").write_bytes(encode(Image.new("RGB", (1, 1)), "PNG"))
+    (queries / "banner.png").write_bytes(encode(Image.new("RGB", (1200, 40), "navy"), "PNG"))
+    (queries / "page.html").write_bytes(b"<html>not an image</html>")  # not an image suffix: not read
+    (queries / "lies.jpg").write_bytes(b"<html>an HTML page named .jpg</html>")
+    # Animated GIF: the first frame is a mirrored copy; CMYK JPEG: a copy in print colours.
+    gif = io.BytesIO()
+    ImageOps.mirror(Image.open(CUSTOMER_IMAGES[0]).convert("RGB")).save(gif, "GIF", save_all=True, append_images=[Image.open(UNRELATED_IMAGES[2]).convert("RGB")])
+    (queries / "animated.gif").write_bytes(gif.getvalue())
+    (queries / "print.jpg").write_bytes(encode(Image.open(CUSTOMER_IMAGES[1]).convert("CMYK"), "JPEG"))
     exe = [sys.executable, "-m", "copyhunt.cli"]
     subprocess.run(exe + ["index", "build", "--images", str(refs), "--out", str(tmp_path / "idx")], check=True, capture_output=True)
     built = pq.read_table(tmp_path / "idx" / "references.parquet").to_pandas()
@@ -96,5 +107,46 @@ def test_cli_index_build_and_match_contract(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = pq.read_table(tmp_path / "m.parquet").to_pandas()
-    assert {"query", "reference_id", "score", "query_x0", "query_y0", "query_x1", "query_y1"} <= set(m.columns)
-    assert list(zip(m["query"], m["reference_id"])) == [("gray-copy.png", CUSTOMER_IMAGES[2].stem)]
+    assert {"query", "reference_id", "score", "query_x0", "query_y0", "query_x1", "query_y1", "ref_x0", "ref_y1"} <= set(m.columns)
+    assert list(zip(m["query"], m["reference_id"])) == [("animated.gif", CUSTOMER_IMAGES[0].stem), ("gray-copy.png", CUSTOMER_IMAGES[2].stem),
+                                                         ("print.jpg", CUSTOMER_IMAGES[1].stem)]
+    assert m["score"].between(0.5, 1.0).all()
+    assert m.set_index("query").loc["animated.gif", "mirrored"]
+    errors = pq.read_table(tmp_path / "m.errors.parquet").to_pandas()
+    assert dict(zip(errors["query"], errors["reason"])) == {"banner.png": "extreme-aspect", "lies.jpg": "not-an-image", "pixel.png": "too-small",
+                                                            "truncated.jpg": "corrupt-image"}
+
+
+def encode(im, fmt):
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_matching_without_spark_is_deterministic(tmp_path):
+    """The functions the Spark job runs give the same rows, in any order of the input."""
+    from copyhunt.matching import match_frame
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    entries = []
+    for i, path in enumerate(CUSTOMER_IMAGES[:5]):
+        data = path.read_bytes()
+        sha = blobs.put(data)
+        # The last reference has no stored features (an older index): the verifier describes it.
+        store = features_store(tmp_path / ("index" if i < 4 else "elsewhere"))
+        for wh in describe_reference(data, sha, 10**8, store):
+            entries.append({"customer_id": "cust", "image_id": path.stem, "ref_sha256": sha, "window": wh.window, "mirrored": wh.mirrored,
+                            "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
+    build_index(pd.DataFrame(entries, columns=ENTRY_COLUMNS), tmp_path / "index", shard_size=100)
+    rows = []
+    for i, path in enumerate(CUSTOMER_IMAGES[:5] + UNRELATED_IMAGES[:3]):
+        im = Image.open(path).convert("RGB")
+        sha = blobs.put(jpeg(ImageOps.mirror(im) if i % 2 else im.crop((0, 0, im.width * 3 // 4, im.height))))
+        rows += fingerprint_one((str(blobs.root), sha, 10**8))[1]
+    fps = pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS)
+    params = MatchParams(index_dir=str(tmp_path / "index"), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(blobs.root))
+    first = match_frame(fps, params)
+    again = match_frame(fps.sample(frac=1.0, random_state=3), params)
+    assert sorted(first["image_id"]) == sorted(p.stem for p in CUSTOMER_IMAGES[:5])
+    cols = list(first.columns)
+    pd.testing.assert_frame_equal(first.sort_values(cols).reset_index(drop=True), again.sort_values(cols).reset_index(drop=True))

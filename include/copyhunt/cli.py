@@ -170,15 +170,22 @@ def bench_robustness(
 @bench_app.command("throughput")
 def bench_throughput(
     quick: bool = typer.Option(False, "--quick", help="Smaller indexes (1k and 10k references) and fewer images."),
+    sizes: Optional[str] = typer.Option(None, help="Index sizes in references, comma-separated (default 10000,100000)."),
     out: Path = typer.Option(Path("data/bench"), help="Where throughput.json, throughput.png and the work files go."),
 ) -> None:
     """Fingerprints/s against naive pHash, matches/s at 10k and 100k references, index build, end to end."""
     from copyhunt.bench import throughput
     from copyhunt.hunt import REPO_ROOT
 
+    try:
+        index_sizes = tuple(int(x) for x in sizes.split(",")) if sizes else None
+    except ValueError:
+        raise typer.BadParameter("--sizes takes integers separated by commas, e.g. 10000,100000")
+    if index_sizes is not None and (len(index_sizes) != 2 or min(index_sizes) < 20):
+        raise typer.BadParameter("--sizes takes two index sizes of at least 20 references")
     settings = _settings()
     out = settings.resolve(out)
-    report = throughput.run_throughput(settings, out, REPO_ROOT / "assets" / "images", quick, log=lambda m: console.print(m))
+    report = throughput.run_throughput(settings, out, REPO_ROOT / "assets" / "images", quick, index_sizes, log=lambda m: console.print(m))
     _print_rows(throughput.format_table(report), f"throughput (load average at start {report.load_average})")
     for note in report.notes:
         typer.echo(f"note: {note}")

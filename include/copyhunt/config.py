@@ -62,8 +62,9 @@ class Settings:
     crawl_marketplace_hosts: str = ""
     # Images above this many pixels are refused before decoding (decompression-bomb guard).
     max_image_pixels: int = 64_000_000
-    # Index
-    shard_size: int = 10_000
+    # Index: window entries per Annoy shard (~40 per reference). Every query window is looked up
+    # in every shard, so shards are large: 4M entries is ~100k references.
+    shard_size: int = 4_000_000
     # Demo web
     demo_web_host: str = "127.0.0.1"
     demo_web_port: int = 8899

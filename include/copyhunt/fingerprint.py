@@ -1,45 +1,150 @@
-"""Fingerprints: perceptual hashes of whole images and of windows inside them.
+"""Fingerprints: 64-bit perceptual hashes of windows of an image.
 
-References (customer images) are hashed whole and over sub-windows (a crop of the original then
-matches the window it kept), each also mirrored (a flipped copy matches the mirrored hashes).
-Found images are hashed whole and over region proposals: grid cells, which is where the pieces of
-a collage sit. A match is a pair of windows whose hashes are close; geometric verification then
-confirms it (see ``verify``).
+A copy on the web is rarely the whole registered picture, untouched. So both sides are hashed over
+windows, and a match is a pair of windows whose hashes are close (then confirmed by ``verify``):
 
-A hash is a 64-bit pHash stored as a signed int64 (Spark and Parquet have no unsigned 64-bit).
+* references: the whole image in all eight orientations (so a mirrored, rotated or flipped copy
+  hashes like its original), and *blob windows* with their mirror images;
+* found images: the whole image, collage grid cells (2x1, 1x2, 2x2, 3x3, trimmed of gutters),
+  and the same blob windows.
+
+Blob windows make crops work. They are squares centred on the strongest blobs of a
+difference-of-Gaussians scale space, sized by the blob's scale. They depend only on the pixels
+around the blob, so a crop, a scaled copy or a picture pasted into another keeps the windows whose
+blobs it keeps, at the same place in the picture, and they hash alike. Grid windows of the
+reference instead would have to line up with wherever the crop happened to cut.
+
+The hash is pHash: the 8x8 lowest frequencies of the DCT of the window resized to 32x32, one bit
+per coefficient (above the median or not). It is computed for all windows at once with two matrix
+products, which is far cheaper than hashing window by window. Mirroring and quarter turns of a
+window only flip signs of, or transpose, the DCT coefficients, so the eight orientations of the
+whole image come from one DCT. A hash is stored as a signed int64 (Spark and Parquet have no
+unsigned 64-bit integers).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Protocol
 
-import imagehash
+import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from copyhunt.imaging import trim_uniform_border
+from copyhunt.imaging import PAD_DARK, PAD_LIGHT, BadImage, content_box, load_gray
 
 HASH_BITS = 64
+HASH_INPUT = 32  # windows are resized to 32x32 before the DCT, as imagehash's pHash does
+DCT_KEEP = 8  # the 8x8 lowest frequencies give the 64 bits
+# Long side of the grey image windows are cut from. Crop windows need a few dozen pixels; the
+# 3x3 collage cells get ~100 px. Larger costs decode and blob-detection time for nothing.
+HASH_WORKING_SIZE = 320
+MIN_WINDOW_PX = 24  # below this a pHash describes blur, not content
+# A window this flat (std of its 32x32 grey pixels, 0-255) hashes noise: a clear sky, a white
+# page. Its bits would match any other flat window, so it is not hashed.
+MIN_WINDOW_STD = 6.0
+# Blob windows: the strongest blobs of a difference-of-Gaussians scale space, side = 2 * BLOB_SIDE * sigma.
+REFERENCE_BLOBS = 16
+QUERY_BLOBS = 16
+BLOB_SIDE = 2.0
+BLOB_FIRST_OCTAVE = 1
+BLOB_OCTAVES = 4  # blob scales 4.5..57 px on the working image (windows 18..228 px, under 24 dropped)
+BLOB_PER_OCTAVE = 3
+BLOB_BALANCED = True
+BLOB_MIN_RESPONSE = 1.5  # |DoG| in grey levels; weaker blobs are texture noise
+_OCTAVE_SIGMAS = [2.0 * 2 ** (i / BLOB_PER_OCTAVE) for i in range(-1, BLOB_PER_OCTAVE + 2)]
+_OCTAVE_STEPS = [_OCTAVE_SIGMAS[0]] + [float(np.sqrt(b * b - a * a)) for a, b in zip(_OCTAVE_SIGMAS, _OCTAVE_SIGMAS[1:])]
+_NEIGHBOURS = np.ones((3, 3), np.uint8)
+MAX_DEROTATION_DEGREES = 20  # tilted copies beyond this are rare; blob windows still see them
+# Collage proposals in found images: (rows, columns) grids; cells are trimmed of gutters.
+QUERY_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 3))
+
+_DCT = np.array([[np.cos(np.pi * (2 * n + 1) * k / (2 * HASH_INPUT)) for n in range(HASH_INPUT)] for k in range(DCT_KEEP)], dtype=np.float32)
+_ALTERNATING = np.array([(-1.0) ** k for k in range(DCT_KEEP)], dtype=np.float32)
+_BIT_WEIGHTS = (1 << np.arange(HASH_BITS - 1, -1, -1, dtype=np.uint64)).astype(np.uint64)
 
 
 class Hasher(Protocol):
     name: str
     bits: int
 
-    def hash(self, image: Image.Image) -> int:
-        """A ``bits``-bit hash as a signed int64."""
+    def hash_windows(self, gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hashes as int64, usable mask) for pixel boxes (x0, y0, x1, y1) of a grey image."""
+
+
+# ---- the hash ------------------------------------------------------------------------------------
+def dct_blocks(gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 8, 8) low-frequency DCT blocks of the pixel boxes, and the std of each resized window.
+
+    Windows at least three times the hash input on each side are shrunk from a half-size copy of
+    the image: area averaging twice gives (nearly) the same 32x32 pixels for a quarter of the work.
+    """
+    n = len(boxes)
+    small = np.empty((n, HASH_INPUT, HASH_INPUT), dtype=np.float32)
+    half = None
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        if min(x1 - x0, y1 - y0) >= 3 * HASH_INPUT:
+            if half is None:
+                half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            window = half[y0 // 2:y1 // 2, x0 // 2:x1 // 2]
+        else:
+            window = gray[y0:y1, x0:x1]
+        small[i] = cv2.resize(window, (HASH_INPUT, HASH_INPUT), interpolation=cv2.INTER_AREA)
+    std = small.reshape(n, -1).std(axis=1) if n else np.zeros(0, np.float32)
+    return _DCT @ small @ _DCT.T, std
+
+
+def hashes_from_blocks(blocks: np.ndarray) -> np.ndarray:
+    """pHash bits (coefficient above the block's median), packed most significant bit first."""
+    flat = blocks.reshape(len(blocks), -1)
+    above = flat > np.median(flat, axis=1, keepdims=True)
+    return (above.astype(np.uint64) * _BIT_WEIGHTS).sum(axis=1, dtype=np.uint64).view(np.int64)
+
+
+def mirror_blocks(blocks: np.ndarray) -> np.ndarray:
+    """DCT blocks of the horizontally mirrored windows: odd horizontal frequencies change sign."""
+    return blocks * _ALTERNATING[None, None, :]
+
+
+def flip_blocks(blocks: np.ndarray) -> np.ndarray:
+    """DCT blocks of the vertically flipped windows."""
+    return blocks * _ALTERNATING[None, :, None]
+
+
+def transpose_blocks(blocks: np.ndarray) -> np.ndarray:
+    return np.transpose(blocks, (0, 2, 1))
+
+
+# The eight orientations of a square's symmetry group, as (name, mirrored, DCT-domain transform).
+# A copy rotated clockwise by 90 degrees is matched by the reference window rotated the same way.
+ORIENTATIONS = (
+    ("", False, lambda b: b),
+    ("", True, mirror_blocks),
+    ("-rot180", False, lambda b: flip_blocks(mirror_blocks(b))),
+    ("-rot180", True, flip_blocks),
+    ("-rot90", False, lambda b: mirror_blocks(transpose_blocks(b))),
+    ("-rot90", True, transpose_blocks),
+    ("-rot270", False, lambda b: flip_blocks(transpose_blocks(b))),
+    ("-rot270", True, lambda b: flip_blocks(mirror_blocks(transpose_blocks(b)))),
+)
 
 
 class PHasher:
-    """imagehash's DCT pHash on an 8x8 low-frequency block (64 bits)."""
+    """64-bit DCT pHash, bit-compatible with ``imagehash.phash`` on the same 32x32 pixels."""
 
     name = "phash64"
     bits = HASH_BITS
 
+    def hash_windows(self, gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        blocks, std = dct_blocks(gray, boxes)
+        return hashes_from_blocks(blocks), std >= MIN_WINDOW_STD
+
     def hash(self, image: Image.Image) -> int:
-        bits = imagehash.phash(image, hash_size=8).hash.flatten()
-        return bits_to_int64(bits)
+        gray = np.asarray(image.convert("L"))
+        h, w = gray.shape
+        hashes, _ = self.hash_windows(gray, np.array([[0, 0, w, h]]))
+        return int(hashes[0])
 
 
 def bits_to_int64(bits: np.ndarray) -> int:
@@ -55,9 +160,15 @@ def int64_to_bits(value: int, nbits: int = HASH_BITS) -> np.ndarray:
 
 
 def hamming(a: int, b: int) -> int:
-    return bin((a ^ b) & 0xFFFFFFFFFFFFFFFF).count("1")
+    return bin((int(a) ^ int(b)) & 0xFFFFFFFFFFFFFFFF).count("1")
 
 
+def hamming_many(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise (broadcast) Hamming distances of int64 hashes."""
+    return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.int64), np.asarray(b, np.int64)).view(np.uint64)).astype(np.int64)
+
+
+# ---- windows -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Window:
     """A window in relative coordinates (0..1) of the normalised image."""
@@ -73,37 +184,104 @@ class Window:
 
 
 FULL = Window("full", 0.0, 0.0, 1.0, 1.0)
-# Reference windows: crops keeping 84% or 71% of each side (or all of one side), anchored at the
-# corners, edges and centre. Crops that change the aspect ratio need the rectangular ones.
-REFERENCE_CROP_SIDES = (1.0, 0.84, 0.71)
-# Query proposals: collage grids. Cells are trimmed of gutters before hashing.
-QUERY_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 3))
 
 
-def reference_windows() -> list[Window]:
-    windows = [FULL]
-    for sx in REFERENCE_CROP_SIDES:
-        for sy in REFERENCE_CROP_SIDES:
-            if sx == sy == 1.0:
-                continue
-            xs = (0.0,) if sx == 1.0 else (0.0, 0.5, 1.0)
-            ys = (0.0,) if sy == 1.0 else (0.0, 0.5, 1.0)
-            for iy, fy in enumerate(ys):
-                for ix, fx in enumerate(xs):
-                    x0, y0 = (1 - sx) * fx, (1 - sy) * fy
-                    windows.append(Window(f"crop{int(sx * 100)}x{int(sy * 100)}-{iy}{ix}", x0, y0, x0 + sx, y0 + sy))
-    return windows
-
-
-def query_windows() -> list[Window]:
-    windows = [FULL]
-    for rows, cols in QUERY_GRIDS:
+def grid_windows(grids: Iterable[tuple[int, int]] = QUERY_GRIDS) -> list[Window]:
+    windows = []
+    for rows, cols in grids:
         for r in range(rows):
             for c in range(cols):
                 windows.append(Window(f"grid{rows}x{cols}-{r}{c}", c / cols, r / rows, (c + 1) / cols, (r + 1) / rows))
     return windows
 
 
+def query_windows() -> list[Window]:
+    """The fixed windows of a found image (blob windows depend on its pixels, see blob_windows)."""
+    return [FULL, *grid_windows()]
+
+
+def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
+    """Square windows on the ``count`` strongest difference-of-Gaussians blobs, inside the image.
+
+    The scale space is a pyramid: each octave halves the image and blurs it a little, so the
+    cost is that of a few blurs of a thumbnail. Blob centres and scales are refined to sub-pixel
+    precision by fitting parabolas, which keeps windows found at coarse octaves well aligned.
+    Deterministic: ties in strength are broken by position and scale.
+    """
+    h, w = gray.shape
+    if min(h, w) < MIN_WINDOW_PX:
+        return []
+    parts: list[np.ndarray] = []  # rows of (strength, x, y, sigma) in working pixels
+    # Octave o works on the image shrunk by f = 2^(o + BLOB_FIRST_OCTAVE); its blurs sigma 2..4
+    # there are sigma 2f..4f here.
+    small = gray
+    for octave in range(BLOB_OCTAVES):
+        factor = 2 ** (octave + BLOB_FIRST_OCTAVE)
+        small = cv2.resize(small, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
+        if min(small.shape) < 5:
+            break
+        blurred = [cv2.GaussianBlur(small.astype(np.float32), (0, 0), _OCTAVE_STEPS[0])]
+        for step in _OCTAVE_STEPS[1:]:  # each blur from the previous one: small kernels
+            blurred.append(cv2.GaussianBlur(blurred[-1], (0, 0), step))
+        dog = [cv2.absdiff(blurred[i + 1], blurred[i]) for i in range(len(blurred) - 1)]
+        spatial = [cv2.dilate(level, _NEIGHBOURS) for level in dog]
+        peaks = []
+        for i in range(1, len(dog) - 1):
+            peak = (dog[i] >= spatial[i]) & (dog[i] >= spatial[i - 1]) & (dog[i] >= spatial[i + 1]) & (dog[i] > BLOB_MIN_RESPONSE)
+            peak[0, :] = peak[-1, :] = peak[:, 0] = peak[:, -1] = False
+            peaks.append(peak)
+        is_peak = np.stack(peaks)
+        dog = np.stack(dog)
+        level, ys, xs = np.nonzero(is_peak)
+        if level.size == 0:
+            continue
+        level = level + 1
+        # Only the strongest windows that fit can be chosen: refine no more than the count (and a
+        # margin), judging the fit leniently before refinement moves centres and scales a little.
+        radius = BLOB_SIDE * _OCTAVE_SIGMAS[0] * 2 ** ((level + 0.5) / BLOB_PER_OCTAVE) * factor * 0.85
+        cx, cy = (xs + 0.5) * factor, (ys + 0.5) * factor
+        may_fit = (2 * radius >= MIN_WINDOW_PX) & (cx >= radius) & (cy >= radius) & (cx + radius <= w) & (cy + radius <= h)
+        level, ys, xs = level[may_fit], ys[may_fit], xs[may_fit]
+        strength = dog[level, ys, xs]
+        if len(strength) > count + 8:
+            keep = np.lexsort((level, xs, ys, -strength))[: count + 8]
+            level, ys, xs = level[keep], ys[keep], xs[keep]
+        if level.size == 0:
+            continue
+        centre = dog[level, ys, xs]
+        dx = _parabola_peak(dog[level, ys, xs - 1], centre, dog[level, ys, xs + 1])
+        dy = _parabola_peak(dog[level, ys - 1, xs], centre, dog[level, ys + 1, xs])
+        ds = _parabola_peak(dog[level - 1, ys, xs], centre, dog[level + 1, ys, xs])
+        # DoG level i lies between blurs i and i+1: its scale is their geometric mean.
+        sigma = _OCTAVE_SIGMAS[0] * 2 ** ((level + 0.5 + ds) / BLOB_PER_OCTAVE) * factor
+        parts.append(np.stack([centre, (xs + 0.5 + dx) * factor, (ys + 0.5 + dy) * factor, sigma, np.full(len(xs), octave)], axis=1))
+    if not parts:
+        return []
+    strength, x, y, sigma, octave_of = np.concatenate(parts).astype(np.float64).T
+    r = BLOB_SIDE * sigma
+    fits = (2 * r >= MIN_WINDOW_PX) & (x - r >= 0) & (y - r >= 0) & (x + r <= w) & (y + r <= h)
+    strength, x, y, r, octave_of = strength[fits], x[fits], y[fits], r[fits], octave_of[fits]
+    order = np.lexsort((np.round(r, 2), np.round(x, 2), np.round(y, 2), -np.round(strength, 4)))
+    if BLOB_BALANCED:
+        # Round robin over octaves, strongest first within each: small and large windows alike.
+        # A picture pasted small into another keeps only the large windows of its original.
+        rank = np.empty(len(order), np.int64)
+        for o in np.unique(octave_of):
+            members = order[octave_of[order] == o]
+            rank[members] = np.arange(len(members))
+        order = np.lexsort((octave_of, rank))
+    order = order[:count]
+    return [Window(f"blob{i:02d}", (x[j] - r[j]) / w, (y[j] - r[j]) / h, (x[j] + r[j]) / w, (y[j] + r[j]) / h) for i, j in enumerate(order)]
+
+
+def _parabola_peak(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Offset (-0.5..0.5) of the vertex of the parabola through three samples at -1, 0, 1."""
+    curvature = left - 2 * centre + right
+    safe = np.where(curvature != 0, curvature, 1.0)
+    return np.clip(np.where(curvature != 0, 0.5 * (left - right) / safe, 0.0), -0.5, 0.5)
+
+
+# ---- hashing an image ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WindowHash:
     window: str
@@ -115,31 +293,131 @@ class WindowHash:
     phash: int
 
 
-MIN_WINDOW_PX = 24  # below this a pHash describes blur, not content
+def _as_gray(image: Image.Image | np.ndarray) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image
+    gray = np.asarray(image.convert("L"))
+    h, w = gray.shape
+    scale = HASH_WORKING_SIZE / max(h, w)
+    if scale < 1:
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return gray
 
 
-def hash_windows(image: Image.Image, windows: Iterable[Window], hasher: Hasher, mirror: bool, trim_cells: bool = False) -> Iterator[WindowHash]:
-    """Hash each window of ``image`` (and of its mirror image when ``mirror``)."""
-    w, h = image.size
-    variants = [(False, image)]
-    if mirror:
-        variants.append((True, ImageOps.mirror(image)))
-    for mirrored, im in variants:
-        for win in windows:
-            box = win.box(w, h)
-            if box[2] - box[0] < MIN_WINDOW_PX or box[3] - box[1] < MIN_WINDOW_PX:
-                continue
-            crop = im if win is FULL else im.crop(box)
-            if trim_cells and win is not FULL:
-                crop = trim_uniform_border(crop)
-            # Coordinates always refer to the unmirrored image, so regions can be drawn later.
-            x0, x1 = (1 - win.x1, 1 - win.x0) if mirrored else (win.x0, win.x1)
-            yield WindowHash(win.name, mirrored, x0, win.y0, x1, win.y1, hasher.hash(crop))
+def _pixel_boxes(windows: list[Window], w: int, h: int, trim_cells: bool, gray: np.ndarray) -> tuple[list[Window], np.ndarray]:
+    kept, boxes = [], []
+    for win in windows:
+        box = win.box(w, h)
+        if trim_cells and win.name.startswith("grid"):
+            inner = content_box(gray[box[1]:box[3], box[0]:box[2]])
+            if inner is not None:
+                box = (box[0] + inner[0], box[1] + inner[1], box[0] + inner[2], box[1] + inner[3])
+        if box[2] - box[0] >= MIN_WINDOW_PX and box[3] - box[1] >= MIN_WINDOW_PX:
+            kept.append(Window(win.name, box[0] / w, box[1] / h, box[2] / w, box[3] / h))
+            boxes.append(box)
+    return kept, np.array(boxes, dtype=np.int64).reshape(-1, 4)
 
 
-def reference_hashes(image: Image.Image, hasher: Hasher | None = None) -> list[WindowHash]:
-    return list(hash_windows(image, reference_windows(), hasher or PHasher(), mirror=True))
+def reference_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = None) -> list[WindowHash]:
+    """Index entries of a reference: the whole image in eight orientations, blob windows mirrored."""
+    gray = _as_gray(image)
+    h, w = gray.shape
+    windows, boxes = _pixel_boxes([FULL, *blob_windows(gray, REFERENCE_BLOBS)], w, h, False, gray)
+    if not windows:
+        return []
+    blocks, std = dct_blocks(gray, boxes)
+    usable = std >= MIN_WINDOW_STD
+    out: list[WindowHash] = []
+    if windows[0] is not None and windows[0].name == "full" and usable[0]:
+        full = blocks[:1]
+        for suffix, mirrored, turn in ORIENTATIONS:
+            out.append(WindowHash("full" + suffix, mirrored, 0.0, 0.0, 1.0, 1.0, int(hashes_from_blocks(turn(full))[0])))
+    rest = [i for i, win in enumerate(windows) if win.name != "full" and usable[i]]
+    if rest:
+        plain = hashes_from_blocks(blocks[rest])
+        mirrored = hashes_from_blocks(mirror_blocks(blocks[rest]))
+        for j, i in enumerate(rest):
+            win = windows[i]
+            out.append(WindowHash(win.name, False, win.x0, win.y0, win.x1, win.y1, int(plain[j])))
+            # The mirrored entry hashes the same window's pixels mirrored in place; its box is
+            # where those pixels are in the registered (unmirrored) reference.
+            out.append(WindowHash(win.name, True, win.x0, win.y0, win.x1, win.y1, int(mirrored[j])))
+    return _rounded(out)
 
 
-def query_hashes(image: Image.Image, hasher: Hasher | None = None) -> list[WindowHash]:
-    return list(hash_windows(image, query_windows(), hasher or PHasher(), mirror=False, trim_cells=True))
+def query_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = None) -> list[WindowHash]:
+    """Search keys of a found image: whole image, collage grid cells, blob windows, and the
+    picture turned back upright when it was pasted tilted on a plain background."""
+    gray = _as_gray(image)
+    hasher = hasher or PHasher()
+    h, w = gray.shape
+    windows, boxes = _pixel_boxes([*query_windows(), *blob_windows(gray, QUERY_BLOBS)], w, h, True, gray)
+    if not windows:
+        return []
+    hashes, usable = hasher.hash_windows(gray, boxes)
+    out = [WindowHash(win.name, False, win.x0, win.y0, win.x1, win.y1, int(hv)) for win, hv, ok in zip(windows, hashes, usable) if ok]
+    for name, view in derotated_views(gray):
+        vh, vw = view.shape
+        if min(vh, vw) >= MIN_WINDOW_PX:
+            hv, ok = hasher.hash_windows(view, np.array([[0, 0, vw, vh]]))
+            if ok[0]:
+                out.append(WindowHash(name, False, 0.0, 0.0, 1.0, 1.0, int(hv[0])))
+    return _rounded(out)
+
+
+def derotated_views(gray: np.ndarray, tolerance: int = 18) -> list[tuple[str, np.ndarray]]:
+    """A picture rotated by a small angle onto a plain background, turned back and cropped.
+
+    Such a copy has four plain corner triangles, which no trimming removes and which dominate its
+    whole-image hash. The triangles' legs along the top and left edges give the angle (not its
+    sign, so both turns are returned); the original's size follows from the canvas size.
+    """
+    h, w = gray.shape
+    corners = sorted((int(gray[0, 0]), int(gray[0, -1]), int(gray[-1, 0]), int(gray[-1, -1])))
+    colour = (corners[1] + corners[2]) / 2
+    if PAD_DARK < colour < PAD_LIGHT or min(h, w) < 2 * MIN_WINDOW_PX:
+        return []
+
+    def plain_run(line: np.ndarray) -> int:
+        off = np.flatnonzero(np.abs(line.astype(np.int16) - colour) > tolerance)
+        return int(off[0]) if off.size else len(line)
+
+    legs = (plain_run(gray[0]), plain_run(gray[0, ::-1]), plain_run(gray[:, 0]), plain_run(gray[::-1, 0]))
+    if min(legs) < 3 or max(legs[0], legs[1]) >= w or max(legs[2], legs[3]) >= h:
+        return []
+    theta = math.atan2(min(legs[0], legs[2]), max(legs[0], legs[2]))
+    if theta > math.radians(MAX_DEROTATION_DEGREES):
+        return []
+    ct, st = math.cos(theta), math.sin(theta)
+    w0, h0 = (w * ct - h * st) / (ct * ct - st * st), (h * ct - w * st) / (ct * ct - st * st)
+    if min(w0, h0) < MIN_WINDOW_PX:
+        return []
+    views = []
+    for sign, name in ((1, "derotated-ccw"), (-1, "derotated-cw")):
+        turn = cv2.getRotationMatrix2D((w / 2, h / 2), sign * math.degrees(theta), 1.0)
+        upright = cv2.warpAffine(gray, turn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        x0, y0 = round((w - w0) / 2) + 1, round((h - h0) / 2) + 1
+        views.append((name, np.ascontiguousarray(upright[y0:y0 + int(h0) - 2, x0:x0 + int(w0) - 2])))
+    return views
+
+
+def _rounded(hashes: list[WindowHash]) -> list[WindowHash]:
+    # Four decimals: window coordinates are stored in Parquet and must not carry float noise.
+    return [WindowHash(x.window, x.mirrored, round(x.x0, 4), round(x.y0, 4), round(x.x1, 4), round(x.y1, 4), x.phash) for x in hashes]
+
+
+# ---- a found image, from bytes to rows -----------------------------------------------------------
+FINGERPRINT_COLUMNS = ["image_sha256", "window", "x0", "y0", "x1", "y1", "phash", "trim_x0", "trim_y0", "trim_x1", "trim_y1"]
+
+
+def fingerprint_image(sha: str, data: bytes, max_pixels: int) -> tuple[list[dict], str | None]:
+    """Fingerprint rows of one found image, or no rows and the reason it cannot be used."""
+    try:
+        gray, box = load_gray(data, max_pixels, HASH_WORKING_SIZE)
+    except BadImage as exc:
+        return [], exc.reason
+    found = query_hashes(gray)
+    if not found:
+        return [], "no-detail"  # uniformly flat: nothing a copy could be recognised by
+    return [{"image_sha256": sha, "window": x.window, "x0": x.x0, "y0": x.y0, "x1": x.x1, "y1": x.y1, "phash": x.phash,
+             "trim_x0": box[0], "trim_y0": box[1], "trim_x1": box[2], "trim_y1": box[3]} for x in found], None

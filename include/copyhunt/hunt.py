@@ -22,13 +22,11 @@ import pyarrow.parquet as pq
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.demo.customers import load_customers
-from copyhunt.fingerprint import query_hashes
-from copyhunt.imaging import BadImage, load_normalised_with_box
+from copyhunt.fingerprint import FINGERPRINT_COLUMNS, fingerprint_image
 from copyhunt.lake import Lake
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MATCH_JOB = REPO_ROOT / "jobs" / "match.py"
-FINGERPRINT_COLUMNS = ["image_sha256", "window", "x0", "y0", "x1", "y1", "phash", "trim_x0", "trim_y0", "trim_x1", "trim_y1"]
 
 Progress = Callable[..., Iterable]
 
@@ -90,14 +88,11 @@ def _crawl_counts(lake: Lake, run_date: dt.date) -> dict:
 def fingerprint_one(args: tuple[str, str, int]) -> tuple[str, list[dict], str | None]:
     blob_root, sha, max_pixels = args
     try:
-        image, box = load_normalised_with_box(LocalBlobStore(blob_root).get(sha), max_pixels)
-    except BadImage as exc:
-        return sha, [], exc.reason
+        data = LocalBlobStore(blob_root).get(sha)
     except KeyError:
         return sha, [], "missing-blob"
-    rows = [{"image_sha256": sha, "window": w.window, "x0": w.x0, "y0": w.y0, "x1": w.x1, "y1": w.y1, "phash": w.phash,
-             "trim_x0": box[0], "trim_y0": box[1], "trim_x1": box[2], "trim_y1": box[3]} for w in query_hashes(image)]
-    return sha, rows, None
+    rows, error = fingerprint_image(sha, data, max_pixels)
+    return sha, rows, error
 
 
 def fingerprint(settings: Settings, run_date: dt.date, progress: Progress = _plain, workers: int | None = None) -> dict:

@@ -13,11 +13,16 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-# PIL's own bomb check only warns below 2x its limit; we check ourselves before decoding.
-Image.MAX_IMAGE_PIXELS = None
+# Two guards against decompression bombs: our own check of the header's size against the
+# configured limit, before any decode; and Pillow's, whose warning (it only warns between its
+# limit and twice that) is turned into an error wherever an image is opened. Pillow's limit is
+# the default one, so a configured limit above 64 Mpx is capped by it.
+PILLOW_MAX_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = PILLOW_MAX_PIXELS
 
 MAGIC = [
     (b"\xff\xd8\xff", "JPEG"),
@@ -31,6 +36,16 @@ MAGIC = [
 WORKING_SIZE = 512  # decode no larger than needed: hashes use 32-64 px, verification ~512 px
 # Border pixels within this distance (0-255, max over channels) of the corner colour count as padding.
 BORDER_TOLERANCE = 18
+# Padding is near-black or near-white (or grey-white, like a page). A coloured or mid-grey border
+# is more likely sky, wall or studio backdrop, part of the photo: trimming it would make a copy
+# and its original hash differently.
+PAD_DARK, PAD_LIGHT = 45, 210
+# Smaller than this on a side (after orientation and trimming) there is nothing to recognise: a
+# tracking pixel, a spacer, an icon.
+MIN_SIDE = 16
+# Longer than this many times its short side it is a banner, a rule or a sprite strip, not a photo.
+MAX_ASPECT = 8.0
+DRAFT_SLACK = 0.7
 
 
 class BadImage(ValueError):
@@ -65,8 +80,12 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
     if fmt is None:
         raise BadImage("not-an-image", "magic bytes match no supported image format")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise BadImage("decompression-bomb", str(exc)[:200]) from None
     except Exception as exc:  # PIL raises many types for corrupt headers
         raise BadImage("corrupt-image", type(exc).__name__) from None
     if width <= 0 or height <= 0:
@@ -74,6 +93,65 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
     if width * height > max_pixels:
         raise BadImage("decompression-bomb", f"{width}x{height} exceeds {max_pixels} pixels")
     return ImageInfo(fmt, width, height)
+
+
+def check_shape(width: int, height: int) -> None:
+    """Raise BadImage for images too small or too elongated to carry a photo."""
+    if min(width, height) < MIN_SIDE:
+        raise BadImage("too-small", f"{width}x{height} is under {MIN_SIDE} px on a side")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise BadImage("extreme-aspect", f"{width}x{height} is more than {MAX_ASPECT:g}:1")
+
+
+def _open_decoded(data: bytes, draft_mode: str, draft_size: tuple[int, int] | None) -> Image.Image:
+    """Decode the first frame, EXIF orientation applied; PIL's bomb warning is an error."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            if im.format == "JPEG" and draft_size and im.mode in ("RGB", "L"):
+                # DCT scaling: decode at 1/2, 1/4 or 1/8 size directly, far cheaper than a resize.
+                im.draft(draft_mode, draft_size)
+            im.load()  # an animated GIF, PNG or WebP loads its first frame
+            ImageOps.exif_transpose(im, in_place=True)
+            return im
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise BadImage("decompression-bomb", str(exc)[:200]) from None
+    except Exception as exc:  # PIL raises many types for corrupt and truncated data
+        raise BadImage("corrupt-image", f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+def load_gray(data: bytes, max_pixels: int = 64_000_000, working_size: int = WORKING_SIZE, trim: bool = True) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The image as a grey uint8 array of at most ``working_size`` px on its long side, padding
+    trimmed, and the box it keeps of the (oriented) original, relative 0..1.
+
+    The cheap path used for fingerprints and verification: a JPEG is decoded straight to grey at
+    the smallest DCT scale that still covers ``working_size``.
+    """
+    info = probe(data, max_pixels)
+    check_shape(info.width, info.height)
+    long_side = max(info.width, info.height)
+    # Let the DCT scaling go down to 70% of the working size: decoding at 1/4 instead of 1/2 of
+    # a megapixel JPEG saves more than the slightly smaller image costs in precision.
+    scale = min(1.0, DRAFT_SLACK * working_size / long_side)
+    draft = (max(1, int(info.width * scale)), max(1, int(info.height * scale)))
+    im = _open_decoded(data, "L", draft)
+    gray = np.asarray(im) if im.mode == "L" else np.asarray(to_rgb(im).convert("L"))
+    h, w = gray.shape
+    if max(h, w) > working_size:
+        s = working_size / max(h, w)
+        gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    box = (0.0, 0.0, 1.0, 1.0)
+    if trim:  # at working size: cheap, and padding is many pixels wide or it does not matter
+        full_h, full_w = gray.shape
+        content = content_box(gray)
+        if content is not None:
+            l, t, r, b = content
+            box = (l / full_w, t / full_h, r / full_w, b / full_h)
+            gray = gray[t:b, l:r]
+            to_original = long_side / max(full_w, full_h)
+            check_shape(round((r - l) * to_original), round((b - t) * to_original))
+    return np.ascontiguousarray(gray), tuple(round(v, 4) for v in box)  # type: ignore[return-value]
 
 
 def load_normalised(data: bytes, max_pixels: int = 64_000_000, working_size: int = WORKING_SIZE, trim: bool = True) -> Image.Image:
@@ -86,18 +164,10 @@ def load_normalised_with_box(
 ) -> tuple[Image.Image, tuple[float, float, float, float]]:
     """The normalised image and the box it keeps of the (oriented) original, relative 0..1."""
     probe(data, max_pixels)
+    im = _open_decoded(data, "RGB", (working_size, working_size))
+    check_shape(*im.size)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            if im.format == "JPEG":
-                # DCT scaling: decode at 1/2, 1/4 or 1/8 size directly, far cheaper than a resize.
-                im.draft("RGB", (working_size, working_size))
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = to_rgb(im)
-    except BadImage:
-        raise
+        rgb = to_rgb(im)
     except Exception as exc:
         raise BadImage("corrupt-image", f"{type(exc).__name__}: {exc}"[:200]) from None
     box = (0.0, 0.0, 1.0, 1.0)
@@ -137,21 +207,29 @@ def trim_uniform_border(im: Image.Image, tolerance: int = BORDER_TOLERANCE, keep
     return im if box is None else im.crop(box)
 
 
-def content_box(im: Image.Image, tolerance: int = BORDER_TOLERANCE, keep_min: float = 0.2) -> tuple[int, int, int, int] | None:
+def content_box(im: Image.Image | np.ndarray, tolerance: int = BORDER_TOLERANCE, keep_min: float = 0.2) -> tuple[int, int, int, int] | None:
     """The box inside uniform padding, or None when there is no padding to remove.
 
     Gives up rather than keep less than ``keep_min`` of either side, so a mostly uniform photo
     (sky, studio backdrop) is not trimmed to nothing.
     """
-    arr = np.asarray(im, dtype=np.int16)
+    arr = np.asarray(im)
     h, w = arr.shape[:2]
     if h < 8 or w < 8:
         return None
-    corners = np.array([arr[0, 0], arr[0, -1], arr[-1, 0], arr[-1, -1]])
-    colour = np.median(corners, axis=0)
-    diff = np.abs(arr - colour).max(axis=2) > tolerance  # True where content differs from padding
-    rows = np.flatnonzero(diff.mean(axis=1) > 0.01)
-    cols = np.flatnonzero(diff.mean(axis=0) > 0.01)
+    if arr.ndim == 2:  # grey: one cheap uint8 pass (this runs on every collage cell)
+        corners = sorted((int(arr[0, 0]), int(arr[0, -1]), int(arr[-1, 0]), int(arr[-1, -1])))
+        colour = (corners[1] + corners[2]) / 2
+        if PAD_DARK < colour < PAD_LIGHT:
+            return None
+        diff = cv2.inRange(arr, max(0.0, colour - tolerance), min(255.0, colour + tolerance)) == 0  # content, not padding
+    else:
+        colour = np.median(np.stack([arr[0, 0], arr[0, -1], arr[-1, 0], arr[-1, -1]]).astype(np.float32), axis=0)
+        if not (colour.max() <= PAD_DARK or colour.min() >= PAD_LIGHT):
+            return None
+        diff = np.abs(arr.astype(np.int16) - colour).max(axis=2) > tolerance
+    rows = np.flatnonzero(np.count_nonzero(diff, axis=1) > 0.01 * w)
+    cols = np.flatnonzero(np.count_nonzero(diff, axis=0) > 0.01 * h)
     if rows.size == 0 or cols.size == 0:
         return None
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1

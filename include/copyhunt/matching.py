@@ -1,7 +1,12 @@
 """Per-batch matching logic run inside Spark executors (see ``jobs/match.py``).
 
-Kept in the library, not in the job file, so executors import it by name and tests call it
-without Spark.
+Kept in the library, not in the job file, so executors import it by name, and tests and
+benchmarks call it without Spark:
+
+* ``search_batches``: mapInPandas body; each Python worker opens the memory-mapped shards once
+  and looks up every window hash of a batch;
+* ``verify_image``: applyInPandas body, one found image with its candidate references; the image
+  is decoded once, each reference's features come from the index's feature store.
 """
 
 from __future__ import annotations
@@ -9,20 +14,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import pandas as pd
 
 CANDIDATE_SCHEMA = (
     "image_sha256 string, window string, qx0 double, qy0 double, qx1 double, qy1 double, "
     "trim_x0 double, trim_y0 double, trim_x1 double, trim_y1 double, "
-    "customer_id string, image_id string, ref_sha256 string, ref_window string, mirrored boolean, distance int"
+    "customer_id string, image_id string, ref_sha256 string, ref_window string, mirrored boolean, "
+    "rx0 double, ry0 double, rx1 double, ry1 double, distance int"
 )
 MATCH_SCHEMA = (
     "image_sha256 string, customer_id string, image_id string, ref_sha256 string, "
     "query_window string, ref_window string, mirrored boolean, distance int, inliers int, "
     "score double, query_x0 double, query_y0 double, query_x1 double, query_y1 double, "
-    "ref_x0 double, ref_y0 double, ref_x1 double, ref_y1 double, query_overlap double, ref_overlap double"
+    "ref_x0 double, ref_y0 double, ref_x1 double, ref_y1 double, query_overlap double, ref_overlap double, "
+    "prediction_error double"
 )
+CANDIDATE_COLUMNS = [part.split()[0] for part in CANDIDATE_SCHEMA.split(",")]
+MATCH_COLUMNS = [part.split()[0] for part in MATCH_SCHEMA.split(",")]
+PAIR_KEY = ["image_sha256", "customer_id", "image_id", "ref_sha256"]
 
 
 @dataclass(frozen=True)
@@ -32,79 +43,152 @@ class MatchParams:
     query_blobs: str
     ref_blobs: str
     k: int = 8
-    # Hash candidates within this many bits go to verification; unrelated photos sit at 14+ bits
-    # from every window, copies at 0-10 (measured on the demo and the robustness suite).
-    max_distance: int = 12
+    # Hash candidates within this many bits go to verification. Copies sit at 0-10 bits from
+    # their best reference window; unrelated photos mostly at 14+ (robustness suite), and the
+    # verifier rejects the rest.
+    max_distance: int = 10
+    # Window pairs tried per (found image, reference), best first, until one verifies.
+    pairs_per_reference: int = 3
+    search_k: int | None = None  # None: index.SEARCH_K
+    # The default operating point (see verify.DEFAULT_MIN_SCORE).
+    min_score: float = 0.5
     max_image_pixels: int = 64_000_000
+
+    @property
+    def features_dir(self) -> Path:
+        return Path(self.index_dir) / "features"
 
 
 @lru_cache(maxsize=4)
-def _searcher(index_dir: str, version: str | None):
+def _searcher(index_dir: str, version: str | None, search_k: int | None):
     # One searcher per Python worker: the Annoy files are mmapped once and shared by batches.
     from copyhunt.index import ShardSearcher
 
-    return ShardSearcher(Path(index_dir), version)
+    return ShardSearcher(Path(index_dir), version, search_k)
 
 
-def search_batches(batches, params: MatchParams):
+def search_frame(fingerprints: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
+    """Candidates (one row per query window x reference window within the distance) of a frame
+    of fingerprint rows."""
+    if fingerprints.empty:
+        return pd.DataFrame(columns=CANDIDATE_COLUMNS)
+    searcher = _searcher(params.index_dir, params.index_version, params.search_k)
+    found = searcher.query(fingerprints["phash"].tolist(), params.k, params.max_distance)
+    if found.empty:
+        return pd.DataFrame(columns=CANDIDATE_COLUMNS)
+    q = fingerprints.reset_index(drop=True).iloc[found["query_row"].to_numpy()].reset_index(drop=True)
+    return pd.DataFrame({
+        "image_sha256": q["image_sha256"], "window": q["window"],
+        "qx0": q["x0"], "qy0": q["y0"], "qx1": q["x1"], "qy1": q["y1"],
+        "trim_x0": q["trim_x0"], "trim_y0": q["trim_y0"], "trim_x1": q["trim_x1"], "trim_y1": q["trim_y1"],
+        "customer_id": found["customer_id"], "image_id": found["image_id"], "ref_sha256": found["ref_sha256"],
+        "ref_window": found["window"], "mirrored": found["mirrored"].astype(bool),
+        "rx0": found["x0"], "ry0": found["y0"], "rx1": found["x1"], "ry1": found["y1"],
+        "distance": found["distance"].astype("int32"),
+    })
+
+
+def search_batches(batches: Iterable[pd.DataFrame], params: MatchParams) -> Iterator[pd.DataFrame]:
     """mapInPandas body: ANN candidates for every window hash in each batch."""
-    searcher = _searcher(params.index_dir, params.index_version)
     for pdf in batches:
-        if pdf.empty:
-            continue
-        found = searcher.query(pdf["phash"].tolist(), params.k, params.max_distance)
-        if found.empty:
-            continue
-        q = pdf.reset_index(drop=True).iloc[found["query_row"].to_numpy()].reset_index(drop=True)
-        yield pd.DataFrame({
-            "image_sha256": q["image_sha256"], "window": q["window"],
-            "qx0": q["x0"], "qy0": q["y0"], "qx1": q["x1"], "qy1": q["y1"],
-            "trim_x0": q["trim_x0"], "trim_y0": q["trim_y0"], "trim_x1": q["trim_x1"], "trim_y1": q["trim_y1"],
-            "customer_id": found["customer_id"], "image_id": found["image_id"], "ref_sha256": found["ref_sha256"],
-            "ref_window": found["window"], "mirrored": found["mirrored"].astype(bool), "distance": found["distance"].astype("int32"),
-        })
+        out = search_frame(pdf, params)
+        if not out.empty:
+            yield out
 
 
-def verify_batches(batches, params: MatchParams):
-    """mapInPandas body: SIFT + RANSAC on the best candidate of each (found image, reference)."""
-    from copyhunt.blobs import LocalBlobStore
-    from copyhunt.imaging import BadImage, load_normalised
-    from copyhunt.verify import similarity_score, verify_pair
+def best_pairs(candidates: pd.DataFrame, per_reference: int) -> pd.DataFrame:
+    """The ``per_reference`` closest window pairs of each (found image, reference), in a fixed
+    order (distance, then names), so the choice never depends on partitioning."""
+    if candidates.empty:
+        return candidates
+    ordered = candidates.sort_values([*PAIR_KEY, "distance", "mirrored", "window", "ref_window"], kind="mergesort")
+    return ordered.groupby(PAIR_KEY, sort=False).head(per_reference).reset_index(drop=True)
 
-    qstore, rstore = LocalBlobStore(params.query_blobs), LocalBlobStore(params.ref_blobs)
-    ref_cache: dict[str, object] = {}
-    for pdf in batches:
-        out = []
-        for row in pdf.itertuples(index=False):
+
+class _Verifier:
+    """Per-worker state: the feature store and a small cache of reference features."""
+
+    def __init__(self, params: MatchParams):
+        from copyhunt.blobs import LocalBlobStore
+        from copyhunt.verify import FeatureStore
+
+        self.params = params
+        self.store = FeatureStore(params.features_dir)
+        self.ref_blobs = LocalBlobStore(params.ref_blobs)
+        self.query_blobs = LocalBlobStore(params.query_blobs)
+        self.cache: dict[str, object] = {}
+
+    def reference(self, ref_sha256: str):
+        from copyhunt.imaging import load_gray
+        from copyhunt.verify import VERIFY_WORKING_SIZE, reference_features
+
+        if ref_sha256 not in self.cache:
+            if len(self.cache) > 256:
+                self.cache.clear()
             try:
-                query = load_normalised(qstore.get(row.image_sha256), params.max_image_pixels)
-                if row.ref_sha256 not in ref_cache:
-                    ref_cache[row.ref_sha256] = load_normalised(rstore.get(row.ref_sha256), params.max_image_pixels)
-                ref = ref_cache[row.ref_sha256]
-            except (BadImage, KeyError):
-                continue
-            mirrored = bool(row.mirrored)
-            v = verify_pair(query, ref, mirrored)
-            if not v.ok:  # the hash may have picked the wrong orientation; features decide
-                mirrored = not mirrored
-                v = verify_pair(query, ref, mirrored)
+                self.cache[ref_sha256] = self.store.get(ref_sha256)
+            except KeyError:  # an index built before features were stored: describe it now
+                gray, _ = load_gray(self.ref_blobs.get(ref_sha256), self.params.max_image_pixels, VERIFY_WORKING_SIZE)
+                self.cache[ref_sha256] = reference_features(gray)
+        return self.cache[ref_sha256]
+
+
+@lru_cache(maxsize=4)
+def _verifier(params: MatchParams) -> _Verifier:
+    return _Verifier(params)
+
+
+def verify_image(pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
+    """applyInPandas body: the candidates of one found image -> verified matches, one row per
+    reference at most (its best verified window pair)."""
+    from copyhunt.imaging import BadImage, load_gray
+    from copyhunt.verify import QUERY_VERIFY_SIZE
+
+    if pdf.empty:
+        return pd.DataFrame(columns=MATCH_COLUMNS)
+    state = _verifier(params)
+    try:
+        query, _ = load_gray(state.query_blobs.get(pdf["image_sha256"].iloc[0]), params.max_image_pixels, QUERY_VERIFY_SIZE)
+    except (BadImage, KeyError):
+        return pd.DataFrame(columns=MATCH_COLUMNS)
+    return verify_query(query, pdf, params)
+
+
+def verify_query(query, pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
+    """Verify the candidates of one found image, given as a grey array at QUERY_VERIFY_SIZE."""
+    from copyhunt.imaging import BadImage
+    from copyhunt.verify import Candidate, similarity_score, verify_candidate, window_name_turns
+
+    state = _verifier(params)
+    sha = pdf["image_sha256"].iloc[0]
+    out = []
+    for _, pairs in best_pairs(pdf, params.pairs_per_reference).groupby(PAIR_KEY, sort=True):
+        try:
+            reference = state.reference(pairs["ref_sha256"].iloc[0])
+        except (BadImage, KeyError):
+            continue
+        for row in pairs.itertuples(index=False):
+            candidate = Candidate((row.qx0, row.qy0, row.qx1, row.qy1), (row.rx0, row.ry0, row.rx1, row.ry1),
+                                  bool(row.mirrored), window_name_turns(row.ref_window))
+            v = verify_candidate(query, reference, candidate)
             if not v.ok:
                 continue
             # Boxes are relative to the trimmed image: map them back onto the image as served.
             tx0, ty0, tw, th = row.trim_x0, row.trim_y0, row.trim_x1 - row.trim_x0, row.trim_y1 - row.trim_y0
             qb = v.query_box
             out.append({
-                "image_sha256": row.image_sha256, "customer_id": row.customer_id, "image_id": row.image_id,
-                "ref_sha256": row.ref_sha256, "query_window": row.window, "ref_window": row.ref_window,
-                "mirrored": mirrored, "distance": int(row.distance), "inliers": v.inliers,
-                "score": similarity_score(int(row.distance), v.inliers),
+                "image_sha256": sha, "customer_id": row.customer_id, "image_id": row.image_id, "ref_sha256": row.ref_sha256,
+                "query_window": row.window, "ref_window": row.ref_window, "mirrored": bool(row.mirrored),
+                "distance": int(row.distance), "inliers": v.inliers,
+                "score": similarity_score(int(row.distance), v.inliers, v.prediction_error),
                 "query_x0": round(tx0 + qb[0] * tw, 4), "query_y0": round(ty0 + qb[1] * th, 4),
                 "query_x1": round(tx0 + qb[2] * tw, 4), "query_y1": round(ty0 + qb[3] * th, 4),
                 "ref_x0": v.ref_box[0], "ref_y0": v.ref_box[1], "ref_x1": v.ref_box[2], "ref_y1": v.ref_box[3],
-                "query_overlap": v.query_overlap, "ref_overlap": v.ref_overlap,
+                "query_overlap": v.query_overlap, "ref_overlap": v.ref_overlap, "prediction_error": v.prediction_error,
             })
-        if out:
-            yield pd.DataFrame(out)
+            break
+    frame = pd.DataFrame(out, columns=MATCH_COLUMNS)
+    return frame[frame["score"] >= params.min_score].reset_index(drop=True)
 
 
 def arrow_match_schema():
@@ -116,3 +200,14 @@ def arrow_match_schema():
         name, kind = part.split()
         fields.append(pa.field(name, types[kind]))
     return pa.schema(fields)
+
+
+def match_frame(fingerprints: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
+    """The whole matching stage without Spark, for tests and benchmarks: the same functions the
+    Spark job runs, on one frame."""
+    candidates = search_frame(fingerprints, params)
+    if candidates.empty:
+        return pd.DataFrame(columns=MATCH_COLUMNS)
+    parts = [verify_image(group, params) for _, group in candidates.groupby("image_sha256", sort=True)]
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MATCH_COLUMNS)

@@ -14,10 +14,11 @@ import pandas as pd
 
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
-from copyhunt.fingerprint import reference_hashes
-from copyhunt.imaging import BadImage, load_normalised, probe
+from copyhunt.fingerprint import HASH_WORKING_SIZE, WindowHash, reference_hashes
+from copyhunt.imaging import BadImage, load_gray, probe
 from copyhunt.index import ENTRY_COLUMNS, build_index
 from copyhunt.lake import Lake
+from copyhunt.verify import VERIFY_WORKING_SIZE, FeatureStore, reference_features
 
 Progress = Callable[[Iterable], Iterable]
 
@@ -58,18 +59,40 @@ def register_references(settings: Settings, run_date: dt.date, customers: list, 
     return Lake(settings.lake).write_partition("reference_images", run_date, frame, sort_by=["customer_id", "image_id"])
 
 
+def describe_reference(data: bytes, sha: str, max_pixels: int, features: FeatureStore) -> list[WindowHash]:
+    """A reference's index entries; its verification features go into ``features`` (once)."""
+    hashes = reference_hashes(load_gray(data, max_pixels, HASH_WORKING_SIZE)[0])
+    if not features.has(sha):
+        features.put(sha, reference_features(load_gray(data, max_pixels, VERIFY_WORKING_SIZE)[0]))
+    return hashes
+
+
+def features_store(index_root: Path) -> FeatureStore:
+    return FeatureStore(Path(index_root) / "features")
+
+
 def fingerprint_references(settings: Settings, run_date: dt.date, progress: Progress = _plain) -> Path:
-    """Window hashes (and mirrored ones) of every usable registered image."""
+    """Window hashes (whole image in eight orientations, mirrored blob windows) of every usable
+    registered image; their verification features go to the index's feature store."""
     lake = Lake(settings.lake)
     refs = lake.read_frame("reference_images", run_date)
     refs = refs[refs["error"].isna()]
     blobs = LocalBlobStore(settings.blob_root)
-    rows = []
+    features = features_store(settings.index_root)
+    rows, errors = [], []
     for ref in progress(list(refs.itertuples(index=False)), description="fingerprint references"):
-        image = load_normalised(blobs.get(ref.ref_sha256), settings.max_image_pixels)
-        for wh in reference_hashes(image):
+        try:
+            found = describe_reference(blobs.get(ref.ref_sha256), ref.ref_sha256, settings.max_image_pixels, features)
+        except BadImage as exc:  # a header that probes fine but does not decode
+            errors.append({"customer_id": ref.customer_id, "image_id": ref.image_id, "reason": exc.reason})
+            continue
+        if not found:
+            errors.append({"customer_id": ref.customer_id, "image_id": ref.image_id, "reason": "no-detail"})
+        for wh in found:
             rows.append({"customer_id": ref.customer_id, "image_id": ref.image_id, "ref_sha256": ref.ref_sha256,
                          "window": wh.window, "mirrored": wh.mirrored, "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
+    lake.write_partition("reference_fingerprint_errors", run_date, pd.DataFrame(errors, columns=["customer_id", "image_id", "reason"]),
+                         sort_by=["customer_id", "image_id"])
     frame = pd.DataFrame(rows, columns=ENTRY_COLUMNS).astype({"phash": "int64", "mirrored": "bool"})
     return lake.write_partition("reference_fingerprints", run_date, frame, sort_by=["customer_id", "image_id", "mirrored", "window"])
 

@@ -10,6 +10,7 @@ directory keeps its own blob store of reference images for verification.
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
@@ -18,12 +19,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from copyhunt.blobs import LocalBlobStore
+from copyhunt.blobs import LocalBlobStore, sha256_bytes
 from copyhunt.config import Settings
-from copyhunt.fingerprint import reference_hashes
-from copyhunt.imaging import BadImage, load_normalised
+from copyhunt.fingerprint import FINGERPRINT_COLUMNS
+from copyhunt.imaging import BadImage
 from copyhunt.index import ENTRY_COLUMNS, build_index
 from copyhunt.lake import WRITER_OPTIONS, atomic_write_bytes, to_table
+from copyhunt.references import describe_reference, features_store
 
 LOCAL_CUSTOMER = "local"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
@@ -36,6 +38,7 @@ def _image_files(folder: Path) -> list[Path]:
 def build_index_from_folder(images: Path, out: Path, shard_size: int, settings: Settings, progress: Callable[..., Iterable]) -> dict:
     out = Path(out)
     blobs = LocalBlobStore(out / "blobs")
+    features = features_store(out)
     rows, refs = [], []
     files = _image_files(images)
     ids = [f.stem for f in files]
@@ -48,10 +51,13 @@ def build_index_from_folder(images: Path, out: Path, shard_size: int, settings: 
             continue
         try:
             data = f.read_bytes()
-            image = load_normalised(data, settings.max_image_pixels)
-            sha = blobs.put(data)
+            sha = sha256_bytes(data)
+            found = describe_reference(data, sha, settings.max_image_pixels, features)
+            if not found:
+                raise BadImage("no-detail", "uniformly flat: nothing a copy could be recognised by")
+            blobs.put(data)
             ref["ref_sha256"] = sha
-            for wh in reference_hashes(image):
+            for wh in found:
                 rows.append({"customer_id": LOCAL_CUSTOMER, "image_id": f.stem, "ref_sha256": sha, "window": wh.window, "mirrored": wh.mirrored,
                              "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
         except BadImage as exc:
@@ -70,30 +76,43 @@ def _write_parquet(path: Path, frame: pd.DataFrame, keys: list[str]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def fingerprint_folder(files: list[Path], blobs: LocalBlobStore, settings: Settings, progress: Callable[..., Iterable],
+                       workers: int | None = None) -> tuple[list[tuple[str, str]], pd.DataFrame, dict[str, str]]:
+    """Store each file as a blob and fingerprint each distinct blob once, in a process pool.
+
+    Returns (file name, sha256) pairs, the fingerprint rows, and the reason per unusable blob.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from copyhunt.hunt import fingerprint_one
+
+    names = [(f.name, blobs.put(f.read_bytes())) for f in files]
+    shas = sorted({sha for _, sha in names})
+    jobs = [(str(blobs.root), sha, settings.max_image_pixels) for sha in shas]
+    rows: list[dict] = []
+    errors: dict[str, str] = {}
+    with ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1) or 1) as pool:
+        for sha, found, error in progress(pool.map(fingerprint_one, jobs, chunksize=8), total=len(jobs), description="fingerprint queries"):
+            rows.extend(found)
+            if error:
+                errors[sha] = error
+    return names, pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS).astype({"phash": "int64"}), errors
+
+
 def match_folder(index: Path, images: Path, out: Path, settings: Settings, progress: Callable[..., Iterable]) -> int:
-    """Write one row per verified match: query, reference_id, score and the matched region."""
-    from copyhunt.hunt import FINGERPRINT_COLUMNS, fingerprint_one, run_spark_job
+    """Write one row per verified match: query, reference_id, score and the matched region.
+
+    Files that cannot be used are listed, with the reason, in ``<out>.errors.parquet``.
+    """
+    from copyhunt.hunt import run_spark_job
 
     files = _image_files(images)
     with tempfile.TemporaryDirectory(prefix="copyhunt-match-") as tmp:
         tmpdir = Path(tmp)
         blobs = LocalBlobStore(tmpdir / "blobs")
-        names: list[tuple[str, str]] = []
-        rows: list[dict] = []
-        errors: list[dict] = []
-        done: set[str] = set()
-        for f in progress(files, description="fingerprint queries"):
-            sha = blobs.put(f.read_bytes())
-            names.append((f.name, sha))
-            if sha in done:
-                continue
-            done.add(sha)
-            _, found, error = fingerprint_one((str(blobs.root), sha, settings.max_image_pixels))
-            rows.extend(found)
-            if error:
-                errors.append({"query": f.name, "reason": error})
+        names, fingerprints, bad = fingerprint_folder(files, blobs, settings, progress)
         fp = tmpdir / "fingerprints.parquet"
-        pq.write_table(pa.Table.from_pandas(pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS).astype({"phash": "int64"}), preserve_index=False), fp)
+        pq.write_table(pa.Table.from_pandas(fingerprints, preserve_index=False), fp)
         raw = tmpdir / "matches.parquet"
         run_spark_job(settings, ["--fingerprints", str(fp), "--index-dir", str(index), "--query-blobs", str(blobs.root),
                                  "--ref-blobs", str(Path(index) / "blobs"), "--out", str(raw)])
@@ -103,6 +122,10 @@ def match_folder(index: Path, images: Path, out: Path, settings: Settings, progr
     result = result.drop(columns=["customer_id"])
     result = result.sort_values(["query", "score", "reference_id"], ascending=[True, False, True])
     _write_parquet(Path(out), result, ["query", "reference_id"])
-    if errors:
-        _write_parquet(Path(out).with_suffix(".errors.parquet"), pd.DataFrame(errors), ["query"])
+    errors = pd.DataFrame([(name, bad[sha]) for name, sha in names if sha in bad], columns=["query", "reason"])
+    errors_path = Path(out).with_suffix(".errors.parquet")
+    if len(errors):
+        _write_parquet(errors_path, errors, ["query"])
+    elif errors_path.exists():
+        errors_path.unlink()  # a re-run over fixed inputs must not leave the old errors behind
     return len(result)

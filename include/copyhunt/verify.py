@@ -1,25 +1,149 @@
 """Geometric verification: confirm a hash candidate with local features and RANSAC.
 
-Two images show the same photo when many local features (SIFT) match under one geometric
-transform. RANSAC finds that transform (a partial affine map: scale, rotation, translation), and
-the inliers tell how strong the evidence is. The transform also maps the reference's outline into
-the found image, which gives the matched region in both images and how much of each it covers.
+A candidate is a pair of windows with close hashes: window W_q of the found image and window W_r
+of the reference (possibly mirrored, or the whole reference turned by quarter turns). Mapping W_r
+onto W_q predicts where the whole reference lies in the found image and at what scale. The
+verifier cuts that region out of the found image (with a margin), brings it to the reference's
+scale and orientation, and matches ORB keypoints against the reference's keypoints, which were
+computed once when the reference was indexed (``FeatureStore``). RANSAC then fits an affine map.
+
+A match must pass both tests: enough inliers spread over the picture, and an affine map that
+agrees with the hash prediction. Unrelated pictures sometimes find 20-50 "inliers" on repeated
+textures, but never where the hashes said the picture would be. So the operating point is
+reached with few features and one RANSAC per candidate, cheap enough to verify every candidate.
+The map also gives the matched region in both images and how much of each it covers.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
 
-MIN_INLIERS = 16  # unrelated photos reach ~18 agreeing keypoints at worst, clustered on one spot
-MIN_INLIER_SPREAD = 0.04  # inliers must span this fraction of the reference, not one texture patch
-MIN_INLIER_RATIO = 0.2
-LOWE_RATIO = 0.8
-RANSAC_REPROJ_PX = 6.0
-MAX_FEATURES = 1500
+from copyhunt.lake import atomic_write_bytes
+
+# Parallelism comes from processes (pools, Spark executors); OpenCV's own threads would only
+# oversubscribe the cores, and single-threaded ORB keeps keypoint order deterministic.
+cv2.setNumThreads(1)
+
+FEATURES_VERSION = "orb400-v1"  # changes when the feature parameters below change
+VERIFY_WORKING_SIZE = 400  # references are described at this long side
+QUERY_VERIFY_SIZE = 640  # found images are decoded for verification at up to this long side
+MAX_FEATURES = 400
+MAX_REGION_PX = 480  # the cut-out region is resized to at most this long side
+MAX_UPSCALE = 4.0  # a thumbnail is enlarged at most 4x to meet the reference's scale
+REGION_MARGIN = 0.15  # of the predicted extent, on each side: the prediction is approximate
+LOWE_RATIO = 0.85
+RANSAC_REPROJ_PX = 5.0
+MIN_MATCHES = 5
+# The affine map may move the reference's corners by at most this fraction of its size away
+# from where the hashes predicted them. Verified copies stay under 0.1; geometry fitted to
+# chance matches lands anywhere.
+MAX_PREDICTION_ERROR = 0.25
+# Inliers of a copy: 35+ for the hardest transforms in the robustness suite, hundreds for most.
+# Unrelated photos, at a consistent position: none seen. 12 keeps a margin on both sides.
+MIN_INLIERS = 12
+MIN_INLIER_SPREAD = 0.04  # inliers must span this fraction of the reference, not one patch
+
+_ORB = None
+_MATCHER = None
+
+
+def _orb():
+    global _ORB
+    if _ORB is None:
+        # Small patches and a low FAST threshold: thumbnails and collage cells need keypoints too.
+        _ORB = cv2.ORB_create(nfeatures=MAX_FEATURES, scaleFactor=1.2, nlevels=8, edgeThreshold=15, patchSize=15, fastThreshold=10)
+    return _ORB
+
+
+def _matcher():
+    global _MATCHER
+    if _MATCHER is None:
+        _MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
+    return _MATCHER
+
+
+@dataclass(frozen=True)
+class Features:
+    """ORB keypoints (x, y in pixels of an image of ``width`` x ``height``) and descriptors."""
+
+    width: int
+    height: int
+    points: np.ndarray  # (n, 2) float32
+    descriptors: np.ndarray  # (n, 32) uint8
+
+    def to_bytes(self) -> bytes:
+        n = len(self.points)
+        header = struct.pack("<4sIII", b"CHF1", self.width, self.height, n)
+        return header + self.points.astype("<f4").tobytes() + self.descriptors.astype(np.uint8).tobytes()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> "Features":
+        magic, width, height, n = struct.unpack_from("<4sIII", data)
+        if magic != b"CHF1":
+            raise ValueError("not a copyhunt features file")
+        off = struct.calcsize("<4sIII")
+        points = np.frombuffer(data, "<f4", n * 2, off).reshape(n, 2).astype(np.float32)
+        descriptors = np.frombuffer(data, np.uint8, n * 32, off + n * 8).reshape(n, 32)
+        return Features(width, height, points, descriptors)
+
+
+def describe(gray: np.ndarray) -> Features:
+    """ORB features of a grey image (histogram-equalised: brightness and contrast edits stay)."""
+    h, w = gray.shape
+    keypoints, descriptors = _orb().detectAndCompute(cv2.equalizeHist(np.ascontiguousarray(gray)), None)
+    if descriptors is None or not keypoints:
+        return Features(w, h, np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+    return Features(w, h, np.float32([k.pt for k in keypoints]), descriptors)
+
+
+class FeatureStore:
+    """Reference features, content-addressed by the reference's sha256: described once, at
+    indexing time, and read by every verification that needs them."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, ref_sha256: str) -> Path:
+        return self.root / FEATURES_VERSION / ref_sha256[:2] / f"{ref_sha256}.orb"
+
+    def has(self, ref_sha256: str) -> bool:
+        return self.path(ref_sha256).exists()
+
+    def put(self, ref_sha256: str, features: Features) -> None:
+        path = self.path(ref_sha256)
+        if not path.exists():
+            atomic_write_bytes(path, features.to_bytes())
+
+    def get(self, ref_sha256: str) -> Features:
+        try:
+            return Features.from_bytes(self.path(ref_sha256).read_bytes())
+        except FileNotFoundError:
+            raise KeyError(ref_sha256) from None
+
+
+def reference_features(gray_at_verify_size: np.ndarray) -> Features:
+    return describe(gray_at_verify_size)
+
+
+# ---- one candidate -------------------------------------------------------------------------------
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Hash evidence: window ``query_box`` of the found image looks like ``ref_box`` of the
+    reference (boxes relative 0..1; ``ref_box`` in the registered, unmirrored reference)."""
+
+    query_box: Box
+    ref_box: Box
+    mirrored: bool
+    quarter_turns: int  # the copy is the reference turned clockwise this many times (full windows)
 
 
 @dataclass(frozen=True)
@@ -27,97 +151,152 @@ class Verification:
     ok: bool
     inliers: int
     matches: int
+    prediction_error: float  # how far the fitted map is from the hash prediction (fraction of size)
     # Matched region, relative coordinates (x0, y0, x1, y1), in the found and the reference image.
-    query_box: tuple[float, float, float, float]
-    ref_box: tuple[float, float, float, float]
+    query_box: Box
+    ref_box: Box
     query_overlap: float  # fraction of the found image covered by the reference
     ref_overlap: float  # fraction of the reference visible in the found image
     scale: float
 
     @staticmethod
-    def failed(matches: int = 0, inliers: int = 0) -> "Verification":
-        return Verification(False, inliers, matches, (0, 0, 0, 0), (0, 0, 0, 0), 0.0, 0.0, 0.0)
+    def failed(matches: int = 0, inliers: int = 0, error: float = 1.0) -> "Verification":
+        return Verification(False, inliers, matches, error, (0, 0, 0, 0), (0, 0, 0, 0), 0.0, 0.0, 0.0)
 
 
-_SIFT = None
+def window_name_turns(ref_window: str) -> int:
+    """Quarter turns of a whole-image reference entry from its window name (``full-rot90``)."""
+    for suffix, turns in (("-rot90", 1), ("-rot180", 2), ("-rot270", 3)):
+        if ref_window.endswith(suffix):
+            return turns
+    return 0
 
 
-def _sift():
-    global _SIFT
-    if _SIFT is None:
-        _SIFT = cv2.SIFT_create(nfeatures=MAX_FEATURES)
-    return _SIFT
+def _oriented(gray: np.ndarray, mirrored: bool, turns: int) -> np.ndarray:
+    """The found image brought back to the reference's orientation.
+
+    An entry (turns, mirrored) hashes the reference mirrored after turning it clockwise, so the
+    copy is undone by mirroring, then turning counter-clockwise.
+    """
+    out = gray[:, ::-1] if mirrored else gray
+    if turns:
+        out = np.rot90(out, turns)
+    return np.ascontiguousarray(out)
 
 
-def _features(image: Image.Image):
-    gray = np.asarray(ImageOps.grayscale(image))
-    # Equalise so brightness and contrast edits do not starve the detector.
-    gray = cv2.equalizeHist(gray)
-    return _sift().detectAndCompute(gray, None)
+def _to_found(points: np.ndarray, width: int, height: int, mirrored: bool, turns: int) -> np.ndarray:
+    """Map points of the oriented image (``_oriented``) back to the found image as served."""
+    p = points.astype(np.float64).copy()
+    w, h = width, height  # size of the oriented image
+    for _ in range(turns % 4):  # inverse of one counter-clockwise turn: a clockwise turn
+        x, y = p[:, 0].copy(), p[:, 1].copy()
+        p[:, 0], p[:, 1] = h - y, x
+        w, h = h, w
+    if mirrored:
+        p[:, 0] = w - p[:, 0]
+    return p
 
 
-def verify_pair(query: Image.Image, reference: Image.Image, mirrored: bool = False) -> Verification:
-    """Does ``query`` contain ``reference`` (possibly mirrored, cropped, scaled, recoloured)?"""
-    ref = ImageOps.mirror(reference) if mirrored else reference
-    kq, dq = _features(query)
-    kr, dr = _features(ref)
-    if dq is None or dr is None or len(kq) < 4 or len(kr) < 4:
+def verify_candidate(query: np.ndarray, reference: Features, candidate: Candidate) -> Verification:
+    """Does the grey found image ``query`` show the reference where the hashes say it does?"""
+    if len(reference.points) < 4:
         return Verification.failed()
-    matcher = cv2.BFMatcher(cv2.NORM_L2)
-    pairs = matcher.knnMatch(dr, dq, k=2)
+    found_h, found_w = query.shape
+    g = _oriented(query, candidate.mirrored, candidate.quarter_turns)
+    H, W = g.shape
+    qx0, qy0, qx1, qy1 = candidate.query_box
+    if candidate.mirrored:
+        qx0, qx1 = 1 - qx1, 1 - qx0
+    rx0, ry0, rx1, ry1 = candidate.ref_box
+    rw, rh = reference.width, reference.height
+    if rx1 <= rx0 or ry1 <= ry0 or qx1 <= qx0 or qy1 <= qy0:
+        return Verification.failed()
+    # Predicted map, reference pixels -> oriented found-image pixels (per axis: stretch allowed).
+    sx = (qx1 - qx0) * W / ((rx1 - rx0) * rw)
+    sy = (qy1 - qy0) * H / ((ry1 - ry0) * rh)
+    ex0, ey0 = qx0 * W - rx0 * rw * sx, qy0 * H - ry0 * rh * sy
+    ex1, ey1 = ex0 + rw * sx, ey0 + rh * sy
+    mx, my = REGION_MARGIN * (ex1 - ex0), REGION_MARGIN * (ey1 - ey0)
+    cx0, cy0 = max(0, int(ex0 - mx)), max(0, int(ey0 - my))
+    cx1, cy1 = min(W, int(math.ceil(ex1 + mx))), min(H, int(math.ceil(ey1 + my)))
+    if cx1 - cx0 < 8 or cy1 - cy0 < 8:
+        return Verification.failed()
+    region = g[cy0:cy1, cx0:cx1]
+    k = min(MAX_UPSCALE, 1.0 / max(sx, sy), MAX_REGION_PX / max(region.shape))
+    size = (max(8, round(region.shape[1] * k)), max(8, round(region.shape[0] * k)))
+    region = cv2.resize(region, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+    kx, ky = size[0] / (cx1 - cx0), size[1] / (cy1 - cy0)
+    found = describe(region)
+    if len(found.points) < 4:
+        return Verification.failed()
+    pairs = _matcher().knnMatch(reference.descriptors, found.descriptors, k=2)
     good = [m for m, *rest in (p for p in pairs if p) if not rest or m.distance < LOWE_RATIO * rest[0].distance]
-    if len(good) < MIN_INLIERS:
+    if len(good) < MIN_MATCHES:
         return Verification.failed(len(good))
-    src = np.float32([kr[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
-    dst = np.float32([kq[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
-    # Seeded RANSAC keeps verification deterministic run to run.
-    cv2.setRNGSeed(1234)
-    matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_REPROJ_PX, maxIters=4000, confidence=0.995)
+    src = reference.points[[m.queryIdx for m in good]]
+    dst = found.points[[m.trainIdx for m in good]]
+    cv2.setRNGSeed(1234)  # seeded RANSAC: the same pair verifies the same way every run
+    matrix, mask = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_REPROJ_PX, maxIters=2000, confidence=0.995)
     if matrix is None or mask is None:
         return Verification.failed(len(good))
     inliers = int(mask.sum())
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    if inliers < MIN_INLIERS or inliers < MIN_INLIER_RATIO * len(good) or not (0.05 < scale < 20):
-        return Verification.failed(len(good), inliers)
-    inlier_pts = src.reshape(-1, 2)[mask.ravel().astype(bool)]
-    spread = np.ptp(inlier_pts[:, 0]) * np.ptp(inlier_pts[:, 1]) / float(ref.size[0] * ref.size[1])
-    if spread < MIN_INLIER_SPREAD:
-        return Verification.failed(len(good), inliers)
+    # Region pixels -> oriented found-image pixels.
+    to_oriented = np.array([[1 / kx, 0, cx0], [0, 1 / ky, cy0]])
+    fitted = _compose(to_oriented, matrix)
+    predicted = np.array([[sx, 0, ex0], [0, sy, ey0]])
+    corners = np.float64([[0, 0], [rw, 0], [rw, rh], [0, rh]])
+    moved = corners @ fitted[:, :2].T + fitted[:, 2]
+    expected = corners @ predicted[:, :2].T + predicted[:, 2]
+    error = float(np.abs(moved - expected).max() / max(rw * sx, rh * sy))
+    inlier_pts = src[mask.ravel().astype(bool)]
+    spread = float(np.ptp(inlier_pts[:, 0]) * np.ptp(inlier_pts[:, 1]) / (rw * rh)) if inliers else 0.0
+    scale = float(math.sqrt(abs(np.linalg.det(fitted[:, :2]))))
+    if inliers < MIN_INLIERS or error > MAX_PREDICTION_ERROR or spread < MIN_INLIER_SPREAD:
+        return Verification.failed(len(good), inliers, round(error, 4))
 
-    qw, qh = query.size
-    rw, rh = ref.size
-    corners = np.float32([[0, 0], [rw, 0], [rw, rh], [0, rh]]).reshape(-1, 1, 2)
-    projected = cv2.transform(corners, matrix).reshape(-1, 2)
-    qx0, qy0 = np.clip(projected.min(axis=0), 0, [qw, qh])
-    qx1, qy1 = np.clip(projected.max(axis=0), 0, [qw, qh])
-    query_overlap = float((qx1 - qx0) * (qy1 - qy0) / (qw * qh))
-    # The part of the reference that is visible: the found image's outline mapped back.
-    inverse = cv2.invertAffineTransform(matrix)
-    qcorners = np.float32([[0, 0], [qw, 0], [qw, qh], [0, qh]]).reshape(-1, 1, 2)
-    back = cv2.transform(qcorners, inverse).reshape(-1, 2)
-    rx0, ry0 = np.clip(back.min(axis=0), 0, [rw, rh])
-    rx1, ry1 = np.clip(back.max(axis=0), 0, [rw, rh])
-    ref_overlap = float((rx1 - rx0) * (ry1 - ry0) / (rw * rh))
-    if mirrored:  # report the region in the registered (unmirrored) reference's coordinates
-        rx0, rx1 = rw - rx1, rw - rx0
+    # Regions: the reference's outline in the found image, and the found image's outline mapped
+    # back into the reference (what of the reference is visible).
+    found_pts = _to_found(moved, W, H, candidate.mirrored, candidate.quarter_turns)
+    fx0, fy0 = np.clip(found_pts.min(axis=0), 0, [found_w, found_h])
+    fx1, fy1 = np.clip(found_pts.max(axis=0), 0, [found_w, found_h])
+    query_overlap = float((fx1 - fx0) * (fy1 - fy0) / (found_w * found_h))
+    inverse = cv2.invertAffineTransform(fitted)
+    back = np.float64([[0, 0], [W, 0], [W, H], [0, H]]) @ inverse[:, :2].T + inverse[:, 2]
+    bx0, by0 = np.clip(back.min(axis=0), 0, [rw, rh])
+    bx1, by1 = np.clip(back.max(axis=0), 0, [rw, rh])
+    ref_overlap = float((bx1 - bx0) * (by1 - by0) / (rw * rh))
     return Verification(
         ok=True,
         inliers=inliers,
         matches=len(good),
-        query_box=(round(float(qx0) / qw, 4), round(float(qy0) / qh, 4), round(float(qx1) / qw, 4), round(float(qy1) / qh, 4)),
-        ref_box=(round(float(rx0) / rw, 4), round(float(ry0) / rh, 4), round(float(rx1) / rw, 4), round(float(ry1) / rh, 4)),
+        prediction_error=round(error, 4),
+        query_box=(round(float(fx0) / found_w, 4), round(float(fy0) / found_h, 4), round(float(fx1) / found_w, 4), round(float(fy1) / found_h, 4)),
+        ref_box=(round(float(bx0) / rw, 4), round(float(by0) / rh, 4), round(float(bx1) / rw, 4), round(float(by1) / rh, 4)),
         query_overlap=round(query_overlap, 4),
         ref_overlap=round(ref_overlap, 4),
         scale=round(scale, 4),
     )
 
 
-def similarity_score(distance: int, inliers: int) -> float:
-    """A score in [0, 1] from the best hash distance and the verified inliers.
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 affine map x -> outer(inner(x))."""
+    a = np.vstack([outer, [0, 0, 1]]) @ np.vstack([inner, [0, 0, 1]])
+    return a[:2]
 
-    Provisional shape (calibrated against labelled pairs in the matching-engine work): inliers
-    saturate at 60, a hash distance of 0 adds full confidence and 16+ bits adds none.
-    """
-    feature = min(1.0, inliers / 60.0)
-    hashed = max(0.0, 1.0 - distance / 16.0)
-    return round(0.7 * feature + 0.3 * hashed, 4)
+
+# ---- score ---------------------------------------------------------------------------------------
+# Logistic calibration of P(copy | evidence), fitted by ``copyhunt bench robustness --fit`` on the
+# robustness suite built with CALIBRATION_SEED (not the seed the published figures use): features
+# log(1 + inliers), the best hash distance in bits, the prediction error.
+SCORE_INTERCEPT = -6.0
+SCORE_LOG_INLIERS = 2.2
+SCORE_DISTANCE = -0.15
+SCORE_PREDICTION_ERROR = -8.0
+# The default operating point: a verified match is reported when its score reaches this.
+DEFAULT_MIN_SCORE = 0.5
+
+
+def similarity_score(distance: int, inliers: int, prediction_error: float = 0.0) -> float:
+    """Calibrated probability, in [0, 1], that the pair is a copy."""
+    z = SCORE_INTERCEPT + SCORE_LOG_INLIERS * math.log1p(max(0, inliers)) + SCORE_DISTANCE * distance + SCORE_PREDICTION_ERROR * prediction_error
+    return round(1.0 / (1.0 + math.exp(-z)), 4)

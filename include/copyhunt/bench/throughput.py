@@ -1,0 +1,363 @@
+"""``copyhunt bench throughput``: how fast fingerprinting, matching and the whole path run.
+
+Four measurements, each against a baseline or a second size measured in the same run (the
+machine may be shared, so absolute figures move; ratios much less):
+
+1. fingerprints per second on one core, 1-megapixel JPEGs, against the naive
+   ``imagehash.phash(Image.open(f))`` (both read the file; rounds alternate, best round counts);
+2. matched query images per second on one core against indexes of 10k and 100k references:
+   the robustness suite's real references and queries, plus synthetic references (random window
+   hashes, as many per reference as real ones have) to reach the size. Matching is the ANN
+   search of every window and the verification of every candidate;
+3. index build time and peak memory for the 100k-reference index (built in a fresh process);
+4. end to end on 2 cores: decode, fingerprint, search and verify a stream of 1-megapixel JPEGs,
+   10% of them copies of references, with two worker processes against the 100k index.
+
+Synthetic references are random hashes: a real collection has more near-collisions between
+unrelated pictures, so more candidates to verify; the figures say so next to them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import resource
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from copyhunt.config import Settings
+from copyhunt.lake import atomic_write_bytes
+
+SEED = 20261123
+MEGAPIXEL_SIZE = (1155, 866)  # 1.0 MP, 4:3
+COPY_SHARE = 0.1  # share of copies in the end-to-end stream
+TARGETS = {"fingerprint_speedup": 3.0, "match_per_second_100k": 200.0, "slowdown_10k_to_100k": 2.0, "end_to_end_per_second": 116.0}
+
+
+@dataclass
+class ThroughputReport:
+    fingerprint_per_second: float
+    naive_per_second: float
+    fingerprint_speedup: float
+    match: dict[str, dict[str, float]] = field(default_factory=dict)  # refs -> figures
+    slowdown_10k_to_100k: float = float("nan")
+    index_build: dict[str, float] = field(default_factory=dict)
+    end_to_end: dict[str, float] = field(default_factory=dict)
+    load_average: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- test images ---------------------------------------------------------------------------------
+def megapixel_jpegs(assets: Path, count: int, seed: int = SEED) -> list[bytes]:
+    """Distinct 1-MP JPEGs made from the repository's photos: random crops, turns, colour."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    from copyhunt.bench.suite import DISTRACTORS, REFERENCES, open_upright
+
+    sources = [open_upright(assets / rel) for rel in [*DISTRACTORS.values(), *REFERENCES.values()]]
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        src = sources[i % len(sources)]
+        w, h = src.size
+        frac = rng.uniform(0.6, 1.0)
+        cw, ch = max(16, round(w * frac)), max(16, round(h * frac))
+        x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        im = src.crop((x0, y0, x0 + cw, y0 + ch)).resize(MEGAPIXEL_SIZE, Image.Resampling.BICUBIC)
+        if rng.random() < 0.5:
+            im = ImageOps.mirror(im)
+        im = ImageEnhance.Color(im).enhance(rng.uniform(0.6, 1.4))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=85)
+        out.append(buf.getvalue())
+    return out
+
+
+# ---- 1. fingerprints -----------------------------------------------------------------------------
+def measure_fingerprints(files: list[Path], rounds: int = 5) -> tuple[float, float]:
+    """(fingerprints/s, naive phash/s) on this process's core: best of alternating rounds."""
+    import imagehash
+    from PIL import Image
+
+    from copyhunt.fingerprint import fingerprint_image
+
+    def ours() -> None:
+        for f in files:
+            fingerprint_image("bench", f.read_bytes(), 64_000_000)
+
+    def naive() -> None:
+        for f in files:
+            imagehash.phash(Image.open(f))
+
+    ours(), naive()  # warm the page cache and the imports
+    best_ours = best_naive = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        naive()
+        best_naive = min(best_naive, time.perf_counter() - t)
+        t = time.perf_counter()
+        ours()
+        best_ours = min(best_ours, time.perf_counter() - t)
+    return len(files) / best_ours, len(files) / best_naive
+
+
+# ---- 2. matching against large indexes -----------------------------------------------------------
+def synthetic_entries(n_refs: int, per_ref: int, seed: int) -> pd.DataFrame:
+    """``n_refs`` made-up references with ``per_ref`` random window hashes each."""
+    from copyhunt.index import ENTRY_COLUMNS
+
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=n_refs * per_ref, dtype=np.int64, endpoint=True)
+    ref = np.repeat(np.arange(n_refs), per_ref)
+    ids = np.char.add("syn", np.char.zfill(ref.astype(str), 7))
+    return pd.DataFrame({
+        "customer_id": "synthetic", "image_id": ids, "ref_sha256": np.char.add("f" * 57, np.char.zfill(ref.astype(str), 7)),
+        "window": np.char.add("blob", np.char.zfill((np.arange(len(ref)) % per_ref).astype(str), 2)),
+        "mirrored": False, "x0": 0.0, "y0": 0.0, "x1": 1.0, "y1": 1.0, "phash": hashes,
+    }, columns=ENTRY_COLUMNS)
+
+
+def _build_in_child(args: tuple) -> dict:
+    """Runs in a fresh process so its peak memory is the build's own."""
+    entries_path, index_dir, shard_size = args
+    from copyhunt.index import build_index
+
+    entries = pd.read_parquet(entries_path)
+    t = time.perf_counter()
+    result = build_index(entries, Path(index_dir), shard_size)
+    return {"seconds": time.perf_counter() - t, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "entries": result.entries, "shards": len(result.shards)}
+
+
+def build_benchmark_index(real_entries: pd.DataFrame, n_refs: int, index_dir: Path, shard_size: int) -> dict:
+    per_ref = max(1, round(len(real_entries) / max(1, real_entries["image_id"].nunique())))
+    n_synthetic = max(0, n_refs - real_entries["image_id"].nunique())
+    entries = pd.concat([real_entries, synthetic_entries(n_synthetic, per_ref, SEED + n_refs)], ignore_index=True)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    path = index_dir.parent / f"{index_dir.name}-entries.parquet"
+    entries.to_parquet(path)
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        built = pool.submit(_build_in_child, (str(path), str(index_dir), shard_size)).result()
+    path.unlink()
+    return built
+
+
+def measure_matching(fingerprints: pd.DataFrame, params, truth: dict[str, str | None], sha_to_name: dict[str, str]) -> dict[str, float]:
+    """Search + verify every query image on this process's core; per image figures."""
+    from copyhunt.matching import _searcher, best_pairs, search_frame, verify_image
+
+    _searcher(params.index_dir, params.index_version, params.search_k)  # open the shards first (mmap)
+    images = sorted(fingerprints["image_sha256"].unique())
+    warm = fingerprints[fingerprints["image_sha256"].isin(images[:5])]  # first calls load code and pages
+    for _, group in search_frame(warm, params).groupby("image_sha256"):
+        verify_image(group, params)
+    t = time.perf_counter()
+    candidates = search_frame(fingerprints, params)
+    search_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    found = []
+    for _, group in candidates.groupby("image_sha256", sort=True):
+        found.append(verify_image(group, params))
+    verify_seconds = time.perf_counter() - t
+    matches = pd.concat([f for f in found if len(f)]) if any(len(f) for f in found) else pd.DataFrame(columns=["image_sha256", "image_id"])
+    hits = sum(1 for r in matches.itertuples(index=False) if truth.get(sha_to_name.get(r.image_sha256, "")) == r.image_id)
+    copies = sum(1 for sha in images if truth.get(sha_to_name.get(sha, "")))
+    pairs = best_pairs(candidates, params.pairs_per_reference)
+    return {
+        "images": len(images), "per_second": len(images) / (search_seconds + verify_seconds),
+        "search_ms_per_image": 1000 * search_seconds / len(images), "verify_ms_per_image": 1000 * verify_seconds / len(images),
+        "candidate_refs_per_image": pairs.groupby(["image_sha256", "image_id"]).ngroups / len(images) if len(pairs) else 0.0,
+        "copies_found": hits / copies if copies else float("nan"),
+    }
+
+
+# ---- 4. end to end -------------------------------------------------------------------------------
+def _e2e_worker(args: tuple) -> tuple[int, float]:
+    """Fingerprint, search and verify each image of a share of the stream, one at a time."""
+    paths, params = args
+    from copyhunt.blobs import sha256_bytes
+    from copyhunt.fingerprint import FINGERPRINT_COLUMNS, fingerprint_image
+    from copyhunt.imaging import BadImage, load_gray
+    from copyhunt.matching import _searcher, search_frame, verify_query
+    from copyhunt.verify import QUERY_VERIFY_SIZE
+
+    _searcher(params.index_dir, params.index_version, params.search_k)
+    t = time.perf_counter()
+    matched = 0
+    for p in paths:
+        data = Path(p).read_bytes()
+        rows, _ = fingerprint_image(sha256_bytes(data), data, params.max_image_pixels)
+        if not rows:
+            continue
+        candidates = search_frame(pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS), params)
+        if len(candidates):
+            try:
+                query, _ = load_gray(data, params.max_image_pixels, QUERY_VERIFY_SIZE)
+            except BadImage:
+                continue
+            matched += len(verify_query(query, candidates, params))
+    return matched, time.perf_counter() - t
+
+
+def measure_end_to_end(paths: list[Path], params, workers: int = 2) -> dict[str, float]:
+    shares = [[str(p) for p in paths[i::workers]] for i in range(workers)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        # Open the index in every worker before the clock starts: a service keeps it open.
+        list(pool.map(_warm, [params] * workers))
+        t = time.perf_counter()
+        results = list(pool.map(_e2e_worker, [(s, params) for s in shares]))
+        wall = time.perf_counter() - t
+    return {"images": len(paths), "workers": workers, "per_second": len(paths) / wall, "matches": sum(m for m, _ in results), "seconds": wall}
+
+
+def _warm(params) -> None:
+    from copyhunt.matching import _searcher
+
+    _searcher(params.index_dir, params.index_version, params.search_k)
+    time.sleep(0.2)  # so that both workers get a task
+
+
+# ---- the whole benchmark -------------------------------------------------------------------------
+def run_throughput(settings: Settings, out_dir: Path, assets: Path, quick: bool = False, sizes: tuple[int, ...] | None = None,
+                   log=print) -> ThroughputReport:
+    """Run the four measurements; ``sizes`` are the index sizes (default 10k and 100k
+    references, 1k and 10k with ``quick``)."""
+    from copyhunt import standalone
+    from copyhunt.bench.suite import build_suite
+    from copyhunt.blobs import LocalBlobStore
+    from copyhunt.matching import MatchParams
+
+    out_dir = Path(out_dir)
+    work = out_dir / "work" / ("throughput-quick" if quick else "throughput")
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = list(os.getloadavg())
+
+    # 1. fingerprints on 1-MP JPEGs
+    n_images = 20 if quick else 60
+    mp_dir = work / "megapixel"
+    mp_dir.mkdir(exist_ok=True)
+    mp_files = []
+    for i, data in enumerate(megapixel_jpegs(assets, n_images)):
+        p = mp_dir / f"mp{i:03d}.jpg"
+        if not p.exists() or p.read_bytes() != data:
+            atomic_write_bytes(p, data)
+        mp_files.append(p)
+    log(f"fingerprinting {len(mp_files)} 1-MP JPEGs against naive pHash (alternating rounds)")
+    ours, naive = measure_fingerprints(mp_files, rounds=3 if quick else 5)
+    report = ThroughputReport(round(ours, 1), round(naive, 1), round(ours / naive, 2))
+
+    # 2./3. indexes of 10k and 100k references around the suite's real references
+    suite = build_suite(assets, work / "suite", variants=1, distractor_variants=1)
+    real_index = work / "real-index"
+    standalone.build_index_from_folder(suite.references, real_index, settings.shard_size, settings, lambda items, **_: items)
+    from copyhunt.index import current_shards
+
+    real_entries = pd.concat([pd.read_parquet(real_index / "shards" / f"{s}.parquet") for s in current_shards(real_index)]).drop(columns=["annoy_id"])
+    blobs = LocalBlobStore(work / "query-blobs")
+    queries = sorted(suite.queries.iterdir())
+    if quick:
+        queries = queries[:: max(1, len(queries) // 120)]
+    names, fingerprints, _ = standalone.fingerprint_folder(queries, blobs, settings, lambda items, **_: items, workers=2)
+    truth = {q.file: q.reference_id for q in suite.truth}
+    sha_to_name = {sha: name for name, sha in names}
+    sizes = tuple(sizes or ((1_000, 10_000) if quick else (10_000, 100_000)))
+    for n_refs in sizes:
+        index_dir = work / f"index-{n_refs}"
+        if not (index_dir / "CURRENT").exists():
+            log(f"building a {n_refs}-reference index")
+            built = build_benchmark_index(real_entries, n_refs, index_dir, settings.shard_size)
+        else:
+            built = {}
+        # the real references' features, so their copies verify
+        (index_dir / "features").mkdir(parents=True, exist_ok=True)
+        for src in (real_index / "features").rglob("*.orb"):
+            dst = index_dir / "features" / src.relative_to(real_index / "features")
+            if not dst.exists():
+                atomic_write_bytes(dst, src.read_bytes())
+        params = MatchParams(index_dir=str(index_dir), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(real_index / "blobs"),
+                             max_image_pixels=settings.max_image_pixels)
+        log(f"matching {fingerprints['image_sha256'].nunique()} query images against {n_refs} references (one core)")
+        figures = measure_matching(fingerprints, params, truth, sha_to_name)
+        if built:
+            figures["index_entries"] = built["entries"]
+            figures["index_shards"] = built["shards"]
+            figures["index_build_seconds"] = built["seconds"]
+            figures["index_build_peak_rss_mb"] = built["peak_rss_mb"]
+        report.match[str(n_refs)] = {k: round(float(v), 3) for k, v in figures.items()}
+    small, large = (report.match[str(s)] for s in sizes)
+    report.slowdown_10k_to_100k = round(small["per_second"] / large["per_second"], 2)
+    largest = report.match[str(sizes[-1])]
+    if "index_build_seconds" in largest:
+        scale = 100_000 / sizes[-1]
+        report.index_build = {"references": sizes[-1], "seconds": largest["index_build_seconds"], "peak_rss_mb": largest["index_build_peak_rss_mb"],
+                              "seconds_per_100k": round(largest["index_build_seconds"] * scale, 1)}
+    feature_files = list((real_index / "features").rglob("*.orb"))
+    if feature_files:
+        per_ref = statistics.mean(f.stat().st_size for f in feature_files)
+        report.notes.append(f"verification features: {per_ref / 1024:.1f} KiB per reference ({per_ref * 100_000 / 2**30:.2f} GiB per 100k references)")
+
+    # 4. end to end on 2 cores, 10% copies
+    copies = [suite.queries / q.file for q in suite.truth if q.reference_id]
+    rng = random.Random(SEED)
+    n_copies = max(1, round(COPY_SHARE * len(mp_files) / (1 - COPY_SHARE)))
+    stream = mp_files * (2 if quick else 4) + rng.sample(copies, min(len(copies), n_copies * (2 if quick else 4)))
+    rng.shuffle(stream)
+    params = MatchParams(index_dir=str(work / f"index-{sizes[-1]}"), index_version=None, query_blobs=str(blobs.root),
+                         ref_blobs=str(real_index / "blobs"), max_image_pixels=settings.max_image_pixels)
+    log(f"end to end: {len(stream)} images, 2 worker processes, {sizes[-1]}-reference index")
+    report.end_to_end = {k: round(float(v), 2) for k, v in measure_end_to_end(stream, params, workers=2).items()}
+    report.load_average = [round(x, 2) for x in load_before]
+    report.notes.append("synthetic references are random hashes: fewer chance candidates than a real collection of the same size")
+    atomic_write_bytes(out_dir / "throughput.json", json.dumps(asdict(report), indent=1).encode())
+    write_chart(report, out_dir / "throughput.png")
+    return report
+
+
+def write_chart(report: ThroughputReport, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["fingerprints/s\n(1 core)", "naive pHash/s\n(1 core)"] + [f"matched/s\n{int(k) // 1000}k refs" for k in report.match] + ["end to end/s\n(2 cores)"]
+    values = [report.fingerprint_per_second, report.naive_per_second] + [v["per_second"] for v in report.match.values()] + [report.end_to_end.get("per_second", 0.0)]
+    colours = ["#2b6cb0", "#c0c0c0"] + ["#2f855a"] * len(report.match) + ["#805ad5"]
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
+    ax.bar(range(len(values)), values, color=colours)
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(values)), labels, fontsize=8)
+    ax.set_ylabel("images per second")
+    ax.set_title(f"copyhunt throughput (load average at start {report.load_average[0] if report.load_average else '?'})")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def format_table(report: ThroughputReport) -> list[list[str]]:
+    rows = [["measure", "value", "baseline / comparison", "target"]]
+    rows.append(["fingerprints per second, 1 core, 1-MP JPEG", f"{report.fingerprint_per_second:.1f}",
+                 f"naive phash {report.naive_per_second:.1f}/s: {report.fingerprint_speedup:.2f}x", ">= 3x naive"])
+    for n, m in report.match.items():
+        rows.append([f"matched query images/s, 1 core, {int(n):,} refs", f"{m['per_second']:.1f}",
+                     f"search {m['search_ms_per_image']:.2f} ms + verify {m['verify_ms_per_image']:.2f} ms per image; "
+                     f"{m['candidate_refs_per_image']:.2f} candidate refs/image; copies found {m['copies_found']:.3f}", ">= 200/s at 100k"])
+    rows.append(["slowdown from smallest to largest index", f"{report.slowdown_10k_to_100k:.2f}x", "", "<= 2x"])
+    if report.index_build:
+        b = report.index_build
+        rows.append([f"index build, {b['references']:,} refs", f"{b['seconds']:.1f} s", f"peak RSS {b['peak_rss_mb']:.0f} MB; {b['seconds_per_100k']:.0f} s per 100k refs", ""])
+    e = report.end_to_end
+    rows.append(["end to end images/s, 2 worker processes", f"{e.get('per_second', 0):.1f}", f"{e.get('images', 0):.0f} images, {COPY_SHARE:.0%} copies, "
+                 f"{e.get('matches', 0):.0f} matches", ">= 116/s"])
+    return rows
