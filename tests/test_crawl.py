@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,13 +34,14 @@ from PIL import Image
 
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
-from copyhunt.crawl.images import DISCOVERY_KINDS, discover_images, inspect_image, largest_candidate, parse_srcset
+from copyhunt.crawl.images import DISCOVERY_KINDS, discover_images, inspect_image, join_url, largest_candidate, parse_srcset
 from copyhunt.crawl.market import MAX_NAME_LENGTH, Seller, is_pagination_of, is_product_page, listing_key, pagination_links, product_sellers
 from copyhunt.crawl.middlewares import address_block_reason, backoff_delay, retry_after_seconds
 from copyhunt.crawl.outputs import write_table
 from copyhunt.crawl.pages import extract_links, page_meta
 from copyhunt.crawl.runner import CrawlSummary, run_crawl
 from copyhunt.crawl.seeds import SeedError, assign_spiders, parse_hosts, parse_seed
+from copyhunt.crawl.spiders.site import referer_for
 from copyhunt.crawl.urls import MAX_PAGES_PER_DATE_PATTERN, canonical_url, date_pattern, in_scope, scope_hosts, trap_reason
 from copyhunt.crawl.validators import VALIDATORS_SCHEMA, validators_table
 
@@ -142,6 +143,21 @@ def test_discover_images_edge_cases() -> None:
     # a later discovery fills a missing alt
     (ref,) = discover_images('<meta property="og:image" content="/x.jpg"><img src="/x.jpg" alt="X">', "http://e.com/")
     assert ref == ("http://e.com/x.jpg", "og:image", "X")
+
+
+def test_fast_url_join_agrees_with_urljoin() -> None:
+    bases = ["http://e.test/a/b.html?x=1#f", "https://E.test:8443/", "http://e.test", "http://[::1]:80/x/", "http://u:p@e.test/a/"]
+    raws = ["/p/1", "/p/1?q=2#z", "http://o.test/../x", "https://o.test/a/./b", "/a//b", "/%7Euser/", "/p/ü.jpg", "/x?y=/.z",
+            "/.hidden", "/a/../b", "//cdn.test/x", "x.jpg", "../y", "?q", "/p\\q", "/ spaced", "HTTP://O.test/x", ""]
+    for base in bases:
+        for raw in raws:
+            assert join_url(base, raw) == urljoin(base, raw), (base, raw)
+
+
+def test_referer() -> None:
+    assert referer_for("http://u:pw@e.test/a?b=1", "http://cdn.test/x.jpg") == "http://e.test/a?b=1"
+    assert referer_for("https://e.test/a", "https://cdn.test/x.jpg") == "https://e.test/a"
+    assert referer_for("https://e.test/a", "http://cdn.test/x.jpg") is None  # never downgrade
 
 
 def test_srcset_parsing() -> None:
@@ -384,7 +400,8 @@ def sha(data: bytes) -> str:
 
 
 # ---- integration: a small site ----------------------------------------------------------------------
-def test_crawl_local_site(tmp_path: Path, web: FakeWeb, bomb_png: bytes) -> None:
+@pytest.mark.parametrize("image_processes", [1, 0], ids=["image-fetcher-process", "one-process"])
+def test_crawl_local_site(tmp_path: Path, web: FakeWeb, bomb_png: bytes, image_processes: int) -> None:
     b = web.base
     index = f"""<!doctype html><html lang="en"><head><title>Alpine blog</title>
       <meta property="og:image" content="/img/hero.jpg">
@@ -418,7 +435,7 @@ def test_crawl_local_site(tmp_path: Path, web: FakeWeb, bomb_png: bytes) -> None
     web.add(f"{b}/img/fake.jpg", "<html><body>I am HTML</body></html>", "image/jpeg")  # lies about its type
     web.add(f"{b}/img/bomb.png", bomb_png, "image/png")
 
-    cfg = settings_for(tmp_path)
+    cfg = settings_for(tmp_path, crawl_image_processes=image_processes)
     summary = run_crawl([f"{b}/"], tmp_path / "crawl", cfg, allow_private=True, timeout_s=60, scrapy_overrides=FAST)
 
     assert (summary.pages, summary.images, summary.images_stored, summary.errors) == (3, 7, 4, 4)
@@ -473,7 +490,12 @@ def test_crawl_local_site(tmp_path: Path, web: FakeWeb, bomb_png: bytes) -> None
     assert web.hits[f"{b}/img/a.jpg"] == 1  # shown on two pages, fetched once
     assert web.hits[f"{b}/private/secret.html"] == 0
     assert web.hits[f"{b}/busy.html"] == 2
-    assert web.hits[f"{b}/robots.txt"] == 1
+    assert web.hits[f"{b}/robots.txt"] == 1 + image_processes  # each crawler process reads it once
+    # Images were fetched by the process meant to, with the page as Referer.
+    crawl = json.loads((summary.out_dir / "crawl.json").read_text())
+    assert crawl["image_fetcher"].get("sent", 0) == (6 if image_processes else 0)
+    (hero,) = web.served(f"{b}/img/hero.jpg")
+    assert hero.headers.get("Referer") == f"{b}/"
     assert not any("elsewhere" in url for url in web.hits)
 
     # Sorted, so a re-read is stable; and the run left its seeds and log behind.
@@ -680,6 +702,9 @@ def test_server_errors_hangs_and_redirect_loops(tmp_path: Path, web: FakeWeb) ->
         f"{b}/img/ok.jpg": (sha(pic), f"{b}/img/ok.jpg"),
         f"{b}/img/moved.jpg": (sha(pic), f"{b}/img/new-home.jpg"),  # where the redirect led
     }
+    # The page stays the Referer across the redirect, as a browser sends it.
+    (moved,) = web.served(f"{b}/img/new-home.jpg")
+    assert moved.headers.get("Referer") == f"{b}/"
 
 
 def test_endless_calendar_is_cut(tmp_path: Path, web: FakeWeb) -> None:
@@ -838,7 +863,8 @@ def test_second_day_reuses_unchanged_images(tmp_path: Path, web: FakeWeb) -> Non
         "plain.jpg": (200, True),
         "changing.jpg": (200, True),
     }
-    assert len(web.log) == len({s.url for s in web.log})  # still one request per URL
+    fetched = Counter(s.url for s in web.log if not s.url.endswith("/robots.txt"))
+    assert set(fetched.values()) == {1}  # still one request per URL
     assert images_day2["etag.jpg"].headers.get("If-None-Match") == '"v1-etag"'
     assert images_day2["date.png"].headers.get("If-Modified-Since") == "Sun, 01 Jun 2025 07:00:00 GMT"
     assert images_day2["changing.jpg"].headers.get("If-None-Match") == '"c1"'

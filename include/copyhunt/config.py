@@ -60,6 +60,10 @@ class Settings:
     # Hosts (comma-separated; subdomains included) crawled by the marketplace spider, which walks
     # listing pagination and records sellers. A seeds-file line "marketplace URL" does the same.
     crawl_marketplace_hosts: str = ""
+    # Images are downloaded by a second crawler process (Scrapy is single-threaded, so this uses a
+    # second core); 0 downloads them in the page crawler's process. Politeness budgets per host
+    # are shared between the two.
+    crawl_image_processes: int = 1
     # Images above this many pixels are refused before decoding (decompression-bomb guard).
     max_image_pixels: int = 64_000_000
     # Index: window entries per Annoy shard (~40 per reference). Every query window is looked up

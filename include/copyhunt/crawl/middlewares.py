@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
+from scrapy.downloadermiddlewares.redirect import MetaRefreshMiddleware, RedirectMiddleware
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import maybe_deferred_to_future
@@ -264,11 +265,30 @@ class ConditionalRequestMiddleware:
         return None
 
 
+class _KeepReferer:
+    """On a redirect, keep the Referer the spider set (the page), as browsers do, except from an
+    https page to an http URL. Scrapy's version needs its RefererMiddleware, which the spiders
+    replace (see ``settings.SPIDER_MIDDLEWARES``)."""
+
+    def handle_referer(self, request: Request, response: Response) -> None:
+        referer = request.headers.get(b"Referer")
+        if referer is not None and referer.startswith(b"https:") and not request.url.startswith("https:"):
+            del request.headers[b"Referer"]
+
+
+class KeepRefererRedirectMiddleware(_KeepReferer, RedirectMiddleware):
+    pass
+
+
+class KeepRefererMetaRefreshMiddleware(_KeepReferer, MetaRefreshMiddleware):
+    pass
+
+
 # ---- spider middleware -------------------------------------------------------------------------
 class CrawlPolicyMiddleware:
     """Decide which requests the spider emits are actually made.
 
-    Sits after Scrapy's DepthMiddleware in the output chain, so ``meta["depth"]`` is set. Items
+    The spiders set ``meta["depth"]`` on the requests they build. Items
     pass through; refused trap URLs become ErrorItems; out-of-scope, too-deep, over-budget and
     repeated requests are dropped quietly (counted in the stats).
     """
@@ -317,19 +337,19 @@ class CrawlPolicyMiddleware:
 
     def process_spider_output(self, response: Response | None, result: Iterable[Any]) -> Iterable[Any]:
         for o in result:
-            if (o := self.filter(o)) is not None:
+            if (o := self.filter(o, response)) is not None:
                 yield o
 
     async def process_spider_output_async(self, response: Response | None, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
         async for o in result:
-            if (o := self.filter(o)) is not None:
+            if (o := self.filter(o, response)) is not None:
                 yield o
 
     def _drop(self, why: str) -> None:
         if self.crawler.stats is not None:
             self.crawler.stats.inc_value(f"copyhunt/dropped/{why}")
 
-    def filter(self, o: Any) -> Any:
+    def filter(self, o: Any, response: Response | None = None) -> Any:
         """The object to pass on (the request, an ErrorItem instead of it, or an item), or None."""
         if not isinstance(o, Request):
             return o
@@ -341,6 +361,11 @@ class CrawlPolicyMiddleware:
             self.seen_images.add(url)
             if len(url) > self.max_url_length:
                 return ErrorItem(url, "trap:url-too-long", f"{len(url)} characters")
+            fetcher = getattr(getattr(self.crawler.spider, "crawl_run", None), "image_fetcher", None)
+            # Handed to the image fetcher process, with the page as Referer as a browser would send.
+            if fetcher is not None and fetcher.send(url, response.url if response is not None else None):
+                self._drop("to-image-fetcher")
+                return None
             return o
         if kind != "page":
             return o

@@ -105,7 +105,7 @@ def extract_links(html: HtmlInput, base_url: str) -> list[str]:
     base = base_url_of(doc, base_url)
     links: list[str] = []
     for href in doc.xpath("//a/@href | //area/@href"):
-        url = resolve_url(str(href), base)
+        url = resolve_url(href, base)
         if url is not None and url_extension(url) not in NON_PAGE_EXTENSIONS:
             links.append(url)
     return _dedupe(links)

@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SUMMARY_FILE = "crawl.json"
+IMAGE_FETCHER_DIR = ".image-fetcher"  # the child's output, merged and removed
+IMAGE_FETCHER_LOG = "crawl-images.log"
 # Only settings.crawl_proxy may route traffic: the safety rules depend on knowing whether a proxy
 # is in play, so inherited proxy variables are dropped.
 PROXY_ENV = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -59,8 +62,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, help="close the crawl gracefully after about this many seconds")
     p.add_argument("--validators", type=Path, help="validators of earlier downloads (Parquet), for conditional requests")
     p.add_argument("--log-file", type=Path, help="Scrapy log file (default: stderr)")
+    # Internal: run as the image fetcher of a page crawler (see copyhunt.crawl.imagefetch).
+    p.add_argument("--image-fetcher", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-s", "--set", dest="overrides", action="append", type=_setting, default=[], help="Scrapy setting KEY=VALUE (VALUE as JSON if it parses)")
     return p.parse_args(argv)
+
+
+def _stats_summary(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    reasons = {name: st.get("finish_reason") for name, st in stats.items()}
+    dropped: dict[str, int] = {}
+    for st in stats.values():
+        for k, v in st.items():
+            if k.startswith("copyhunt/dropped/"):
+                dropped[k.rsplit("/", 1)[-1]] = dropped.get(k.rsplit("/", 1)[-1], 0) + v
+    return {
+        # "finished" only if every spider finished; otherwise the first other reason.
+        "finish_reason": next((r for r in reasons.values() if r != "finished"), "finished") if reasons else None,
+        "finish_reasons": reasons,
+        "requests": sum(st.get("downloader/request_count", 0) for st in stats.values()),
+        "responses": sum(st.get("response_received_count", 0) for st in stats.values()),
+        "conditional_requests": sum(st.get("copyhunt/conditional_requests", 0) for st in stats.values()),
+        "dropped": dict(sorted(dropped.items())),
+    }
+
+
+def _child_argv(args: argparse.Namespace, log_file: Path) -> list[str]:
+    """The image fetcher's arguments: the page crawler's, minus the seeds."""
+    argv = ["--log-file", str(log_file)]
+    if args.timeout:
+        argv += ["--timeout", str(args.timeout)]
+    if args.allow_private is not None:
+        argv.append("--allow-private" if args.allow_private else "--no-allow-private")
+    if args.validators:
+        argv += ["--validators", str(args.validators)]
+    for key, value in args.overrides:
+        argv += ["-s", f"{key}={json.dumps(value)}"]
+    return argv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from copyhunt.config import ConfigError, load_settings
     from copyhunt.lake import atomic_write_json
+    from copyhunt.crawl.imagefetch import ImageFetcherProcess, write_fetch_results
     from copyhunt.crawl.outputs import TABLES, outputs_complete, remove_outputs, row_count
     from copyhunt.crawl.results import CrawlRun
     from copyhunt.crawl.seeds import assign_spiders, parse_hosts, read_seeds_file
-    from copyhunt.crawl.settings import build_settings
+    from copyhunt.crawl.settings import build_settings, split_politeness
+    from copyhunt.crawl.spiders.images import ImageFetcherSpider
     from copyhunt.crawl.spiders.marketplace import MarketplaceSpider
     from copyhunt.crawl.spiders.site import SiteSpider
     from copyhunt.crawl.validators import read_validators
@@ -85,17 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         print(f"copyhunt crawl: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not seeds:
+    if not seeds and not args.image_fetcher:
         print("copyhunt crawl: no seeds given (--seed or --seeds-file)", file=sys.stderr)
         return EXIT_USAGE
     if args.max_pages is not None and args.max_pages < 1:
         print("copyhunt crawl: --max-pages must be at least 1", file=sys.stderr)
         return EXIT_USAGE
 
+    started = time.time()
     out_dir: Path = args.out.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_outputs(out_dir)
-    (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
+    if not args.image_fetcher:
+        remove_outputs(out_dir)
+        (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     for name in PROXY_ENV:
         os.environ.pop(name, None)
 
@@ -112,39 +153,60 @@ def main(argv: list[str] | None = None) -> int:
         overrides.setdefault("LOG_FILE_APPEND", False)  # one log per run, like the tables
     settings = build_settings(cfg, out_dir, max_pages=args.max_pages, allow_private=args.allow_private, timeout_s=args.timeout, overrides=overrides)
 
-    started = time.time()
+    fetcher = None
+    if args.image_fetcher:
+        split_politeness(settings, "images")
+    elif cfg.crawl_image_processes > 0:
+        log_file = (args.log_file.parent if args.log_file else out_dir) / IMAGE_FETCHER_LOG
+        fetcher = ImageFetcherProcess(out_dir / IMAGE_FETCHER_DIR, _child_argv(args, log_file), log_file)
+        if fetcher.alive:
+            run.image_fetcher = fetcher
+            split_politeness(settings, "pages")
+
     process = AsyncCrawlerProcess(settings)
     crawlers = {}
+    if args.image_fetcher:
+        crawlers["images"] = crawler = process.create_crawler(ImageFetcherSpider)
+        process.crawl(crawler, crawl_run=run)
     for spider_cls in (SiteSpider, MarketplaceSpider):
-        if by_spider.get(spider_cls.name):
+        if by_spider.get(spider_cls.name) and not args.image_fetcher:
             crawlers[spider_cls.name] = crawler = process.create_crawler(spider_cls)
             process.crawl(crawler, seeds=by_spider[spider_cls.name], crawl_run=run)
     process.start()
+    stats = {name: (c.stats.get_stats() if c.stats else {}) for name, c in crawlers.items()}
+
+    if args.image_fetcher:
+        write_fetch_results(run.results, out_dir)
+        atomic_write_json(out_dir / SUMMARY_FILE, {"duration_s": round(time.time() - started, 3), "cpu_s": round(time.process_time(), 3), **_stats_summary(stats)})
+        return EXIT_OK
+
+    fetcher_summary: dict[str, Any] = {}
+    if fetcher is not None:
+        remaining = (args.timeout or 900.0) * 0.95 - (time.time() - started)
+        fetcher_summary = fetcher.finish(run.results, timeout=remaining)
+        child = out_dir / IMAGE_FETCHER_DIR
+        if (child / SUMMARY_FILE).exists():
+            fetcher_summary.update(json.loads((child / SUMMARY_FILE).read_text(encoding="utf-8")))
+            stats["images"] = {"finish_reason": fetcher_summary.get("finish_reason"),
+                               "downloader/request_count": fetcher_summary.get("requests", 0),
+                               "response_received_count": fetcher_summary.get("responses", 0),
+                               "copyhunt/conditional_requests": fetcher_summary.get("conditional_requests", 0),
+                               **{f"copyhunt/dropped/{k}": v for k, v in fetcher_summary.get("dropped", {}).items()}}
+        shutil.rmtree(child, ignore_errors=True)
     run.results.write(out_dir)
 
     if not outputs_complete(out_dir):
         print(f"copyhunt crawl: the crawl did not complete; no output tables in {out_dir}", file=sys.stderr)
         return EXIT_FAILED
-    stats = {name: (c.stats.get_stats() if c.stats else {}) for name, c in crawlers.items()}
-    reasons = {name: st.get("finish_reason") for name, st in stats.items()}
-    dropped: dict[str, int] = {}
-    for st in stats.values():
-        for k, v in st.items():
-            if k.startswith("copyhunt/dropped/"):
-                dropped[k.rsplit("/", 1)[-1]] = dropped.get(k.rsplit("/", 1)[-1], 0) + v
     summary = {
         "seeds": seeds,
         "spiders": {name: by_spider[name] for name in crawlers},
-        # "finished" only if every spider finished; otherwise the first other reason.
-        "finish_reason": next((r for r in reasons.values() if r != "finished"), "finished") if reasons else None,
-        "finish_reasons": reasons,
         "duration_s": round(time.time() - started, 3),
+        "cpu_s": round(time.process_time(), 3),  # this process only, imports included
         "counts": {name: row_count(out_dir, name) for name in TABLES},
-        "requests": sum(st.get("downloader/request_count", 0) for st in stats.values()),
-        "responses": sum(st.get("response_received_count", 0) for st in stats.values()),
         "not_modified": sum(1 for f in run.results.fetched.values() if f.not_modified),
-        "conditional_requests": sum(st.get("copyhunt/conditional_requests", 0) for st in stats.values()),
-        "dropped": dict(sorted(dropped.items())),
+        "image_fetcher": fetcher_summary,
+        **_stats_summary(stats),
     }
     atomic_write_json(out_dir / SUMMARY_FILE, summary)
     return EXIT_OK

@@ -121,3 +121,6 @@ class CrawlRun:
     results: CrawlResults = field(default_factory=CrawlResults)
     seen_images: set[str] = field(default_factory=set)  # image URLs requested (or refused) so far
     validators: dict[str, Validator] = field(default_factory=dict)  # image_url -> earlier download
+    # The image fetcher process (copyhunt.crawl.imagefetch.ImageFetcherProcess) image requests
+    # are handed to, if the run has one.
+    image_fetcher: Any = None

@@ -48,8 +48,6 @@ HTTPERROR_ALLOW_ALL = True
 # The safety middleware checks the address Scrapy connects to only if both share this cache.
 DNSCACHE_ENABLED = True
 DNS_TIMEOUT = 10
-# Backstop only: CrawlPolicyMiddleware refuses (and records) long URLs first.
-URLLENGTH_LIMIT = 4096
 # Both would open a control port on every worker; a batch crawl has no use for them.
 TELNETCONSOLE_ENABLED = False
 REMOTE_CONTROL_ENABLED = False
@@ -60,6 +58,10 @@ STATS_DUMP = True
 # Scrapy starts CONCURRENT_ITEMS tasks for every response's output; the pipeline is synchronous
 # (and hands disk writes to threads), so parallel items only add event-loop churn.
 CONCURRENT_ITEMS = 1
+# A development aid that re-reads and parses each generator callback's source on every response
+# (its cache is keyed weakly by bound methods, which die at once): a fifth of the image fetcher's
+# CPU. Our callbacks return nothing from generators; the tests run them.
+WARN_ON_GENERATOR_RETURN_VALUE = False
 try:  # uvloop: a faster event loop under Twisted's asyncio reactor; plain asyncio if missing
     import uvloop as _uvloop  # noqa: F401
 
@@ -75,10 +77,18 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,  # scope is CrawlPolicyMiddleware's
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "copyhunt.crawl.middlewares.BackoffRetryMiddleware": 550,
+    "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
+    "copyhunt.crawl.middlewares.KeepRefererMetaRefreshMiddleware": 580,
+    "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
+    "copyhunt.crawl.middlewares.KeepRefererRedirectMiddleware": 600,
 }
 SPIDER_MIDDLEWARES = {
-    # After DepthMiddleware (900) in the output chain so meta["depth"] is known, before
-    # UrlLengthMiddleware (800) so long URLs are recorded rather than dropped silently.
+    # The spiders set depth, its priority (DEPTH_PRIORITY) and the Referer on the requests they
+    # build, and CrawlPolicyMiddleware refuses (and records) long URLs: Scrapy's middlewares for
+    # these would each add a layer around every object every page yields.
+    "scrapy.spidermiddlewares.depth.DepthMiddleware": None,
+    "scrapy.spidermiddlewares.referer.RefererMiddleware": None,
+    "scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None,
     "copyhunt.crawl.middlewares.CrawlPolicyMiddleware": 850,
     # A development aid (warns about copied meta keys); our spiders build each request's meta.
     "scrapy.spidermiddlewares.metacopy.MetaCopyDetectionMiddleware": None,
@@ -132,3 +142,29 @@ def build_settings(
     if overrides:
         s.setdict(overrides, priority="cmdline")
     return s
+
+
+def split_politeness(settings: ScrapySettings, share: str) -> None:
+    """Give one of the two crawler processes (``"pages"`` or ``"images"``) its part of each host's
+    politeness budget, so that together they stay within what one process would be allowed.
+
+    Per-host concurrency is divided (at least one each), the download delay of each process is
+    doubled (two processes each waiting 2d send, together, one request per d), and
+    AutoThrottle's target concurrency is halved.
+    """
+    if share not in ("pages", "images"):
+        raise ValueError(f"share must be 'pages' or 'images', got {share!r}")
+    per_host = settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
+    images = max(1, per_host // 2)
+    pages = max(1, per_host - per_host // 2)
+    delay = settings.getfloat("DOWNLOAD_DELAY")
+    target = settings.getfloat("AUTOTHROTTLE_TARGET_CONCURRENCY")
+    settings.setdict(
+        {
+            "CONCURRENT_REQUESTS_PER_DOMAIN": pages if share == "pages" else images,
+            "DOWNLOAD_DELAY": delay * 2,
+            "AUTOTHROTTLE_TARGET_CONCURRENCY": max(0.5, target / 2),
+        },
+        priority="cmdline",
+    )
+

@@ -65,7 +65,7 @@ class MarketplaceSpider(SiteSpider):
         others = [link for link in extract_links(doc, response.url) if link not in paging]
         for link in others:
             if link not in self.seen_pages:
-                yield self.page_request(link, **{META_PAGINATION_HOPS: hops})
+                yield self.page_request(link, response, **{META_PAGINATION_HOPS: hops})
         if not pagination:
             return
         shown = self.listing_links.setdefault(listing_key(url), set())
@@ -81,4 +81,4 @@ class MarketplaceSpider(SiteSpider):
             return
         self.requested_pages.update(pagination)
         for link in pagination:
-            yield self.page_request(link, **{META_PAGINATION_HOPS: hops + 1})
+            yield self.page_request(link, response, **{META_PAGINATION_HOPS: hops + 1})

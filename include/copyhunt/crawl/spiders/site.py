@@ -8,9 +8,11 @@ with listing pagination and sellers on top; both share the run's state (``crawl_
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import scrapy
 from lxml import etree
@@ -52,12 +54,32 @@ class SiteSpider(scrapy.Spider):
 
     # dont_filter: CrawlPolicyMiddleware dedupes by (kind, canonical URL); Scrapy's filter would
     # also drop a page whose URL was first seen as an image, and vice versa.
-    def page_request(self, url: str, **meta: Any) -> scrapy.Request:
-        return scrapy.Request(url, callback=self.parse, errback=self.on_error, dont_filter=True, meta={META_KIND: "page", META_URL: url, **meta})
+    #
+    # Depth, its priority and the Referer are set here rather than by Scrapy's Depth and Referer
+    # middlewares: every spider middleware wraps every object a page yields in one more async
+    # generator, and those layers cost more CPU than parsing the page.
+    def page_request(self, url: str, parent: Response | None = None, **meta: Any) -> scrapy.Request:
+        return self._request(url, parent, self.parse, {META_KIND: "page", META_URL: url, **meta})
 
-    def image_request(self, url: str) -> scrapy.Request:
-        meta = {META_KIND: "image", META_URL: url, "download_maxsize": self.settings.getint("COPYHUNT_MAX_IMAGE_BYTES")}
-        return scrapy.Request(url, callback=self.parse_image, errback=self.on_error, dont_filter=True, meta=meta)
+    def image_request(self, url: str, parent: Response | None = None) -> scrapy.Request:
+        meta = {META_KIND: "image", META_URL: url, "download_maxsize": self._max_image_bytes}
+        return self._request(url, parent, self.parse_image, meta)
+
+    def _request(self, url: str, parent: Response | None, callback: Any, meta: dict[str, Any]) -> scrapy.Request:
+        depth = parent.meta.get("depth", 0) + 1 if parent is not None else 0
+        meta["depth"] = depth
+        request = scrapy.Request(url, callback=callback, errback=self.on_error, dont_filter=True, meta=meta, priority=-depth * self._depth_priority)
+        if parent is not None and (referer := referer_for(parent.url, url)):
+            request.headers[b"Referer"] = referer
+        return request
+
+    @functools.cached_property
+    def _max_image_bytes(self) -> int:
+        return self.settings.getint("COPYHUNT_MAX_IMAGE_BYTES")
+
+    @functools.cached_property
+    def _depth_priority(self) -> int:
+        return self.settings.getint("DEPTH_PRIORITY")
 
     def parse(self, response: Response) -> Iterator[Any]:
         url = response.meta[META_URL]
@@ -76,7 +98,7 @@ class SiteSpider(scrapy.Spider):
             # Each image once per run (the policy middleware decides; skipping the ones it has
             # already seen here saves their trip through the middleware chain).
             if ref.url not in requested:
-                yield self.image_request(ref.url)
+                yield self.image_request(ref.url, response)
         digest = hashlib.sha256(response.body).digest()
         if digest in self.seen_bodies:
             # The same HTML under another URL (?page=999 repeating the last page, a session URL):
@@ -94,7 +116,7 @@ class SiteSpider(scrapy.Spider):
         """Requests for the pages this page links to (the policy decides which are made)."""
         for link in extract_links(doc, response.url):
             if link not in self.seen_pages:
-                yield self.page_request(link)
+                yield self.page_request(link, response)
 
     def parse_image(self, response: Response) -> Iterator[Any]:
         url = response.meta[META_URL]
@@ -116,6 +138,16 @@ class SiteSpider(scrapy.Spider):
         if request.url != url:  # failed on a redirect hop: say which
             detail = f"{detail} (at {request.url})"
         yield ErrorItem(url, reason, detail)
+
+
+def referer_for(page_url: str, target_url: str) -> str | None:
+    """The Referer a browser sends from ``page_url`` (no-referrer-when-downgrade): the page's URL
+    without credentials or fragment, and nothing from an https page to an http URL."""
+    page = urlsplit(page_url)
+    if page.scheme == "https" and not target_url.startswith("https:"):
+        return None
+    netloc = page.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((page.scheme, netloc, page.path, page.query, ""))
 
 
 # Validators are echoed back verbatim; a header longer than this is not a validator.

@@ -1,0 +1,188 @@
+"""Images downloaded by a second crawler process, so a crawl uses two cores.
+
+Scrapy runs on one thread, and most of a crawl's requests are images. With
+``settings.crawl_image_processes = 1`` the page crawler (the site and marketplace spiders) hands
+every image request that passed its policy (once per run, URL-length guard) to a child process,
+``python -m copyhunt.crawl.process --image-fetcher``, over the child's stdin: one
+``URL<TAB>REFERER`` line per image. The child runs :class:`ImageFetcherSpider` with the same
+settings, middlewares (safety guard, robots.txt, retries, conditional requests, size cap) and
+pipeline as the page crawler, and writes what it fetched (``fetched.parquet``) and what failed
+(``errors.parquet``) when its stdin closes and its queue is empty. The page crawler merges both
+into its results before writing the output tables.
+
+The per-host politeness budget is split between the two processes (see
+:func:`copyhunt.crawl.settings.split_politeness`), so a host sees the configured rate in total.
+If the child cannot be started or dies, the page crawler downloads the remaining images itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from copyhunt.crawl.results import CrawlResults, FetchedImage
+from copyhunt.lake import WRITER_OPTIONS, to_table
+
+logger = logging.getLogger(__name__)
+
+FETCHED_FILE = "fetched.parquet"
+ERRORS_FILE = "errors.parquet"
+FETCHED_SCHEMA = pa.schema(
+    [
+        ("image_url", pa.string()),
+        ("final_url", pa.string()),
+        ("blob_sha256", pa.string()),
+        ("bytes", pa.int64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("etag", pa.string()),
+        ("last_modified", pa.string()),
+        ("not_modified", pa.bool_()),
+    ]
+)
+ERRORS_SCHEMA = pa.schema([("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+READ_AHEAD = 64  # image requests the fetcher holds beyond what its downloader is working on
+# The pipe to the fetcher is kept small, so a fetcher that is behind is noticed early and the page
+# crawler downloads the overflow itself (both processes stay busy). Linux's minimum is a page.
+PIPE_BUFFER = 4096
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, missing from Python's fcntl module before 3.10 on some builds
+
+
+# ---- the child's side ----------------------------------------------------------------------------
+async def stdin_requests(stream: IO[bytes] | None = None, backlog: int = READ_AHEAD) -> AsyncIterator[tuple[str, str]]:
+    """``(url, referer)`` for each line of ``stream`` (stdin), as they arrive, until EOF.
+
+    A thread does the blocking reads, at most ``backlog`` lines ahead of the consumer, so the
+    event loop keeps downloading meanwhile and a fetcher that falls behind stops reading: the
+    pipe fills, and the page crawler fetches the overflow itself.
+    """
+    stream = stream if stream is not None else sys.stdin.buffer
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=backlog)
+
+    def read() -> None:
+        try:
+            for line in stream:
+                asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
+        except (RuntimeError, concurrent.futures.CancelledError):  # the loop is shutting down
+            return
+        finally:
+            try:
+                asyncio.run_coroutine_threadsafe(queue.put(None), loop)
+            except RuntimeError:
+                pass
+
+    threading.Thread(target=read, name="image-requests", daemon=True).start()
+    while (line := await queue.get()) is not None:
+        url, _, referer = line.decode("utf-8", "replace").rstrip("\r\n").partition("\t")
+        if url:
+            yield url, referer
+
+
+def write_fetch_results(results: CrawlResults, out_dir: Path) -> None:
+    """The child's output: what it fetched and what failed (atomic files in ``out_dir``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fetched = [{"image_url": url, **{k: getattr(f, k) for k in FETCHED_SCHEMA.names if k != "image_url"}} for url, f in results.fetched.items()]
+    errors = [{"url": u, "reason": r, "detail": d} for u, r, d in results.errors]
+    for name, rows, schema, keys in ((FETCHED_FILE, fetched, FETCHED_SCHEMA, ["image_url"]), (ERRORS_FILE, errors, ERRORS_SCHEMA, ["url"])):
+        tmp = out_dir / f".{name}.tmp"
+        pq.write_table(to_table(pa.Table.from_pylist(rows, schema=schema), sort_by=keys), tmp, **WRITER_OPTIONS)
+        os.replace(tmp, out_dir / name)
+
+
+def merge_fetch_results(results: CrawlResults, out_dir: Path) -> int:
+    """Add the child's fetched images and errors to ``results``; returns the images merged."""
+    fetched = pq.read_table(out_dir / FETCHED_FILE).to_pylist()
+    for row in fetched:
+        url = row.pop("image_url")
+        results.add_image(url, FetchedImage(**row))
+    for row in pq.read_table(out_dir / ERRORS_FILE).to_pylist():
+        results.add_error(row["url"], row["reason"], row["detail"] or "")
+    return len(fetched)
+
+
+# ---- the page crawler's side ---------------------------------------------------------------------
+class ImageFetcherProcess:
+    """The child process, seen from the page crawler: send it image requests, then collect."""
+
+    def __init__(self, out_dir: Path, argv: list[str], log_path: Path):
+        self.out_dir = out_dir
+        self.log_path = log_path
+        self.sent = 0
+        self.alive = True
+        cmd = [sys.executable, "-m", "copyhunt.crawl.process", "--image-fetcher", "--out", str(out_dir), *argv]
+        self.kept = 0  # images the page crawler fetched itself while the fetcher was busy
+        self._fd: int | None = None
+        self._log = open(log_path, "ab")
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            logger.error("could not start the image fetcher (%s); images are fetched in this process", exc)
+            self._proc, self.alive = None, False
+            return
+        assert self._proc.stdin is not None
+        self._fd = self._proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
+        try:
+            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, PIPE_BUFFER)
+        except OSError:  # not Linux, or not allowed: a larger buffer only delays the overflow
+            pass
+
+    def send(self, url: str, referer: str | None) -> bool:
+        """Queue one image for the child; False if it is busy or gone (fetch it yourself)."""
+        if self._fd is None:
+            return False
+        line = f"{url}\t{referer or ''}\n".encode("utf-8")
+        if len(line) > PIPE_BUFFER or line.count(b"\n") != 1 or line.count(b"\t") != 1:
+            return False  # writes up to PIPE_BUF bytes are atomic; canonical URLs have no tabs
+        try:
+            os.write(self._fd, line)
+        except BlockingIOError:  # the fetcher is behind: this one is the page crawler's
+            self.kept += 1
+            return False
+        except OSError:
+            logger.error("the image fetcher exited early (see %s); fetching the rest here", self.log_path)
+            self.alive, self._fd = False, None
+            return False
+        self.sent += 1
+        return True
+
+    def finish(self, results: CrawlResults, timeout: float) -> dict[str, Any]:
+        """Close the child's input, wait for it, and merge its results; returns its summary."""
+        summary: dict[str, Any] = {"sent": self.sent, "kept": self.kept}
+        if self._proc is None:
+            return {**summary, "status": "not started"}
+        try:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+        except OSError:
+            pass
+        self._fd = None
+        try:
+            code = self._proc.wait(timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        finally:
+            self._log.close()
+        summary["exit_code"] = code
+        try:
+            summary["merged"] = merge_fetch_results(results, self.out_dir)
+        except (OSError, pa.ArrowException) as exc:
+            summary["merged"] = 0
+            logger.error("no results from the image fetcher (exit %s): %s; log: %s", code, exc, self.log_path)
+            # The images it was sent have no outcome: their rows keep a null sha256.
+        return summary
