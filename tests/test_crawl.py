@@ -987,3 +987,30 @@ def test_command_line_contract(tmp_path: Path, web: FakeWeb) -> None:
     for bad in (["--out", str(tmp_path / "x")], ["--seeds-file", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x")]):
         proc = subprocess.run([str(copyhunt), "crawl", *bad], env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_dead_image_fetcher_costs_its_images_not_the_run(tmp_path: Path, web: FakeWeb) -> None:
+    b = web.base
+    web.add(f"{b}/", '<title>home</title><img src="/a.jpg"><img src="/b.jpg"><a href="/two">two</a>')
+    web.add(f"{b}/two", "<title>two</title>")
+    for name in ("a", "b"):
+        web.add(f"{b}/{name}.jpg", make_image("JPEG", (8, 8), (1, 1, 1)), "image/jpeg")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("COPYHUNT_")},
+           **settings_for(tmp_path).as_env(), "COPYHUNT_FAILPOINTS": "crawl.image_fetcher:request"}
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "copyhunt.crawl.process", "--seed", f"{b}/", "--out", str(out), "--allow-private",
+           *(arg for k, v in FAST.items() for arg in ("-s", f"{k}={v}"))]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(pq.read_table(out / "pages.parquet").column("url").to_pylist()) == [f"{b}/", f"{b}/two"]
+    images = pq.read_table(out / "images.parquet").to_pylist()
+    errors = {(e["url"], e["reason"]) for e in pq.read_table(out / "errors.parquet").to_pylist()}
+    summary = json.loads((out / "crawl.json").read_text())["image_fetcher"]
+    assert summary["exit_code"] == -9  # SIGKILL, like an OOM kill
+    # Whatever the dead fetcher had been sent is reported lost; anything sent after its death was
+    # fetched by the page crawler itself.
+    for row in images:
+        lost = (row["image_url"], "image-fetcher-failed") in errors
+        assert lost == (row["blob_sha256"] is None), row
+    assert summary["lost"] == sum(1 for row in images if row["blob_sha256"] is None) >= 1

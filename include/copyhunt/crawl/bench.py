@@ -216,6 +216,10 @@ class CrawlFigures:
     served_pages: int
     served_images: int
     concurrency: int
+    cpu_seconds: dict[str, float]  # per crawler process (page crawler, image fetcher), imports included
+    images_by_page_crawler: int  # overflow the page crawler fetched while the image fetcher was busy
+    load_before: float  # 1-minute load average: the machine is shared, so say how busy it was
+    load_after: float
 
     @property
     def pages_per_s(self) -> float:
@@ -258,12 +262,17 @@ def run_crawl_bench(pages: int = DEFAULT_PAGES, concurrency: int = DEFAULT_CONCU
             crawl_allow_private=True,
         )
         overrides = {"CONCURRENT_REQUESTS": concurrency, "LOG_LEVEL": "WARNING"}
+        load_before = os.getloadavg()[0]
         with SiteServer(pages) as server:
             started = time.monotonic()
             summary = run_crawl([server.url], tmp / "crawl", settings, timeout_s=1800, scrapy_overrides=overrides)
             wall = time.monotonic() - started
             counts = server.stop()
         meta = json.loads((tmp / "crawl" / "crawl.json").read_text())
+        fetcher = meta.get("image_fetcher") or {}
+        cpu = {"pages": float(meta.get("cpu_s", 0.0))}
+        if "cpu_s" in fetcher:
+            cpu["images"] = float(fetcher["cpu_s"])
         return CrawlFigures(
             pages=summary.pages,
             images=summary.images_stored,
@@ -274,6 +283,10 @@ def run_crawl_bench(pages: int = DEFAULT_PAGES, concurrency: int = DEFAULT_CONCU
             served_pages=counts.get("pages", 0),
             served_images=counts.get("images", 0),
             concurrency=concurrency,
+            cpu_seconds=cpu,
+            images_by_page_crawler=int(fetcher.get("kept", 0)),
+            load_before=round(load_before, 2),
+            load_after=round(os.getloadavg()[0], 2),
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -329,6 +342,9 @@ def report(crawl: CrawlFigures, scrapy: ScrapyBenchFigures) -> str:
     verdict = "meets" if crawl.pages_per_s >= TARGET_PAGES_PER_SECOND else "MISSES"
     lines.append(f"target {TARGET_PAGES_PER_SECOND:.0f} pages/s: {verdict} ({crawl.pages_per_s:,.0f} pages/s)")
     lines.append(f"served: {crawl.served_pages:,} page requests, {crawl.served_images:,} image requests; crawl errors: {crawl.errors}")
+    cpu = ", ".join(f"{name} {sec:.1f}" for name, sec in crawl.cpu_seconds.items())
+    lines.append(f"CPU seconds per crawler process: {cpu}; images the page crawler took over: {crawl.images_by_page_crawler:,}")
+    lines.append(f"load average (1 min) before/after the crawl: {crawl.load_before:.2f}/{crawl.load_after:.2f} on {cores} cores")
     return "\n".join(lines)
 
 

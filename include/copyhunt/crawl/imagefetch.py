@@ -125,6 +125,7 @@ class ImageFetcherProcess:
         self.alive = True
         cmd = [sys.executable, "-m", "copyhunt.crawl.process", "--image-fetcher", "--out", str(out_dir), *argv]
         self.kept = 0  # images the page crawler fetched itself while the fetcher was busy
+        self.sent_urls: list[str] = []
         self._fd: int | None = None
         self._log = open(log_path, "ab")
         try:
@@ -158,6 +159,7 @@ class ImageFetcherProcess:
             self.alive, self._fd = False, None
             return False
         self.sent += 1
+        self.sent_urls.append(url)
         return True
 
     def finish(self, results: CrawlResults, timeout: float) -> dict[str, Any]:
@@ -184,5 +186,11 @@ class ImageFetcherProcess:
         except (OSError, pa.ArrowException) as exc:
             summary["merged"] = 0
             logger.error("no results from the image fetcher (exit %s): %s; log: %s", code, exc, self.log_path)
-            # The images it was sent have no outcome: their rows keep a null sha256.
+        # Images it was sent but never reported on (it died, or was killed at the deadline) are
+        # counted as errors; their rows keep a null sha256.
+        reported = set(results.fetched) | {url for url, _, _ in results.errors}
+        lost = [url for url in self.sent_urls if url not in reported]
+        for url in lost:
+            results.add_error(url, "image-fetcher-failed", f"the image fetcher exited with status {code}; log: {self.log_path}")
+        summary["lost"] = len(lost)
         return summary

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import Request
 from scrapy.downloadermiddlewares.redirect import MetaRefreshMiddleware, RedirectMiddleware
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.logformatter import LogFormatter
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
@@ -270,6 +271,9 @@ class _KeepReferer:
     https page to an http URL. Scrapy's version needs its RefererMiddleware, which the spiders
     replace (see ``settings.SPIDER_MIDDLEWARES``)."""
 
+    def _engine_started(self) -> None:
+        pass  # Scrapy's check would warn that its RefererMiddleware is missing; it is meant to be
+
     def handle_referer(self, request: Request, response: Response) -> None:
         referer = request.headers.get(b"Referer")
         if referer is not None and referer.startswith(b"https:") and not request.url.startswith("https:"):
@@ -282,6 +286,28 @@ class KeepRefererRedirectMiddleware(_KeepReferer, RedirectMiddleware):
 
 class KeepRefererMetaRefreshMiddleware(_KeepReferer, MetaRefreshMiddleware):
     pass
+
+
+class CrawlLogFormatter(LogFormatter):
+    """Scrapy's messages, minus the per-request and per-item DEBUG lines unless DEBUG is on.
+
+    Scrapy builds those records for every response and item and lets the handler drop them;
+    at hundreds of responses a second that is measurable CPU for nothing.
+    """
+
+    def __init__(self, debug: bool = False):
+        self.debug = debug
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        level = crawler.settings.get("LOG_LEVEL", "DEBUG")
+        return cls(debug=(logging.getLevelName(level) if isinstance(level, str) else level) <= logging.DEBUG)
+
+    def crawled(self, request: Request, response: Response, spider: Any) -> Any:
+        return super().crawled(request, response, spider) if self.debug else None
+
+    def scraped(self, item: Any, response: Any, spider: Any) -> Any:
+        return super().scraped(item, response, spider) if self.debug else None
 
 
 # ---- spider middleware -------------------------------------------------------------------------
@@ -364,7 +390,8 @@ class CrawlPolicyMiddleware:
             fetcher = getattr(getattr(self.crawler.spider, "crawl_run", None), "image_fetcher", None)
             # Handed to the image fetcher process, with the page as Referer as a browser would send.
             if fetcher is not None and fetcher.send(url, response.url if response is not None else None):
-                self._drop("to-image-fetcher")
+                if self.crawler.stats is not None:
+                    self.crawler.stats.inc_value("copyhunt/images_to_fetcher")
                 return None
             return o
         if kind != "page":

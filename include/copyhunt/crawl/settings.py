@@ -52,6 +52,7 @@ DNS_TIMEOUT = 10
 TELNETCONSOLE_ENABLED = False
 REMOTE_CONTROL_ENABLED = False
 LOG_LEVEL = "INFO"
+LOG_FORMATTER = "copyhunt.crawl.middlewares.CrawlLogFormatter"
 STATS_DUMP = True
 
 # ---- throughput ----------------------------------------------------------------------------------

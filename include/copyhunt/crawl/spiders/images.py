@@ -13,6 +13,7 @@ from typing import Any
 from scrapy import signals
 
 from copyhunt.crawl.imagefetch import stdin_requests
+from copyhunt.failpoints import failpoint
 from copyhunt.crawl.results import CrawlRun
 from copyhunt.crawl.spiders.site import SiteSpider
 
@@ -27,6 +28,7 @@ class ImageFetcherSpider(SiteSpider):
     async def start(self) -> AsyncIterator[Any]:
         source = self.source if self.source is not None else stdin_requests()
         async for url, referer in source:
+            failpoint("crawl.image_fetcher", "request")  # tests: the fetcher dies mid-run
             request = self.image_request(url)
             if referer:
                 # As a browser would send it from the page; some image hosts refuse hotlinks without.
