@@ -388,6 +388,9 @@ def web() -> Iterator[FakeWeb]:
 
 
 def settings_for(tmp_path: Path, **kw: object) -> Settings:
+    # One crawler process unless a test asks for the image fetcher: a second interpreter per
+    # crawl doubles the start-up cost, and the fetcher's path is covered by the tests that ask.
+    kw.setdefault("crawl_image_processes", 0)
     return Settings(home=tmp_path, **kw)  # type: ignore[arg-type]
 
 
@@ -848,7 +851,8 @@ def test_second_day_reuses_unchanged_images(tmp_path: Path, web: FakeWeb) -> Non
     web.add(f"{b}/img/changing.jpg", changing_v1, "image/jpeg", ETag='"c1"')
     seeds = tmp_path / "seeds.txt"
     seeds.write_text(f"{b}/\n")
-    cfg = settings_for(tmp_path, seeds_file=seeds, crawl_allow_private=True, crawl_download_delay=0.0, crawl_autothrottle=False)
+    cfg = settings_for(tmp_path, seeds_file=seeds, crawl_allow_private=True, crawl_download_delay=0.0, crawl_autothrottle=False,
+                       crawl_image_processes=1)  # as in production: 304s answered to the image fetcher
     day1, day2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
 
     hunt.crawl(cfg, day1)
@@ -964,7 +968,8 @@ def test_command_line_contract(tmp_path: Path, web: FakeWeb) -> None:
     seeds.write_text(f"{b}/two\n")
     copyhunt = Path(sys.executable).with_name("copyhunt")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("COPYHUNT_")},
-           "COPYHUNT_HOME": str(tmp_path), "COPYHUNT_CRAWL_DOWNLOAD_DELAY": "0", "COPYHUNT_CRAWL_AUTOTHROTTLE": "false"}
+           "COPYHUNT_HOME": str(tmp_path), "COPYHUNT_CRAWL_DOWNLOAD_DELAY": "0", "COPYHUNT_CRAWL_AUTOTHROTTLE": "false",
+           "COPYHUNT_CRAWL_IMAGE_PROCESSES": "0"}
     out = tmp_path / "out"
 
     cmd = [str(copyhunt), "crawl", "--seed", f"{b}/", "--seed", f"{b}/gone", "--seeds-file", str(seeds), "--out", str(out), "--max-pages", "3", "--allow-private"]
@@ -996,7 +1001,7 @@ def test_a_dead_image_fetcher_costs_its_images_not_the_run(tmp_path: Path, web: 
     for name in ("a", "b"):
         web.add(f"{b}/{name}.jpg", make_image("JPEG", (8, 8), (1, 1, 1)), "image/jpeg")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("COPYHUNT_")},
-           **settings_for(tmp_path).as_env(), "COPYHUNT_FAILPOINTS": "crawl.image_fetcher:request"}
+           **settings_for(tmp_path, crawl_image_processes=1).as_env(), "COPYHUNT_FAILPOINTS": "crawl.image_fetcher:request"}
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "copyhunt.crawl.process", "--seed", f"{b}/", "--out", str(out), "--allow-private",
            *(arg for k, v in FAST.items() for arg in ("-s", f"{k}={v}"))]
