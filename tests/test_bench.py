@@ -59,8 +59,8 @@ def test_calibration_fit_is_finite_and_ordered():
         "prediction_error": [0.01, 0.02, 0.05, 0.04, 0.1, 0.08, 1.0, 0.9, 0.6, 0.7, 0.8, 1.0],
     })
     constants = robustness.fit_calibration(evidence)
-    assert constants["SCORE_LOG_INLIERS"] > 0 and constants["SCORE_PREDICTION_ERROR"] < 0
-    p = robustness.logistic(constants, evidence["inliers"].to_numpy(float), evidence["distance"].to_numpy(float), evidence["prediction_error"].to_numpy(float))
+    assert constants["SCORE_LOG_SUPPORT"] > 0 and constants["SCORE_DISTANCE"] < 0
+    p = robustness.logistic(constants, evidence)
     assert p[:6].min() > p[6:].max()
 
 

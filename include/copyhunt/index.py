@@ -105,7 +105,11 @@ def build_index(entries: pd.DataFrame, index_dir: Path, shard_size: int) -> Buil
             kept.append(shard)
             covered |= images
 
-    rest = entries[[tuple(k) not in covered for k in entries[IMAGE_KEY].itertuples(index=False)]]
+    if covered:
+        keep = pd.MultiIndex.from_frame(entries[IMAGE_KEY]).isin(list(covered))
+        rest = entries[~keep]
+    else:
+        rest = entries
     built: list[str] = []
     reused: list[str] = []
     new_shards: list[str] = []
@@ -144,12 +148,15 @@ def _pack(entries: pd.DataFrame, shard_size: int) -> Iterable[pd.DataFrame]:
 def _write_shard(chunk: pd.DataFrame, shards_dir: Path, sid: str) -> None:
     ann = AnnoyIndex(HASH_BITS, "hamming")
     ann.set_seed(ANNOY_SEED)
-    for i, bits in enumerate(unpack_bits(chunk["phash"].to_numpy())):
-        ann.add_item(i, bits.tolist())
+    hashes = chunk["phash"].to_numpy()
+    for start in range(0, len(hashes), 65536):  # unpacked bits are 256 bytes a hash: in slices
+        for i, bits in enumerate(unpack_bits(hashes[start:start + 65536]).tolist(), start):
+            ann.add_item(i, bits)
     ann.build(N_TREES, n_jobs=1)
     tmp = shards_dir / f".{sid}.{uuid.uuid4().hex}.ann"
     ann.save(str(tmp))
     ann.unload()
+    _zero_node_padding(tmp)
     side = chunk.reset_index(drop=True).copy()
     side.insert(0, "annoy_id", np.arange(len(side), dtype=np.int64))
     tmp_side = shards_dir / f".{sid}.{uuid.uuid4().hex}.parquet"
@@ -157,6 +164,23 @@ def _write_shard(chunk: pd.DataFrame, shards_dir: Path, sid: str) -> None:
     # Side table first, Annoy file last: a shard counts as present once its .ann exists.
     os.replace(tmp_side, shards_dir / f"{sid}.parquet")
     os.replace(tmp, shards_dir / f"{sid}.ann")
+
+
+# Annoy's hamming node: int32 n_descendants, int32 children[2], then uint64 v[] aligned to 8, so
+# bytes 12-15 of every node are padding. Annoy fills split nodes on the stack and copies them,
+# padding included: whatever the stack held ends up in the file. Nothing reads those bytes;
+# zeroing them makes the same entries give the same file.
+_NODE_BYTES = 16 + 8 * ((HASH_BITS + 63) // 64)
+_PADDING = slice(12, 16)
+
+
+def _zero_node_padding(path: Path) -> None:
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size % _NODE_BYTES:
+        raise ValueError(f"{path}: {data.size} bytes is not a whole number of {_NODE_BYTES}-byte Annoy nodes")
+    nodes = data.reshape(-1, _NODE_BYTES)
+    nodes[:, _PADDING] = 0
+    nodes.tofile(path)
 
 
 def current_version(index_dir: Path) -> str | None:
@@ -188,12 +212,13 @@ class ShardSearcher:
         if self.version is None:
             raise FileNotFoundError(f"no index version in {self.index_dir}")
         self.search_k = search_k
-        self.shards: list[tuple[str, AnnoyIndex, pd.DataFrame]] = []
+        # Side tables as plain arrays: a lookup gathers rows by annoy id (== row number).
+        self.shards: list[tuple[str, AnnoyIndex, dict[str, np.ndarray]]] = []
         for sid in current_shards(self.index_dir, self.version):
             ann = AnnoyIndex(HASH_BITS, "hamming")
             ann.load(str(self.index_dir / "shards" / f"{sid}.ann"))  # mmap: pages shared by processes
-            side = pq.read_table(self.index_dir / "shards" / f"{sid}.parquet").to_pandas()
-            self.shards.append((sid, ann, side))
+            side = pq.read_table(self.index_dir / "shards" / f"{sid}.parquet")
+            self.shards.append((sid, ann, {c: side.column(c).to_numpy(zero_copy_only=False) for c in ["annoy_id", *ENTRY_COLUMNS]}))
 
     def query(self, hashes: Sequence[int], k: int, max_distance: int) -> pd.DataFrame:
         """Nearest reference windows within ``max_distance`` bits of each hash.
@@ -202,7 +227,7 @@ class ShardSearcher:
         """
         bits = unpack_bits(np.asarray(hashes, dtype=np.int64)).tolist()
         search_k = self.search_k or SEARCH_K
-        parts = []
+        columns: dict[str, list] = {"query_row": [], "shard": [], "distance": [], **{c: [] for c in ["annoy_id", *ENTRY_COLUMNS]}}
         for sid, ann, side in self.shards:
             rows, ids, dists = [], [], []
             for qi, vec in enumerate(bits):
@@ -213,11 +238,12 @@ class ShardSearcher:
                         ids.append(aid)
                         dists.append(int(d))
             if rows:
-                hit = side.iloc[np.asarray(ids, dtype=np.int64)].reset_index(drop=True)  # annoy_id == row number
-                hit.insert(0, "distance", np.asarray(dists, dtype=np.int64))
-                hit.insert(0, "shard", sid)
-                hit.insert(0, "query_row", np.asarray(rows, dtype=np.int64))
-                parts.append(hit)
-        if not parts:
+                take = np.asarray(ids, dtype=np.int64)
+                columns["query_row"].append(np.asarray(rows, dtype=np.int64))
+                columns["shard"].append(np.full(len(rows), sid, dtype=object))
+                columns["distance"].append(np.asarray(dists, dtype=np.int64))
+                for c in ["annoy_id", *ENTRY_COLUMNS]:
+                    columns[c].append(side[c][take])
+        if not columns["query_row"]:
             return pd.DataFrame(columns=["query_row", "shard", "distance", "annoy_id", *ENTRY_COLUMNS])
-        return pd.concat(parts, ignore_index=True)
+        return pd.DataFrame({c: np.concatenate(v) for c, v in columns.items()})

@@ -221,7 +221,7 @@ def write_chart(report: RobustnessReport, path: Path) -> Path:
 
     names = [c.transform for c in report.classes]
     y = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(names) + 1.6), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 0.38 * len(names) + 2.4), dpi=110)
     ax.barh(y - 0.2, [c.recall for c in report.classes], height=0.4, label=f"copyhunt (precision {report.precision:.3f})", color="#2b6cb0")
     ax.barh(y + 0.2, [c.baseline_recall for c in report.classes], height=0.4,
             label=f"whole-image pHash, <= {report.baseline_threshold} bits (precision {report.baseline_precision:.3f})", color="#c0c0c0")
@@ -231,7 +231,7 @@ def write_chart(report: RobustnessReport, path: Path) -> Path:
     ax.set_xlim(0, 1.02)
     ax.set_xlabel("recall")
     ax.set_title(f"Robustness suite (seed {report.seed}): {report.copies} copies, {report.distractors} distractors")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.4, -0.07), ncol=1, fontsize=8, frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})  # no version stamp: same figures, same bytes
@@ -265,10 +265,13 @@ def calibration_evidence(settings: Settings, out_dir: Path, assets: Path, seed: 
     standalone.build_index_from_folder(suite.references, index, settings.shard_size, settings, _plain)
     blobs = LocalBlobStore(work / "query-blobs")
     names, fingerprints, _ = standalone.fingerprint_folder(sorted(suite.queries.iterdir()), blobs, settings, _plain, workers)
-    params = MatchParams(index_dir=str(index), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(index / "blobs"))
+    # A looser hash radius than the operating one: the suite's small index has few chance
+    # candidates within 10 bits, and the fit needs negatives the verifier actually sees at scale.
+    params = MatchParams(index_dir=str(index), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(index / "blobs"), max_distance=16)
     pairs = best_pairs(search_frame(fingerprints, params), params.pairs_per_reference)
     truth = {q.file: q.reference_id for q in suite.truth}
     label_of = {sha: truth[name] for name, sha in names}
+    name_of = {sha: name for name, sha in names}
     state = _verifier(params)
     rows = []
     for sha, group in pairs.groupby("image_sha256", sort=True):
@@ -279,19 +282,29 @@ def calibration_evidence(settings: Settings, out_dir: Path, assets: Path, seed: 
         for row in group.itertuples(index=False):
             v = verify_candidate(query, state.reference(row.ref_sha256), Candidate(
                 (row.qx0, row.qy0, row.qx1, row.qy1), (row.rx0, row.ry0, row.rx1, row.ry1), bool(row.mirrored), window_name_turns(row.ref_window)))
-            rows.append({"copy": label_of[sha] == row.image_id, "distance": int(row.distance), "inliers": v.inliers,
+            rows.append({"query": name_of[sha], "reference_id": row.image_id, "window": row.window, "ref_window": row.ref_window,
+                         "copy": label_of[sha] == row.image_id, "distance": int(row.distance), "inliers": v.inliers,
                          "prediction_error": min(1.0, v.prediction_error), "verified": v.ok})
     return pd.DataFrame(rows)
 
 
+def _features(evidence: pd.DataFrame) -> np.ndarray:
+    from copyhunt.verify import SUPPORT_ERROR_SCALE
+
+    inliers = evidence["inliers"].to_numpy(float)
+    error = evidence["prediction_error"].to_numpy(float)
+    support = np.log1p(inliers * np.clip(1 - error / SUPPORT_ERROR_SCALE, 0, None))
+    return np.column_stack([np.ones(len(evidence)), support, evidence["distance"].to_numpy(float)])
+
+
 def fit_calibration(evidence: pd.DataFrame, l2: float = 1.0) -> dict[str, float]:
-    """L2-regularised logistic regression (Newton's method): P(copy | evidence).
+    """L2-regularised logistic regression (Newton's method) of P(copy | evidence), on the
+    features ``verify.similarity_score`` uses.
 
     The suite separates copies from the rest almost perfectly, where an unregularised fit has no
     finite optimum; the penalty keeps the constants finite and the score graded.
     """
-    x = np.column_stack([np.ones(len(evidence)), np.log1p(evidence["inliers"].to_numpy(float)),
-                         evidence["distance"].to_numpy(float), evidence["prediction_error"].to_numpy(float)])
+    x = _features(evidence)
     y = evidence["copy"].to_numpy(float)
     w = np.zeros(x.shape[1])
     penalty = np.diag([0.0] + [l2] * (x.shape[1] - 1))
@@ -301,13 +314,11 @@ def fit_calibration(evidence: pd.DataFrame, l2: float = 1.0) -> dict[str, float]
         hess = x.T @ (x * (p * (1 - p))[:, None]) + penalty
         step = np.linalg.solve(hess, grad)
         w -= step
-        if np.abs(step).max() < 1e-8:
+        if np.abs(step).max() < 1e-9:
             break
-    return {"SCORE_INTERCEPT": round(float(w[0]), 3), "SCORE_LOG_INLIERS": round(float(w[1]), 3),
-            "SCORE_DISTANCE": round(float(w[2]), 3), "SCORE_PREDICTION_ERROR": round(float(w[3]), 3)}
+    return {"SCORE_INTERCEPT": round(float(w[0]), 3), "SCORE_LOG_SUPPORT": round(float(w[1]), 3), "SCORE_DISTANCE": round(float(w[2]), 3)}
 
 
-def logistic(constants: dict[str, float], inliers: np.ndarray, distance: np.ndarray, error: np.ndarray) -> np.ndarray:
-    z = (constants["SCORE_INTERCEPT"] + constants["SCORE_LOG_INLIERS"] * np.log1p(inliers) + constants["SCORE_DISTANCE"] * distance
-         + constants["SCORE_PREDICTION_ERROR"] * error)
-    return 1 / (1 + np.exp(-z))
+def logistic(constants: dict[str, float], evidence: pd.DataFrame) -> np.ndarray:
+    w = np.array([constants["SCORE_INTERCEPT"], constants["SCORE_LOG_SUPPORT"], constants["SCORE_DISTANCE"]])
+    return 1 / (1 + np.exp(-(_features(evidence) @ w)))
