@@ -1,8 +1,16 @@
 """The copyhunt crawler: a Scrapy project that finds the images web pages show.
 
 Run it with :func:`copyhunt.crawl.runner.run_crawl` (a subprocess per crawl, since Twisted's
-reactor cannot restart inside a worker) or ``python -m copyhunt.crawl.process``. Outputs are
-described in :mod:`copyhunt.crawl.outputs`; image discovery is :func:`copyhunt.crawl.images.discover_images`.
+reactor cannot restart inside a worker), ``copyhunt crawl`` or ``python -m copyhunt.crawl.process``.
+Outputs are described in :mod:`copyhunt.crawl.outputs`; image discovery is
+:func:`copyhunt.crawl.images.discover_images`.
+
+Modules: ``spiders/`` (site, marketplace, and the image fetcher), ``settings`` (politeness and
+throughput), ``middlewares`` (safety guard, retries with Retry-After, conditional requests, crawl
+policy and trap guards), ``pipelines`` (blob store, image checks), ``results`` (a run's rows),
+``imagefetch`` (the second crawler process for images), ``validators`` (ETag/Last-Modified from
+earlier days), ``seeds`` (which spider crawls which seed), ``market`` (sellers and pagination),
+``pages``/``images``/``urls`` (pure HTML and URL functions), ``bench`` (``copyhunt bench crawl``).
 
 Importing this package does not import Scrapy.
 """

@@ -3,7 +3,8 @@
 Twisted's reactor cannot be restarted inside a long-lived worker, so :func:`run_crawl` launches
 ``python -m copyhunt.crawl.process`` with the same interpreter and hands it the Settings as
 COPYHUNT_* environment variables. The child writes ``pages.parquet``, ``images.parquet``,
-``errors.parquet`` (see :mod:`copyhunt.crawl.outputs`), ``crawl.json``, ``crawl.log`` and the
+``errors.parquet`` (see :mod:`copyhunt.crawl.outputs`), ``crawl.json``, ``crawl.log`` (and
+``crawl-images.log`` from its image fetcher, see :mod:`copyhunt.crawl.imagefetch`) and the
 ``seeds.txt`` it was given into ``out_dir``; HTML and images go to the blob store.
 """
 
