@@ -221,6 +221,10 @@ def test_same_inputs_build_same_bytes_and_unchanged_shards_are_reused(tmp_path):
     more = pd.concat([entries_for(refs), entries_for([rng.getrandbits(64) - (1 << 63) for _ in range(50)], customer="c2")])
     grown = build_index(more, tmp_path / "a", shard_size=200)
     assert set(first.shards) <= set(grown.shards) and len(grown.built) == 1
+    # Same images, new hashes (a new fingerprint version): nothing stale is kept.
+    rehashed = more.assign(phash=more["phash"] ^ 1)
+    redone = build_index(rehashed, tmp_path / "a", shard_size=200)
+    assert not set(redone.shards) & set(grown.shards) and len(redone.built) == len(redone.shards)
 
 
 def test_edge_cases_empty_single_and_duplicate(tmp_path):

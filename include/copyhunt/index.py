@@ -97,17 +97,20 @@ def build_index(entries: pd.DataFrame, index_dir: Path, shard_size: int) -> Buil
 
     kept: list[str] = []
     covered: set[tuple] = set()
+    image_keys = pd.MultiIndex.from_frame(entries[IMAGE_KEY])
     for shard in current_shards(index_dir):
         side = pq.read_table(shards_dir / f"{shard}.parquet", columns=IMAGE_KEY).to_pandas()
         images = {tuple(k) for k in side.drop_duplicates().itertuples(index=False)}
-        # A shard survives only if every image in it is still registered with the same content.
-        if images and images <= wanted and not (images & covered):
+        if not images or not images <= wanted or images & covered:
+            continue
+        # A shard survives only if its images are still registered with the same content and
+        # hash to the same entries: a new fingerprint version rebuilds every shard.
+        if _shard_id(entries[image_keys.isin(list(images))]) == shard:
             kept.append(shard)
             covered |= images
 
     if covered:
-        keep = pd.MultiIndex.from_frame(entries[IMAGE_KEY]).isin(list(covered))
-        rest = entries[~keep]
+        rest = entries[~image_keys.isin(list(covered))]
     else:
         rest = entries
     built: list[str] = []
