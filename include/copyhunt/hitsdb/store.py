@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from copyhunt.failpoints import failpoint
+from copyhunt.lake import parse_run_date
 
 from copyhunt.hitsdb.models import (
     CURRENCY_LEN,
@@ -285,12 +286,8 @@ def _as_date(value: Any) -> dt.date | None:
     """A date from a date, datetime, Timestamp or ISO string; None when missing or unparseable."""
     if _is_missing(value):
         return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
     try:
-        return dt.date.fromisoformat(str(value).strip()[:10])
+        return parse_run_date(value)
     except ValueError:
         return None
 
