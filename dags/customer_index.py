@@ -11,14 +11,8 @@ Each task writes one lake partition for the run date: `reference_images`, `refer
 
 from __future__ import annotations
 
-from copyhunt.orchestration import CUSTOMER_INDEX, DEFAULT_ARGS, RUN_DATE_PARAM_HELP, START_DATE
-from airflow.sdk import Param, dag, get_current_context, task
-
-
-def _run_date():
-    from copyhunt.hunt import run_date_from_context
-
-    return run_date_from_context(get_current_context())
+from copyhunt.orchestration import CUSTOMER_INDEX, DEFAULT_ARGS, RUN_DATE_PARAM_HELP, START_DATE, run_task_stage
+from airflow.sdk import Param, dag, task
 
 
 @dag(
@@ -34,35 +28,22 @@ def _run_date():
 )
 def customer_index():
     @task
-    def register() -> str:
-        from copyhunt.config import load_settings
-        from copyhunt.hunt import customers
-        from copyhunt.references import register_references
+    def register() -> dict:
+        from copyhunt.references import register_stage
 
-        from copyhunt.runlog import run_stage
-
-        settings = load_settings()
-        result = run_stage("register", lambda s, d: {"path": str(register_references(s, d, customers(s)))}, settings, _run_date())
-        return result["path"]
+        return run_task_stage("register", register_stage)
 
     @task
-    def fingerprint(registered: str) -> str:
-        from copyhunt.config import load_settings
-        from copyhunt.references import fingerprint_references
+    def fingerprint(registered: dict) -> dict:
+        from copyhunt.references import fingerprint_stage
 
-        from copyhunt.runlog import run_stage
-
-        result = run_stage("fingerprint_references", lambda s, d: {"path": str(fingerprint_references(s, d))}, load_settings(), _run_date())
-        return result["path"]
+        return run_task_stage("fingerprint_references", fingerprint_stage)
 
     @task(outlets=[CUSTOMER_INDEX])
-    def build_index(fingerprints: str) -> dict:
-        from copyhunt.config import load_settings
+    def build_index(fingerprints: dict) -> dict:
         from copyhunt.references import build_reference_index
 
-        from copyhunt.runlog import run_stage
-
-        return run_stage("build_index", build_reference_index, load_settings(), _run_date())
+        return run_task_stage("build_index", build_reference_index)
 
     build_index(fingerprint(register()))
 

@@ -13,25 +13,8 @@ and the same database rows.
 
 from __future__ import annotations
 
-from copyhunt.orchestration import CUSTOMER_INDEX, DEFAULT_ARGS, RUN_DATE_PARAM_HELP, START_DATE
+from copyhunt.orchestration import CUSTOMER_INDEX, DEFAULT_ARGS, RUN_DATE_PARAM_HELP, START_DATE, run_task_stage
 from airflow.sdk import Param, dag, get_current_context, task
-
-
-def _stage(name: str, **kwargs) -> dict:
-    """Run one copyhunt stage for this run's partition; heavy imports stay inside the task."""
-    import dataclasses
-
-    from copyhunt import hunt
-    from copyhunt.config import load_settings
-    from copyhunt.orchestration import spark_master_from_connection
-    from copyhunt.runlog import run_stage
-
-    run_date = hunt.run_date_from_context(get_current_context())
-    settings = load_settings()
-    if name == "match":
-        settings = dataclasses.replace(settings, spark_master=spark_master_from_connection(settings.spark_master))
-    result = run_stage(name, getattr(hunt, name), settings, run_date, **kwargs)
-    return {"run_date": run_date.isoformat(), **result}
 
 
 @dag(
@@ -48,31 +31,31 @@ def _stage(name: str, **kwargs) -> dict:
 def daily_hunt():
     @task
     def crawl() -> dict:
-        return _stage("crawl")
+        return run_task_stage("crawl")
 
     @task
     def fingerprint(crawled: dict) -> dict:
-        return _stage("fingerprint")
+        return run_task_stage("fingerprint")
 
     @task(inlets=[CUSTOMER_INDEX])
     def match(fingerprinted: dict) -> dict:
-        return _stage("match")
+        return run_task_stage("match")
 
     @task
     def enrich(matched: dict) -> dict:
-        return _stage("enrich")
+        return run_task_stage("enrich")
 
     @task
     def price(enriched: dict) -> dict:
-        return _stage("price")
+        return run_task_stage("price")
 
     @task
     def load(priced: dict) -> dict:
-        return _stage("load")
+        return run_task_stage("load")
 
     @task
     def digest(loaded: dict) -> dict:
-        return _stage("digest")
+        return run_task_stage("digest")
 
     @task
     def report(sent: dict) -> str:

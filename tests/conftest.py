@@ -18,6 +18,15 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
+def jpeg_bytes(im, quality: int = 85) -> bytes:
+    """``im`` saved as an RGB JPEG: a copy as a web page would serve it (lossy, no metadata)."""
+    import io
+
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
 @pytest.fixture
 def settings(tmp_path):
     from copyhunt.config import load_settings

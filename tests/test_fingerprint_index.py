@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import CUSTOMER_IMAGES, UNRELATED_IMAGES
+from conftest import jpeg_bytes as encode
 from copyhunt.fingerprint import (
     HASH_WORKING_SIZE,
     PHasher,
@@ -24,12 +25,6 @@ from copyhunt.fingerprint import (
 )
 from copyhunt.imaging import load_gray
 from copyhunt.index import ENTRY_COLUMNS, ShardSearcher, build_index, current_shards
-
-
-def encode(im, quality=85):
-    buf = io.BytesIO()
-    im.convert("RGB").save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 def norm(im):

@@ -1,12 +1,12 @@
 """Geometric verification: hash-guided ORB + RANSAC on real photos, and the score."""
 
-import io
+import functools
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import CUSTOMER_IMAGES, UNRELATED_IMAGES
+from conftest import CUSTOMER_IMAGES, UNRELATED_IMAGES, jpeg_bytes
 from copyhunt.fingerprint import HASH_WORKING_SIZE, ORIENTATIONS, hamming, query_hashes, reference_hashes
 from copyhunt.imaging import load_gray
 from copyhunt.verify import (
@@ -22,10 +22,7 @@ from copyhunt.verify import (
 )
 
 
-def jpeg(im, quality=88):
-    buf = io.BytesIO()
-    im.convert("RGB").save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
+jpeg = functools.partial(jpeg_bytes, quality=88)
 
 
 def ref_features(path):

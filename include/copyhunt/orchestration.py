@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from typing import Callable
 
 from airflow.sdk import Asset
 
@@ -25,6 +26,32 @@ CUSTOMER_INDEX = Asset(name="customer_index", uri="file:///copyhunt/lake/index")
 RUN_DATE_PARAM_HELP = "Partition to read and write (YYYY-MM-DD). Empty: the run's logical date."
 
 SPARK_CONNECTION_ID = "copyhunt_spark"
+
+Stage = Callable[..., dict]
+
+
+def run_task_stage(name: str, stage: Stage | None = None) -> dict:
+    """Run one copyhunt stage for the current task's run partition; the body of every stage task.
+
+    ``stage`` takes (settings, run_date) and returns its figures; by default the daily_hunt stage
+    of that name in ``copyhunt.hunt``. The library is imported here, at task run time, so parsing
+    a DAG file stays cheap. The match stage reads its Spark master from the Airflow connection.
+    Returns the stage's figures with the partition it wrote (``run_date``).
+    """
+    import dataclasses
+
+    from airflow.sdk import get_current_context
+
+    from copyhunt import hunt
+    from copyhunt.config import load_settings
+    from copyhunt.runlog import run_stage
+
+    run_date = hunt.run_date_from_context(get_current_context())
+    settings = load_settings()
+    if name == "match":
+        settings = dataclasses.replace(settings, spark_master=spark_master_from_connection(settings.spark_master))
+    result = run_stage(name, stage or getattr(hunt, name), settings, run_date)
+    return {"run_date": run_date.isoformat(), **result}
 
 
 def spark_master_from_connection(default: str) -> str:

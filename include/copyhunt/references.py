@@ -108,6 +108,18 @@ def build_reference_index(settings: Settings, run_date: dt.date) -> dict:
     return {"version": result.version, "shards": len(result.shards), "built": len(result.built), "reused": len(result.reused), "entries": result.entries}
 
 
+def register_stage(settings: Settings, run_date: dt.date) -> dict:
+    """The customer_index ``register`` task: the customers file's images, as figures for the task."""
+    from copyhunt.hunt import customers  # import here: copyhunt.hunt is the daily stages' module
+
+    return {"path": str(register_references(settings, run_date, customers(settings)))}
+
+
+def fingerprint_stage(settings: Settings, run_date: dt.date) -> dict:
+    """The customer_index ``fingerprint`` task, as figures for the task."""
+    return {"path": str(fingerprint_references(settings, run_date))}
+
+
 def index_version_for(settings: Settings, run_date: dt.date) -> str:
     """The index version a hunt on ``run_date`` matches against: the newest built on or before it."""
     lake = Lake(settings.lake)

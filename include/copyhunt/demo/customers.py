@@ -33,7 +33,7 @@ import datetime as dt
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ALL_IMAGES = "*"
 
@@ -135,16 +135,7 @@ def _images(raw: Any, cid: str, where: str, root: Path) -> tuple[RegisteredImage
     if not isinstance(raw, list) or not raw:
         raise ValueError(f"{where}: 'images' must be a non-empty list")
     out: list[RegisteredImage] = []
-    seen: set[str] = set()
-    for n, item in enumerate(raw, start=1):
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: image #{n} must be a table")
-        image_id = _text(item, "id", f"{where}, image #{n}")
-        here = f"{where}, image {image_id!r}"
-        _check_keys(item, _IMAGE_KEYS, _IMAGE_KEYS, here)
-        if image_id in seen:
-            raise ValueError(f"{here}: duplicate image id")
-        seen.add(image_id)
+    for image_id, here, item in _tables(raw, "image", _IMAGE_KEYS, _IMAGE_KEYS, where):
         rel = Path(_text(item, "path", here))
         tried = [rel] if rel.is_absolute() else list(dict.fromkeys([root / rel, repo_root() / rel]))
         full = next((p.resolve() for p in tried if p.is_file()), None)
@@ -158,18 +149,9 @@ def _licences(raw: Any, cid: str, image_ids: set[str], where: str) -> tuple[Lice
     if not isinstance(raw, list):
         raise ValueError(f"{where}: 'licence' must be a list of [[customer.licence]] tables")
     out: list[Licence] = []
-    seen: set[str] = set()
-    for n, item in enumerate(raw, start=1):
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: licence #{n} must be a table")
-        lid = _text(item, "id", f"{where}, licence #{n}")
-        here = f"{where}, licence {lid!r}"
-        _check_keys(item, _LICENCE_KEYS, _LICENCE_REQUIRED, here)
+    for lid, here, item in _tables(raw, "licence", _LICENCE_KEYS, _LICENCE_REQUIRED, where):
         if "licensee_domain" not in item and "licensee_operator" not in item:
             raise ValueError(f"{here}: missing key licensee_domain or licensee_operator")
-        if lid in seen:
-            raise ValueError(f"{here}: duplicate licence id")
-        seen.add(lid)
         domain = _text(item, "licensee_domain", here).lower().rstrip(".") if "licensee_domain" in item else ""
         operator = _text(item, "licensee_operator", here) if "licensee_operator" in item else None
         if "/" in domain or ":" in domain or " " in domain:
@@ -186,6 +168,25 @@ def _licences(raw: Any, cid: str, image_ids: set[str], where: str) -> tuple[Lice
             raise ValueError(f"{here}: valid_to {valid_to} is before valid_from {valid_from}")
         out.append(Licence(lid, cid, domain, tuple(ids), valid_from, valid_to, operator))
     return tuple(out)
+
+
+def _tables(raw: list[Any], kind: str, allowed: set[str], required: set[str],
+            where: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Each table of a ``[[...]]`` list as (id, where-in-the-file, table), checked for its keys.
+
+    Rejects entries that are not tables, lack an id, have unknown or missing keys, or repeat an id.
+    """
+    seen: set[str] = set()
+    for n, item in enumerate(raw, start=1):
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: {kind} #{n} must be a table")
+        item_id = _text(item, "id", f"{where}, {kind} #{n}")
+        here = f"{where}, {kind} {item_id!r}"
+        _check_keys(item, allowed, required, here)
+        if item_id in seen:
+            raise ValueError(f"{here}: duplicate {kind} id")
+        seen.add(item_id)
+        yield item_id, here, item
 
 
 def _check_keys(raw: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:

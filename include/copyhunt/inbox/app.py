@@ -227,6 +227,24 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 who = tokens.verify_token(db, credentials.strip()[:TOKEN_FIELD_MAX])
         return who
 
+    def form_session(request: Request, csrf_token: str) -> tuple[Any, Response | None]:
+        """The session posting a form, and the response refusing the post if any: signed out goes
+        to the sign-in page, a missing or wrong CSRF token gets 403."""
+        sess = session(request)
+        sid, who = sess
+        if who is None or not sid:
+            return sess, to_signin(request)
+        if not _same(csrf_token_for(sid), csrf_token):
+            return sess, error(request, 403, "This form has expired. Go back, reload the page and try again.", sess)
+        return sess, None
+
+    def caller_hit(request: Request, hit_id: int) -> tuple[tokens.Identity, dict[str, Any] | None]:
+        """For the image routes: the caller (401 if nobody) and their hit ``hit_id`` (None if not theirs)."""
+        who = any_identity(request)
+        if who is None:
+            raise HTTPException(401, "sign in first", headers={"WWW-Authenticate": "Bearer"})
+        return who, workflow.get_hit(db, who.customer_id, hit_id)
+
     def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int, samesite: str) -> None:
         response.set_cookie(
             name, value, max_age=max_age, path=base(request) or "/", httponly=True,
@@ -354,12 +372,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         note: Annotated[str, Form(max_length=5000)] = "",
         csrf_token: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
-        sess = session(request)
-        sid, who = sess
-        if who is None or not sid:
-            return to_signin(request)
-        if not _same(csrf_token_for(sid), csrf_token):
-            return error(request, 403, "This form has expired. Go back, reload the page and try again.", sess)
+        sess, refused = form_session(request, csrf_token)
+        if refused is not None:
+            return refused
+        who = sess[1]
         if action not in workflow.ACTIONS:
             return error(request, 422, "Unknown action.", sess)
         result = workflow.apply_action(db, who.customer_id, hit_id, action, who.actor, note or None)
@@ -375,18 +391,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.get("/hits/{hit_id}/found.jpg", include_in_schema=False)
     def found_image(request: Request, hit_id: HitId, size: Literal["thumb", "full"] = "full") -> Response:
-        who = any_identity(request)
-        if who is None:
-            raise HTTPException(401, "sign in first", headers={"WWW-Authenticate": "Bearer"})
-        hit = workflow.get_hit(db, who.customer_id, hit_id)
+        hit = caller_hit(request, hit_id)[1]
         return image_response(images.jpeg(hit["image_sha256"], size) if hit else None)
 
     @app.get("/hits/{hit_id}/registered.jpg", include_in_schema=False)
     def registered_image(request: Request, hit_id: HitId, size: Literal["thumb", "full"] = "full") -> Response:
-        who = any_identity(request)
-        if who is None:
-            raise HTTPException(401, "sign in first", headers={"WWW-Authenticate": "Bearer"})
-        hit = workflow.get_hit(db, who.customer_id, hit_id)
+        who, hit = caller_hit(request, hit_id)
         image = workflow.get_image(db, who.customer_id, hit["image_id"]) if hit else None
         return image_response(images.jpeg(image["sha256"], size) if image else None)
 
@@ -404,12 +414,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         csrf_token: Annotated[str, Form(max_length=100)] = "",
         digest: Annotated[str, Form(max_length=10)] = "",
     ) -> Response:
-        sess = session(request)
-        sid, who = sess
-        if who is None or not sid:
-            return to_signin(request)
-        if not _same(csrf_token_for(sid), csrf_token):
-            return error(request, 403, "This form has expired. Go back, reload the page and try again.", sess)
+        sess, refused = form_session(request, csrf_token)
+        if refused is not None:
+            return refused
+        who = sess[1]
         workflow.set_digest_opt_out(db, who.customer_id, opt_out=digest != "on")
         return RedirectResponse(f"{base(request)}/settings?saved=1", status_code=303)
 
