@@ -28,6 +28,11 @@ from copyhunt.hitsdb.tokens import issue_token
 D1, D2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
 HOSTILE_TITLE = "<script>alert('pwned')</script><img src=x onerror=alert(2)> Cheap prints"
 JS_URL = "javascript:alert(document.cookie)//evil.test/"
+# An imprint address as a hostile page could write it: markup, control characters, and far too long.
+HOSTILE_ADDRESS = "<script>alert('addr')</script>\x00 Harbour Road 5,\nDublin " + "<b>x</b>" * 2000
+PUBLISHED = dt.date(2026, 2, 20)
+CREDITED_PAGE = "alpine-blog.test"  # the page that credits the photographer
+GONE_PAGE = "evil.test"  # answered 404 in the newest crawl
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,16 @@ def priced_frame(rows: list[Planted], found_sha: dict[str, str], run_date: dt.da
             "currency": "EUR", "value_breakdown": json.dumps(breakdown, sort_keys=True),
             "html_sha256": hashlib.sha256(f"<html>{p.page}</html>".encode()).hexdigest(),
             "fetched_at": pd.Timestamp(f"{run_date.isoformat()}T09:30:00Z"),
+            # The rest of the enrichment (copyhunt.enrich) and the licence decision (copyhunt.pricing).
+            "operator_address": HOSTILE_ADDRESS if p.title == HOSTILE_TITLE else f"Hauptstraße {len(p.page)}, 10115 Berlin",
+            "operator_email": f"info@{p.page}", "operator_phone": f"+49 30 555 {len(p.page):04d}",
+            "operator_role": "marketplace-seller" if p.page.startswith("bazaar") else "site-operator",
+            "usage_since": PUBLISHED.isoformat(), "usage_since_source": "published:json-ld",
+            "usage_days": (run_date - PUBLISHED).days + 1,
+            "page_status": 404 if p.page == GONE_PAGE else 200, "page_online": p.page != GONE_PAGE,
+            "attribution_found": p.page == CREDITED_PAGE,
+            "attribution_evidence": "Foto: Alpine Lens Agency" if p.page == CREDITED_PAGE else "not-found:Alpine Lens Agency",
+            "licence_match": json.dumps(breakdown["licence"], sort_keys=True),
         })
     return pd.DataFrame(records, columns=list(PRICED_COLUMNS))
 

@@ -265,6 +265,54 @@ def test_web_text_is_bounded_and_cleaned(db: Engine) -> None:
     assert load_hits(db, f, D1).updated == 0
 
 
+# What copyhunt.enrich and copyhunt.pricing add to a priced row beyond the operator's name and dates.
+ENRICHMENT: dict[str, Any] = {
+    "operator_address": "Am Sandtorkai 99, 20457 Hamburg, DE", "operator_email": "shop@a.test",
+    "operator_phone": "+49 40 555 0199", "operator_role": "site-operator", "usage_since": "2026-02-20",
+    "usage_since_source": "published:json-ld", "usage_days": 10, "page_status": 200, "page_online": True,
+    "attribution_found": False, "attribution_evidence": "not-found:Alpine Lens Agency",
+    "licence_match": '{"licensed": false, "rejected": [{"id": "lic-alp-courier", "why": "other domain"}]}',
+}  # fmt: skip
+
+
+def test_enrichment_columns_are_loaded_bounded_and_follow_the_newest_run(db: Engine) -> None:
+    hostile = {
+        "operator_address": "Str.\x00 1\n" + "x" * 900, "operator_phone": "+49 " + "1" * 100,
+        "usage_days": pd.NA, "page_status": 10**12, "page_online": None, "attribution_found": None,
+        "attribution_evidence": "Foto: " + "y" * 1000, "operator_email": "<script>@b.test",
+    }  # fmt: skip
+    f1 = frame(priced_row("a.test", **ENRICHMENT), priced_row("b.test", **hostile), priced_row("c.test"))
+    assert load_hits(db, f1, D1).inserted == 3
+    hits = by_page(db)
+    assert {k: hits["a.test"][k] for k in ENRICHMENT} == {**ENRICHMENT, "usage_since": dt.date(2026, 2, 20)}
+    b = hits["b.test"]
+    assert b["operator_address"].startswith("Str. 1 xx") and len(b["operator_address"]) == 500
+    assert len(b["operator_phone"]) == 64 and len(b["attribution_evidence"]) == 500
+    assert b["operator_email"] == "<script>@b.test"  # stored as data; escaping is the inbox's job
+    # Not a status, not known: NULL rather than a guess (page_status out of range, NA days).
+    assert [b[k] for k in ("usage_days", "page_status", "page_online", "attribution_found")] == [None] * 4
+    assert all(hits["c.test"][k] is None for k in ENRICHMENT)
+
+    snapshot = dump(db)
+    assert load_hits(db, f1, D1) == LoadStats(inserted=0, updated=0, marked_offline=0, total=3)
+    assert dump(db) == snapshot
+
+    # The next day's crawl found the page gone and a credit line: the newest observation wins ...
+    newer = {**ENRICHMENT, "usage_days": 11, "page_status": 404, "page_online": False,
+             "attribution_found": True, "attribution_evidence": "Foto: Alpine Lens Agency"}
+    load_hits(db, frame(priced_row("a.test", D2, **newer)), D2)
+    a = by_page(db)["a.test"]
+    assert [a[k] for k in ("usage_days", "page_status", "page_online", "attribution_found")] == [11, 404, False, True]
+    # ... and a backfill of the earlier day does not rewind it.
+    load_hits(db, f1, D1)
+    assert by_page(db)["a.test"] == a
+
+    # A priced partition written before these columns existed still loads (as NULLs).
+    old = frame(priced_row("d.test")).drop(columns=list(ENRICHMENT))
+    assert load_hits(db, old, D1).inserted == 1
+    assert all(by_page(db)["d.test"][k] is None for k in ENRICHMENT)
+
+
 def test_load_refuses_contract_violations(db: Engine) -> None:
     with pytest.raises(ValueError, match="not registered"):
         load_hits(db, frame(priced_row("a.test", customer_id="jana-novak")), D1)  # alp-fort is not hers

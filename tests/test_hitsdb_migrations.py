@@ -144,3 +144,30 @@ def test_pre_migration_database_is_adopted_and_keeps_its_rows(empty_db: Engine) 
     with empty_db.connect() as conn:
         row = conn.execute(select(Hit.page_url, Hit.status, Hit.fetched_at, Hit.last_seen)).one()
     assert tuple(row) == ("https://a.test/", "new", None, dt.date(2026, 1, 2))
+
+
+def test_enrichment_migration_keeps_hits_and_adds_empty_columns(empty_db: Engine) -> None:
+    """0003 on a database holding hits: every row kept, the new enrichment columns NULL until the
+    next load sees the hit again; downgrading to 0002 removes exactly those columns."""
+    create_schema(empty_db, "0002")
+    before = {c["name"] for c in inspect(empty_db).get_columns("hits")}
+    with empty_db.begin() as conn:
+        conn.execute(text("INSERT INTO customers (id, name, email) VALUES ('c1', 'C', 'c@example.org')"))
+        conn.execute(text("INSERT INTO images (customer_id, image_id) VALUES ('c1', 'i1')"))
+        conn.execute(text(
+            "INSERT INTO hits (customer_id, image_id, page_url, image_url, score, first_seen, last_seen, operator_name)"
+            " VALUES ('c1', 'i1', 'https://a.test/', 'https://a.test/i.jpg', 0.9, '2026-01-01', '2026-01-02', 'A GmbH')"
+        ))
+    create_schema(empty_db)
+    added = {c["name"] for c in inspect(empty_db).get_columns("hits")} - before
+    assert added == {"operator_address", "operator_email", "operator_phone", "operator_role", "usage_since",
+                     "usage_since_source", "usage_days", "page_status", "page_online", "attribution_found",
+                     "attribution_evidence", "licence_match"}
+    with empty_db.connect() as conn:
+        row = conn.execute(select(Hit.page_url, Hit.operator_name, *(Hit.__table__.c[n] for n in sorted(added)))).one()
+    assert tuple(row) == ("https://a.test/", "A GmbH") + (None,) * len(added)
+    with empty_db.begin() as conn:
+        command.downgrade(alembic_config(conn), "0002")
+    assert {c["name"] for c in inspect(empty_db).get_columns("hits")} == before
+    with empty_db.connect() as conn:
+        assert conn.execute(text("SELECT operator_name FROM hits")).scalars().all() == ["A GmbH"]

@@ -24,7 +24,7 @@ from copyhunt.hitsdb.models import Customer, CustomerToken, Hit, HitEvent, Inbox
 from copyhunt.hitsdb.store import create_schema, make_engine
 from copyhunt.hitsdb.tokens import issue_token, revoke_token
 from copyhunt.inbox.app import create_app
-from inbox_seed import D1, D2, HOSTILE_TITLE, JS_URL, PLANTED, Seeded, seed
+from inbox_seed import D1, D2, HOSTILE_ADDRESS, HOSTILE_TITLE, JS_URL, PLANTED, Seeded, priced_frame, seed
 
 pytest_plugins = ["conftest_pg"]
 
@@ -323,6 +323,48 @@ def test_hit_page_shows_images_region_and_facts(inbox: Inbox) -> None:
     assert h["html_sha256"] in html and f"{D2.isoformat()} 09:30:00 UTC" in html  # evidence, latest fetch
 
 
+def test_hit_page_and_api_show_operator_usage_page_and_evidence(inbox: Inbox) -> None:
+    """Every enrichment column of the priced frame reaches the hit page and the API, bounded and escaped."""
+    import json
+
+    from copyhunt.hitsdb.store import bound_text
+
+    client = inbox.signed_in("alpine-lens")
+    # Every hit was seen again on D2, so D2's priced rows are what the database holds.
+    latest = priced_frame(planted("alpine-lens"), inbox.seeded.found_sha, D2)
+    for row in latest.to_dict("records"):
+        hit_id = inbox.seeded.hit_ids[row["domain"]]
+        html = client.get(f"/hits/{hit_id}").text
+        api = client.get(f"/api/hits/{hit_id}", headers=inbox.bearer("alpine-lens")).json()
+        address = bound_text(row["operator_address"], 500)
+        assert api["operator_address"] == address and len(address) <= 500
+        assert (api["operator_email"], api["operator_phone"], api["operator_role"]) == (
+            row["operator_email"], row["operator_phone"], row["operator_role"])
+        assert (api["usage_since"], api["usage_days"]) == (row["usage_since"], row["usage_days"])
+        assert (api["page_status"], api["page_online"]) == (row["page_status"], row["page_online"])
+        assert (api["attribution_found"], api["attribution_evidence"]) == (row["attribution_found"], row["attribution_evidence"])
+        assert api["licence_match"] == json.loads(row["licence_match"])
+
+        assert f'id="operator-email">{row["operator_email"]}</dd>' in html
+        assert f'id="operator-phone">{row["operator_phone"]}</dd>' in html
+        assert f'id="usage-days">{row["usage_days"]}</dd>' in html
+        up = "up" if row["page_online"] else "down"
+        assert f'id="page-status">{row["page_status"]} ({up})</dd>' in html
+        credit = "yes" if row["attribution_found"] else "no"
+        assert re.search(rf'id="attribution">{credit} <span class="muted">\({re.escape(row["attribution_evidence"])}\)', html)
+        assert 'id="licence-check"' in html
+        if row["licensed"]:
+            # The licence decision is shown once, in the licence check, not again under the value.
+            assert html.count("lic-alp-courier-2026: daily-courier.test, matched by domain") == 1
+        if row["operator_address"] == HOSTILE_ADDRESS:
+            assert "<script>alert(" not in html and "<b>x</b>" not in html
+            assert "&lt;script&gt;alert(&#39;addr&#39;)&lt;/script&gt; Harbour Road 5, Dublin" in html
+            shown = re.search(r'id="operator-address">([^<]*)</dd>', html).group(1)  # type: ignore[union-attr]
+            assert shown.endswith("…") and len(shown) < len(address)
+        else:
+            assert f'id="operator-address">{row["operator_address"]}</dd>' in html
+
+
 def test_found_and_registered_images_are_reencoded_jpegs(inbox: Inbox) -> None:
     client = inbox.signed_in("alpine-lens")
     hit_id = inbox.seeded.hit_ids["urban-eats.test"]
@@ -444,6 +486,20 @@ def test_breakdown_rows_for_licensed_odd_and_broken_values() -> None:
     assert odd["items"] == [("rush fee", "hours: 4", "$2.50")] and odd["notes"] == [("extra", '{"b": [1, 2]}')]
     assert breakdown_rows("not json", "EUR")["notes"] == [("breakdown", "unreadable")]
     assert breakdown_rows("[1, 2]", "EUR")["notes"] == [("breakdown", "[1, 2]")]
+
+
+def test_licence_check_rows_and_page_state() -> None:
+    from copyhunt.inbox.views import breakdown_rows, licence_check_rows, page_state
+
+    match = ('{"licensed": false, "rejected": [{"id": "lic-2", "why": "expired 2025-12-31"}]}')
+    assert licence_check_rows(match) == [("licence", "none covers this use"), ("not covered by", "lic-2: expired 2025-12-31")]
+    assert licence_check_rows(None) == [] and licence_check_rows("{}") == []
+    assert licence_check_rows("{") == [("licence check", "unreadable")]
+    breakdown = '{"items": [], "licence": ' + match + ', "status": "priced"}'
+    assert ("licence", "none covers this use") in breakdown_rows(breakdown, "EUR")["notes"]
+    assert breakdown_rows(breakdown, "EUR", licence_shown=True)["notes"] == [("status", "priced")]
+    assert [page_state(200, True), page_state(404, False), page_state(None, None), page_state(None, False),
+            page_state(301, None)] == ["200 (up)", "404 (down)", "—", "down", "301"]
 
 
 def test_parse_region_rejects_malformed_boxes() -> None:

@@ -51,6 +51,8 @@ STATUS_MAX = 32
 KEY_ID_MAX = 32  # public part of a customer token (copyhunt.hitsdb.tokens)
 ACTOR_MAX = 64  # who changed a hit: "token:<key id>"; NULL for the daily load
 CURRENCY_LEN = 3  # ISO 4217
+PHONE_MAX = 64  # E.164 is 15 digits; room for spaces, brackets and an extension
+EVIDENCE_MAX = 500  # a quoted credit line or the list of names looked for (enrich bounds them first)
 
 # Bigint ids on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -125,14 +127,30 @@ class Hit(Base):
     registrable_domain: Mapped[str | None] = mapped_column(String(DOMAIN_MAX))
     operator_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
     operator_source: Mapped[str | None] = mapped_column(String(SOURCE_MAX))
+    # Who runs the page, as the imprint, JSON-LD or seller page gives it (copyhunt.enrich).
+    operator_address: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    operator_email: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    operator_phone: Mapped[str | None] = mapped_column(String(PHONE_MAX))
+    operator_role: Mapped[str | None] = mapped_column(String(SOURCE_MAX))  # site-operator, marketplace-seller
     published_at: Mapped[dt.date | None] = mapped_column(Date)
     published_source: Mapped[str | None] = mapped_column(String(SOURCE_MAX))
     first_seen: Mapped[dt.date] = mapped_column(Date)
     last_seen: Mapped[dt.date] = mapped_column(Date)
+    # The use as the newest run saw it: since when (publication date or first sighting) and for how many days.
+    usage_since: Mapped[dt.date | None] = mapped_column(Date)
+    usage_since_source: Mapped[str | None] = mapped_column(String(SOURCE_MAX))
+    usage_days: Mapped[int | None] = mapped_column(Integer)
     online: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # The page's HTTP status in the newest crawl, and whether that status means it is up (2xx/3xx).
+    page_status: Mapped[int | None] = mapped_column(Integer)
+    page_online: Mapped[bool | None] = mapped_column(Boolean)
+    # Whether the page credits the author, and the words that show it (or what was looked for).
+    attribution_found: Mapped[bool | None] = mapped_column(Boolean)
+    attribution_evidence: Mapped[str | None] = mapped_column(String(EVIDENCE_MAX))
     licensed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # A soft reference: pricing reads licences from the customers file, which may be ahead of the DB.
     licence_id: Mapped[str | None] = mapped_column(String(ID_MAX))
+    licence_match: Mapped[str | None] = mapped_column(Text)  # JSON: the licence check, matched or not, and why
     license_value_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     currency: Mapped[str] = mapped_column(String(CURRENCY_LEN), default="EUR", server_default="EUR")
     value_breakdown: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON

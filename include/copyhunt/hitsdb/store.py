@@ -47,8 +47,10 @@ from copyhunt.lake import parse_run_date
 from copyhunt.hitsdb.models import (
     CURRENCY_LEN,
     DOMAIN_MAX,
+    EVIDENCE_MAX,
     ID_MAX,
     NAME_MAX,
+    PHONE_MAX,
     SOURCE_MAX,
     TITLE_MAX,
     URL_MAX_BYTES,
@@ -86,14 +88,27 @@ PRICED_COLUMNS: tuple[str, ...] = (
     "region", "page_title", "domain", "registrable_domain", "operator_name", "operator_source",
     "published_at", "published_source", "licensed", "licence_id", "license_value_cents",
     "currency", "value_breakdown", "html_sha256", "fetched_at",
+    "operator_address", "operator_email", "operator_phone", "operator_role", "usage_since",
+    "usage_since_source", "usage_days", "page_status", "page_online", "attribution_found",
+    "attribution_evidence", "licence_match",
 )  # fmt: skip
+# Columns a priced frame may lack (frames written before they existed): loaded as NULL.
+OPTIONAL_PRICED_COLUMNS: frozenset[str] = frozenset(PRICED_COLUMNS[PRICED_COLUMNS.index("fetched_at"):]) | {
+    "published_source"
+}
 HIT_KEY: tuple[str, ...] = ("customer_id", "image_id", "page_url", "image_url")
 # Columns that describe what a run observed; the newest observation wins (see _hits_upsert).
 OBSERVED_COLUMNS: tuple[str, ...] = (
     "score", "page_title", "domain", "registrable_domain", "operator_name", "operator_source",
     "published_source", "licensed", "licence_id", "license_value_cents", "currency",
     "value_breakdown", "region", "image_sha256", "html_sha256", "fetched_at",
+    "operator_address", "operator_email", "operator_phone", "operator_role", "usage_since",
+    "usage_since_source", "usage_days", "page_status", "page_online", "attribution_found",
+    "attribution_evidence", "licence_match",
 )  # fmt: skip
+# Bounds of the integer observations: anything outside is not a status or a duration, so NULL.
+HTTP_STATUS_RANGE = range(100, 600)
+USAGE_DAYS_RANGE = range(0, 2**31)  # the Integer column
 
 # Customer ids end up in file names (outbox/<run_date>/<customer_id>.eml), so they are restricted.
 CUSTOMER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -311,6 +326,22 @@ def _as_utc_datetime(value: Any) -> dt.datetime | None:
     return value.astimezone(dt.timezone.utc)
 
 
+def _int_in(value: Any, allowed: range) -> int | None:
+    """An integer observation (page status, usage days) or None when missing or out of ``allowed``."""
+    if _is_missing(value) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and int(number) in allowed else None
+
+
+def _bool_or_none(value: Any) -> bool | None:
+    """A yes/no observation; None means not known (no HTML, no status), not False."""
+    return None if _is_missing(value) else bool(value)
+
+
 def _cents(value: Any) -> int:
     """Money is integer cents; a float with a fraction means an upstream bug, so it is refused."""
     if _is_missing(value):
@@ -452,7 +483,7 @@ def sync_customers(engine: Engine, customers: Iterable[Any], root: Path | None =
 # ---- hits ----------------------------------------------------------------------------------------
 def _hit_rows(priced: pd.DataFrame, run_date: dt.date) -> list[dict[str, Any]]:
     """The priced frame as clean, bounded, de-duplicated hit rows, in a deterministic order."""
-    missing = sorted(set(PRICED_COLUMNS) - set(priced.columns) - {"fetched_at", "published_source"})
+    missing = sorted(set(PRICED_COLUMNS) - set(priced.columns) - OPTIONAL_PRICED_COLUMNS)
     if missing:
         raise ValueError(f"priced frame lacks columns: {', '.join(missing)}")
     rows: list[dict[str, Any]] = []
@@ -494,6 +525,18 @@ def _hit_rows(priced: pd.DataFrame, run_date: dt.date) -> list[dict[str, Any]]:
                 "image_sha256": _sha256_or_none(rec.get("image_sha256")),
                 "html_sha256": _sha256_or_none(rec.get("html_sha256")),
                 "fetched_at": _as_utc_datetime(rec.get("fetched_at")),
+                "operator_address": bound_text(rec.get("operator_address"), NAME_MAX),
+                "operator_email": bound_text(rec.get("operator_email"), NAME_MAX),
+                "operator_phone": bound_text(rec.get("operator_phone"), PHONE_MAX),
+                "operator_role": bound_text(rec.get("operator_role"), SOURCE_MAX),
+                "usage_since": _as_date(rec.get("usage_since")),
+                "usage_since_source": bound_text(rec.get("usage_since_source"), SOURCE_MAX),
+                "usage_days": _int_in(rec.get("usage_days"), USAGE_DAYS_RANGE),
+                "page_status": _int_in(rec.get("page_status"), HTTP_STATUS_RANGE),
+                "page_online": _bool_or_none(rec.get("page_online")),
+                "attribution_found": _bool_or_none(rec.get("attribution_found")),
+                "attribution_evidence": bound_text(rec.get("attribution_evidence"), EVIDENCE_MAX),
+                "licence_match": _json_text(rec.get("licence_match"), "licence_match", None),
             }
         )
     # Bounding can make two long URLs equal, and a frame may repeat a key; one upsert statement must

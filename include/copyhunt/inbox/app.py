@@ -45,6 +45,8 @@ from copyhunt.inbox.views import (
     STATUS_LABELS,
     breakdown_rows,
     format_when,
+    licence_check_rows,
+    page_state,
     parse_region,
     query_string,
     shorten,
@@ -93,13 +95,26 @@ class HitOut(BaseModel):
     registrable_domain: str | None
     operator_name: str | None
     operator_source: str | None
+    operator_address: str | None
+    operator_email: str | None
+    operator_phone: str | None
+    operator_role: str | None = Field(description="site-operator, marketplace-seller or unknown.")
     published_at: dt.date | None
+    published_source: str | None
     first_seen: dt.date
     last_seen: dt.date
-    online: bool
+    usage_since: dt.date | None = Field(description="Start of the use: the publication date or the first sighting.")
+    usage_since_source: str | None
+    usage_days: int | None = Field(description="Days the image has been in use, as of last_seen.")
+    online: bool = Field(description="Found again by the newest run.")
+    page_status: int | None = Field(description="HTTP status of the page in the newest crawl.")
+    page_online: bool | None = Field(description="Whether that status means the page is up (2xx/3xx).")
+    attribution_found: bool | None = Field(description="Whether the page credits the author.")
+    attribution_evidence: str | None = Field(description="The credit found, or what was looked for.")
     score: float
     licensed: bool
     licence_id: str | None
+    licence_match: Any = Field(description="The licence check (JSON): the licence that matched, or why none did.")
     license_value_cents: int
     currency: str
     value_breakdown: Any = Field(description="Itemised licence value (JSON).")
@@ -137,6 +152,7 @@ def hit_out(row: dict[str, Any]) -> HitOut:
     data.update(
         value_breakdown=_json_or_none(row.get("value_breakdown")),
         region=_json_or_none(row.get("region")),
+        licence_match=_json_or_none(row.get("licence_match")),
         fetched_at=fetched,
         online=bool(row["online"]),
         licensed=bool(row["licensed"]),
@@ -349,6 +365,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if hit is None:
             return error(request, 404, "There is no such hit in your inbox.", sess)
         image = workflow.get_image(db, who.customer_id, hit["image_id"]) or {}
+        licence_check = licence_check_rows(hit["licence_match"])
         return render(
             request, "hit.html", _session=sess,
             hit=hit,
@@ -358,7 +375,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             region=parse_region(hit["region"]),
             page_href=safe_href(hit["page_url"]),
             image_href=safe_href(hit["image_url"]),
-            breakdown=breakdown_rows(hit["value_breakdown"], hit["currency"]),
+            breakdown=breakdown_rows(hit["value_breakdown"], hit["currency"], licence_shown=bool(licence_check)),
+            licence_check=licence_check,
+            page_state=page_state(hit["page_status"], hit["page_online"]),
             history=workflow.hit_history(db, who.customer_id, hit_id),
             actions=[(a, ACTION_LABELS[a]) for a in workflow.ACTIONS if workflow.ACTIONS[a] != hit["status"]],
             done=DONE_MESSAGES.get(done),

@@ -20,6 +20,8 @@ __all__ = [
     "STATUS_LABELS",
     "breakdown_rows",
     "format_when",
+    "licence_check_rows",
+    "page_state",
     "parse_region",
     "query_string",
     "shorten",
@@ -152,9 +154,28 @@ def _licence_notes(lic: Any) -> list[tuple[str, str]]:
     return notes
 
 
-def breakdown_rows(text: str | None, currency: str) -> dict[str, Any]:
+def licence_check_rows(text: str | None) -> list[tuple[str, str]]:
+    """The hits.licence_match JSON (copyhunt.pricing's licence decision) as (key, value) rows:
+    the licence that covers the use, the ones that did not and why. Empty when not recorded."""
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return [("licence check", "unreadable")]
+    return _licence_notes(data) if data else []
+
+
+def page_state(status: int | None, up: bool | None) -> str:
+    """The page's HTTP status in the newest crawl, in words: "200 (up)", "404 (down)", "—"."""
+    if status is None:
+        return "—" if up is None else ("up" if up else "down")
+    return f"{status} ({'up' if up else 'down'})" if up is not None else str(status)
+
+
+def breakdown_rows(text: str | None, currency: str, licence_shown: bool = False) -> dict[str, Any]:
     """The value_breakdown JSON as rows for a table: ``{"items": [(factor, details, amount)],
-    "notes": [(key, value)], "total": str|None}``. Unknown shapes degrade to key/value notes."""
+    "notes": [(key, value)], "total": str|None}``. Unknown shapes degrade to key/value notes.
+    ``licence_shown``: the licence decision is shown elsewhere on the page (licence_check_rows),
+    so it is left out of the notes."""
     try:
         data = json.loads(text) if text else {}
     except ValueError:
@@ -168,7 +189,8 @@ def breakdown_rows(text: str | None, currency: str) -> dict[str, Any]:
         if key in ("items", "total_cents", "total", "currency"):
             continue  # shown as the table and its total
         if key == "licence":
-            notes.extend(_licence_notes(value))
+            if not licence_shown:
+                notes.extend(_licence_notes(value))
         elif key == "rate_card" and isinstance(value, Mapping):
             overrides = value.get("overrides") or []
             notes.append(("rate card", f"version {_compact(value.get('version'))}"
