@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from copyhunt.imaging import PAD_DARK, PAD_LIGHT, BadImage, content_box, load_gray
+from copyhunt.proposals import paste_boxes
 
 HASH_BITS = 64
 HASH_INPUT = 32  # windows are resized to 32x32 before the DCT, as imagehash's pHash does
@@ -59,6 +60,9 @@ _NEIGHBOURS = np.ones((3, 3), np.uint8)
 MAX_DEROTATION_DEGREES = 20  # tilted copies beyond this are rare; blob windows still see them
 # Collage proposals in found images: (rows, columns) grids; cells are trimmed of gutters.
 QUERY_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 3))
+# Pasted-picture proposals hashed per found image (see copyhunt.proposals): the first is right
+# for most insets; the others catch a natural rectangle (window, screen) ranked above it.
+PASTE_PROPOSALS = 3
 
 _DCT = np.array([[np.cos(np.pi * (2 * n + 1) * k / (2 * HASH_INPUT)) for n in range(HASH_INPUT)] for k in range(DCT_KEEP)], dtype=np.float32)
 _ALTERNATING = np.array([(-1.0) ** k for k in range(DCT_KEEP)], dtype=np.float32)
@@ -200,6 +204,12 @@ def query_windows() -> list[Window]:
     return [FULL, *grid_windows()]
 
 
+def paste_windows(gray: np.ndarray, count: int = PASTE_PROPOSALS) -> list[Window]:
+    """Rectangles that look like a picture pasted into the found image (``copyhunt.proposals``)."""
+    h, w = gray.shape
+    return [Window(f"paste{i}", x0 / w, y0 / h, x1 / w, y1 / h) for i, (x0, y0, x1, y1) in enumerate(paste_boxes(gray, count, MIN_WINDOW_PX))]
+
+
 def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
     """Square windows on the ``count`` strongest difference-of-Gaussians blobs, inside the image.
 
@@ -220,22 +230,23 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
         small = cv2.resize(small, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
         if min(small.shape) < 5:
             break
-        blurred = [cv2.GaussianBlur(small.astype(np.float32), (0, 0), _OCTAVE_STEPS[0])]
-        for step in _OCTAVE_STEPS[1:]:  # each blur from the previous one: small kernels
-            blurred.append(cv2.GaussianBlur(blurred[-1], (0, 0), step))
-        dog = [cv2.absdiff(blurred[i + 1], blurred[i]) for i in range(len(blurred) - 1)]
-        spatial = [cv2.dilate(level, _NEIGHBOURS) for level in dog]
-        peaks = []
-        for i in range(1, len(dog) - 1):
-            peak = (dog[i] >= spatial[i]) & (dog[i] >= spatial[i - 1]) & (dog[i] >= spatial[i + 1]) & (dog[i] > BLOB_MIN_RESPONSE)
-            peak[0, :] = peak[-1, :] = peak[:, 0] = peak[:, -1] = False
-            peaks.append(peak)
-        is_peak = np.stack(peaks)
-        dog = np.stack(dog)
-        level, ys, xs = np.nonzero(is_peak)
+        # The octave's arrays are stacked (level, y, x) and filled in place: at thumbnail sizes
+        # the cost is in the number of calls, not in the pixels.
+        blurred = np.empty((len(_OCTAVE_STEPS), *small.shape), np.float32)
+        cv2.GaussianBlur(small.astype(np.float32), (0, 0), _OCTAVE_STEPS[0], dst=blurred[0])
+        for i, step in enumerate(_OCTAVE_STEPS[1:], 1):  # each blur from the previous one: small kernels
+            cv2.GaussianBlur(blurred[i - 1], (0, 0), step, dst=blurred[i])
+        dog = np.abs(blurred[1:] - blurred[:-1])
+        spatial = np.empty_like(dog)
+        for i in range(len(dog)):
+            cv2.dilate(dog[i], _NEIGHBOURS, dst=spatial[i])
+        # A peak beats its 26 neighbours in space and scale; border pixels are never peaks.
+        centre = dog[1:-1, 1:-1, 1:-1]
+        around = np.maximum(np.maximum(spatial[:-2, 1:-1, 1:-1], spatial[1:-1, 1:-1, 1:-1]), spatial[2:, 1:-1, 1:-1])
+        level, ys, xs = np.nonzero((centre >= around) & (centre > BLOB_MIN_RESPONSE))
         if level.size == 0:
             continue
-        level = level + 1
+        level, ys, xs = level + 1, ys + 1, xs + 1
         # Only the strongest windows that fit can be chosen: refine no more than the count (and a
         # margin), judging the fit leniently before refinement moves centres and scales a little.
         radius = BLOB_SIDE * _OCTAVE_SIGMAS[0] * 2 ** ((level + 0.5) / BLOB_PER_OCTAVE) * factor * 0.85
@@ -346,12 +357,13 @@ def reference_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = N
 
 
 def query_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = None) -> list[WindowHash]:
-    """Search keys of a found image: whole image, collage grid cells, blob windows, and the
-    picture turned back upright when it was pasted tilted on a plain background."""
+    """Search keys of a found image: whole image, collage grid cells, pasted-picture proposals,
+    blob windows, and the picture turned back upright when it was pasted tilted on a plain
+    background."""
     gray = _as_gray(image)
     hasher = hasher or PHasher()
     h, w = gray.shape
-    windows, boxes = _pixel_boxes([*query_windows(), *blob_windows(gray, QUERY_BLOBS)], w, h, True, gray)
+    windows, boxes = _pixel_boxes([*query_windows(), *paste_windows(gray), *blob_windows(gray, QUERY_BLOBS)], w, h, True, gray)
     if not windows:
         return []
     hashes, usable = hasher.hash_windows(gray, boxes)

@@ -1,0 +1,203 @@
+"""Region proposals in found images: where a picture was pasted into another one.
+
+A registered photo pasted small into an unrelated photo (an inset, a thumbnail in a banner) fills
+a fraction of the found image, so neither the whole-image hash nor most of the found image's blob
+windows describe it. But its outline is easy to see: a rectangle whose four straight sides are
+steps in brightness (the pasted pixels have nothing to do with the background next to them), and
+those steps stop at its corners. Hashing exactly that rectangle gives the whole registered
+picture's hash within a few bits, at any position and scale.
+
+How, on the grey working image (a few milliseconds at 320 px):
+
+1. the step across every pixel boundary, horizontal and vertical, capped so that any clear step
+   counts fully (``STEP_CAP``), with prefix sums along both axes: the mean step along any
+   straight segment then costs two lookups;
+2. corners of each kind (top-left, top-right, ...): both sides leave the corner over short and
+   long arms, and neither goes on past it; the strongest few of each kind are kept;
+3. rectangles from opposite corners, and from two adjacent corners plus a fourth side scanned
+   over every position (it may be too faint to make corners: sky pasted on a pale wall);
+4. each rectangle is scored by the evidence along its sides (mean step above a baseline, times
+   the side's length) minus the steps along their continuations past the corners; one side may
+   be faint, a side on the image border is not counted, at least three must be inside;
+5. the best ones, each side nudged by a pixel to its strongest position, without near-duplicates.
+
+Natural rectangles (windows, screens, book covers) are proposed too; they cost a window hash
+each and match nothing, since verification decides.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+STEP_CAP = 24.0  # grey levels: a step of at least this counts fully; smaller ones in proportion
+CORNER_ARM = 16  # px along each side a corner is judged on (and twice that)
+CORNERS_PER_KIND = 16  # corners of each of the four kinds kept as rectangle vertices
+MIN_SIDE = 0.35  # mean capped step along a side, 0..1, below which the side is faint
+MAX_FAINT_SIDES = 1
+SIDE_BASELINE = 0.3  # what a side of no boundary scores on textured backgrounds
+OUTSIDE_WEIGHT = 0.5  # corner: weight of the sides' continuation past it
+EXTENSION_WEIGHT = 0.5  # rectangle: weight of the steps along its sides' continuations
+LENGTH_DISCOUNT = 0.0
+MAX_AREA = 0.8  # of the image: larger boxes are the whole image's business
+_TRIES = 8  # candidate rectangles refined per proposal wanted (most are near-duplicates)
+DUPLICATE_IOU = 0.7  # proposals overlapping a better one more than this are the same rectangle
+
+
+def paste_boxes(gray: np.ndarray, count: int, min_side: int) -> list[tuple[int, int, int, int]]:
+    """Up to ``count`` pixel boxes (x0, y0, x1, y1), best first, that look like pasted pictures."""
+    h, w = gray.shape
+    if count <= 0 or min(h, w) < 2 * min_side:
+        return []
+    vsum, hsum = _step_sums(gray)
+    corners = _corners(vsum, hsum)
+    x0, y0, x1, y1 = _rectangles(corners, w, h, min_side)
+    if not len(x0):
+        return []
+    score = _score(vsum, hsum, x0, y0, x1, y1)
+    order = np.lexsort((y1, x1, y0, x0, -score))[: count * _TRIES]
+    chosen: list[tuple[int, int, int, int]] = []
+    for i in order:
+        if score[i] <= 0 or len(chosen) == count:
+            break
+        box = _refine(vsum, hsum, (int(x0[i]), int(y0[i]), int(x1[i]), int(y1[i])))
+        if all(_iou(box, other) < DUPLICATE_IOU for other in chosen):
+            chosen.append(box)
+    return chosen
+
+
+def _step_sums(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prefix sums of the capped steps across vertical and horizontal pixel boundaries.
+
+    ``vsum[y, x]``: steps across the boundary left of column x (0 < x < w), rows 0..y-1;
+    ``hsum[y, x]``: steps across the boundary above row y (0 < y < h), columns 0..x-1.
+    """
+    h, w = gray.shape
+    g = gray.astype(np.float32)
+    vertical = np.zeros((h, w + 1), np.float32)
+    vertical[:, 1:w] = np.minimum(np.abs(g[:, 1:] - g[:, :-1]), STEP_CAP)
+    horizontal = np.zeros((h + 1, w), np.float32)
+    horizontal[1:h, :] = np.minimum(np.abs(g[1:, :] - g[:-1, :]), STEP_CAP)
+    vsum = np.zeros((h + 1, w + 1), np.float32)
+    np.cumsum(vertical / STEP_CAP, axis=0, out=vsum[1:])
+    hsum = np.zeros((h + 1, w + 1), np.float32)
+    np.cumsum(horizontal / STEP_CAP, axis=1, out=hsum[:, 1:])
+    return vsum, hsum
+
+
+def _arms(vsum: np.ndarray, hsum: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    """Mean step along the k px going down, right, up and left from every lattice point."""
+    down = np.zeros_like(vsum)
+    down[:-k] = (vsum[k:] - vsum[:-k]) / k
+    up = np.zeros_like(vsum)
+    up[k:] = down[:-k]
+    right = np.zeros_like(hsum)
+    right[:, :-k] = (hsum[:, k:] - hsum[:, :-k]) / k
+    left = np.zeros_like(hsum)
+    left[:, k:] = right[:, :-k]
+    return down, right, up, left
+
+
+def _corners(vsum: np.ndarray, hsum: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(x, y) of the strongest corners of each kind: top-left, top-right, bottom-left, bottom-right."""
+    short = _arms(vsum, hsum, CORNER_ARM)
+    long = _arms(vsum, hsum, 2 * CORNER_ARM)
+    kernel = np.ones((5, 5), np.uint8)
+    out = []
+    # (the two sides leaving the corner, the two continuations past it), as indices into the arms
+    for a, b, c, d in ((0, 1, 2, 3), (0, 3, 2, 1), (2, 1, 0, 3), (2, 3, 0, 1)):
+        response = np.minimum(short[a], short[b]) + np.minimum(long[a], long[b]) - OUTSIDE_WEIGHT * np.maximum(short[c], short[d])
+        response[:, 0] = response[:, -1] = response[0, :] = response[-1, :] = 0
+        peak = (response >= cv2.dilate(response, kernel)) & (response > MIN_SIDE)
+        ys, xs = np.nonzero(peak)
+        keep = np.lexsort((xs, ys, -response[ys, xs]))[:CORNERS_PER_KIND]
+        out.append((xs[keep].astype(np.int64), ys[keep].astype(np.int64)))
+    return out
+
+
+def _cross(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
+
+
+def _rectangles(corners, w: int, h: int, min_side: int) -> tuple[np.ndarray, ...]:
+    (tlx, tly), (trx, try_), (blx, bly), (brx, bry) = corners
+    parts = []
+    i, j = _cross(len(tlx), len(brx))
+    parts.append((tlx[i], tly[i], brx[j], bry[j]))
+    i, j = _cross(len(blx), len(trx))
+    parts.append((blx[i], try_[j], trx[j], bly[i]))
+    # Two corners on one side (same row or column, within a pixel); the opposite side anywhere.
+    rows, cols = np.arange(h + 1), np.arange(w + 1)
+    for (ax, ay), (bx, by), side in (((tlx, tly), (trx, try_), "top"), ((blx, bly), (brx, bry), "bottom"),
+                                     ((tlx, tly), (blx, bly), "left"), ((trx, try_), (brx, bry), "right")):
+        i, j = _cross(len(ax), len(bx))
+        if side in ("top", "bottom"):
+            keep = (np.abs(ay[i] - by[j]) <= 1) & (bx[j] - ax[i] >= min_side)
+            i, j = i[keep], j[keep]
+            p, q = _cross(len(i), len(rows))
+            x0, x1, y, other = ax[i][p], bx[j][p], ay[i][p], rows[q]
+            parts.append((x0, y, x1, other) if side == "top" else (x0, other, x1, y))
+        else:
+            keep = (np.abs(ax[i] - bx[j]) <= 1) & (by[j] - ay[i] >= min_side)
+            i, j = i[keep], j[keep]
+            p, q = _cross(len(i), len(cols))
+            y0, y1, x, other = ay[i][p], by[j][p], ax[i][p], cols[q]
+            parts.append((x, y0, other, y1) if side == "left" else (other, y0, x, y1))
+    x0, y0, x1, y1 = (np.concatenate([part[k] for part in parts]) for k in range(4))
+    ok = (x1 - x0 >= min_side) & (y1 - y0 >= min_side) & ((x1 - x0) * (y1 - y0) <= MAX_AREA * w * h)
+    return x0[ok], y0[ok], x1[ok], y1[ok]
+
+
+def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1) -> np.ndarray:
+    """Evidence that each box is a pasted picture's outline; negative: not a proposal."""
+    h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
+    height, width = y1 - y0, x1 - x0
+    sides = np.stack([(vsum[y1, x0] - vsum[y0, x0]) / height, (vsum[y1, x1] - vsum[y0, x1]) / height,
+                      (hsum[y0, x1] - hsum[y0, x0]) / width, (hsum[y1, x1] - hsum[y1, x0]) / width], axis=1)
+    inside = np.stack([x0 > 0, x1 < w, y0 > 0, y1 < h], axis=1)
+    lengths = np.stack([height, height, width, width], axis=1)
+    k = CORNER_ARM
+
+    def along_column(x, a, b):  # summed steps along column boundary x, rows a..b (clipped)
+        return vsum[np.clip(b, 0, h), x] - vsum[np.clip(a, 0, h), x]
+
+    def along_row(y, a, b):
+        return hsum[y, np.clip(b, 0, w)] - hsum[y, np.clip(a, 0, w)]
+
+    beyond = np.stack([along_column(x0, y0 - k, y0) + along_column(x0, y1, y1 + k), along_column(x1, y0 - k, y0) + along_column(x1, y1, y1 + k),
+                       along_row(y0, x0 - k, x0) + along_row(y0, x1, x1 + k), along_row(y1, x0 - k, x0) + along_row(y1, x1, x1 + k)], axis=1)
+    faint = (inside & (sides < MIN_SIDE)).sum(axis=1)
+    valid = (inside.sum(axis=1) >= 3) & (faint <= MAX_FAINT_SIDES)
+    total = (np.where(inside, (sides - SIDE_BASELINE) * lengths - EXTENSION_WEIGHT * beyond, 0.0)).sum(axis=1)
+    total = total / (np.where(inside, lengths, 0).sum(axis=1) ** LENGTH_DISCOUNT)
+    return np.where(valid, total, -1.0)
+
+
+def _refine(vsum: np.ndarray, hsum: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """Each inner side moved by up to a pixel to where its step is strongest (corners found on a
+    5x5 grid of maxima, and a boundary resampled between two pixels, can be a pixel off)."""
+    h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
+    b = list(box)
+    for side in range(4):
+        limit = w if side in (0, 2) else h
+        if not 0 < b[side] < limit:
+            continue
+        best_value, best_at = -1.0, b[side]
+        for at in (b[side] - 1, b[side], b[side] + 1):
+            if not 0 < at < limit:
+                continue
+            if side in (0, 2):
+                value = (vsum[b[3], at] - vsum[b[1], at]) / (b[3] - b[1])
+            else:
+                value = (hsum[at, b[2]] - hsum[at, b[0]]) / (b[2] - b[0])
+            if value > best_value + 1e-6:
+                best_value, best_at = value, at
+        b[side] = best_at
+    return b[0], b[1], b[2], b[3]
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
