@@ -252,6 +252,89 @@ def test_sign_in_session_and_sign_out(inbox: Inbox) -> None:
     assert client.get("/hits", follow_redirects=False).status_code == 303
 
 
+class Clock:
+    """A clock the test moves by hand: the limiter's window passes without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failed_sign_ins_are_limited_per_client_address(inbox: Inbox) -> None:
+    from copyhunt.inbox.app import SIGNIN_FAILURES_MAX, SIGNIN_WINDOW_SECONDS
+    from copyhunt.inbox.ratelimit import FailureLimiter
+
+    clock = Clock()
+    app = create_app(inbox.settings, inbox.engine, FailureLimiter(SIGNIN_FAILURES_MAX, SIGNIN_WINDOW_SECONDS, clock=clock))
+    good = inbox.seeded.tokens["alpine-lens"]
+    guesser = "203.0.113.7"
+
+    def attempt(address: str, token: str) -> Any:
+        client = TestClient(app, client=(address, 40000))  # a fresh browser each time: no session yet
+        nonce = NONCE_RE.search(client.get("/signin").text).group(1)  # type: ignore[union-attr]
+        return client.post("/signin", data={"token": token, "nonce": nonce}, follow_redirects=False)
+
+    for n in range(SIGNIN_FAILURES_MAX):
+        assert attempt(guesser, f"cht_guess{n}_{'x' * 40}").status_code == 401
+        clock.now += 1
+    refused = attempt(guesser, good)  # over the limit even a right token is not checked
+    assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
+    wait = int(refused.headers["retry-after"])
+    assert wait == SIGNIN_WINDOW_SECONDS - SIGNIN_FAILURES_MAX  # until the first failure leaves the window
+    # The Bearer API counts against the same address, and is refused the same way.
+    api = TestClient(app, client=(guesser, 40001)).get("/api/hits", headers={"Authorization": f"Bearer {good}"})
+    assert api.status_code == 429 and api.headers["retry-after"] == str(wait)
+    # Another address is not affected.
+    assert attempt("198.51.100.2", good).status_code == 303
+
+    clock.now += wait  # the oldest failure leaves the window: one more try is allowed
+    assert attempt(guesser, good).status_code == 303
+    assert attempt(guesser, "wrong").status_code == 401  # and one more failure closes it again
+    assert attempt(guesser, good).status_code == 429
+
+
+def test_failed_bearer_tokens_are_limited(inbox: Inbox) -> None:
+    from copyhunt.inbox.ratelimit import FailureLimiter
+
+    clock = Clock()
+    app = create_app(inbox.settings, inbox.engine, FailureLimiter(3, 60, clock=clock))
+    client = TestClient(app, client=("203.0.113.9", 40000))
+    hit_id = inbox.seeded.hit_ids["urban-eats.test"]
+    assert client.get("/api/hits").status_code == 401  # no token at all is not a guess
+    for url in ("/api/hits", f"/api/hits/{hit_id}", f"/hits/{hit_id}/found.jpg"):
+        assert client.get(url, headers={"Authorization": "Bearer cht_nope_nope"}).status_code == 401
+    limited = client.get("/api/hits", headers=inbox.bearer("alpine-lens"))
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
+    assert client.get(f"/hits/{hit_id}/found.jpg", headers=inbox.bearer("alpine-lens")).status_code == 429
+    clock.now += 60
+    assert client.get("/api/hits", headers=inbox.bearer("alpine-lens")).status_code == 200
+
+
+def test_failure_limiter_window_and_memory_bound() -> None:
+    from copyhunt.inbox.ratelimit import FailureLimiter
+
+    clock = Clock()
+    limiter = FailureLimiter(2, 10, max_keys=3, clock=clock)
+    assert limiter.retry_after("a") is None
+    limiter.record_failure("a")
+    clock.now += 4
+    limiter.record_failure("a")
+    assert limiter.retry_after("a") == 6  # the first failure leaves the window 10 s after it
+    clock.now += 5.5
+    assert limiter.retry_after("a") == 1  # rounded up, never 0
+    clock.now += 0.5
+    assert limiter.retry_after("a") is None and limiter.tracked() == 1
+    for key in ("b", "c", "d", "e"):
+        limiter.record_failure(key)
+    assert limiter.tracked() == 3  # the least recently failing addresses were forgotten first
+    clock.now += 10
+    assert limiter.tracked() == 0
+    with pytest.raises(ValueError):
+        FailureLimiter(0, 10)
+
+
 def test_revoking_the_token_ends_its_sessions(inbox: Inbox) -> None:
     client = inbox.signed_in("alpine-lens")
     assert client.get("/hits").status_code == 200

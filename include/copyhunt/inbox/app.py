@@ -8,6 +8,9 @@ Run it with ``copyhunt serve`` (uvicorn). Two ways in, both per customer:
 * JSON (``/api/hits``, ``/api/hits/{id}``): ``Authorization: Bearer <token>``; 401 without it.
   OpenAPI at ``/api/openapi.json``.
 
+Failed token checks (the sign-in form, Bearer tokens) are limited per client address
+(copyhunt.inbox.ratelimit): past SIGNIN_FAILURES_MAX in SIGNIN_WINDOW_SECONDS, 429 with Retry-After.
+
 Tenant isolation: the signed-in customer id goes into every query (copyhunt.hitsdb.workflow); a hit
 or image of another customer is "not found". Images are served only through routes that check the
 hit belongs to the caller, re-encoded (copyhunt.inbox.images), never from a path in a request.
@@ -39,6 +42,7 @@ from copyhunt.hitsdb import tokens, workflow
 from copyhunt.hitsdb.digest import format_money, safe_href
 from copyhunt.hitsdb.store import make_engine
 from copyhunt.inbox.images import RenderedImages
+from copyhunt.inbox.ratelimit import FailureLimiter
 from copyhunt.inbox.views import (
     ACTION_LABELS,
     DONE_MESSAGES,
@@ -60,6 +64,10 @@ SIGNIN_COOKIE = "copyhunt_signin"  # double-submit nonce of the sign-in form (lo
 PAGE_SIZE = 50
 TOKEN_FIELD_MAX = 200  # a token is ~60 characters; anything longer is not one
 MAX_HIT_ID = 2**63 - 1  # bigint: larger ids would be a database error, not a 404
+# Failed token checks per client address: enough for a customer mistyping or pasting the wrong
+# token a few times, far too few to guess anything (tokens carry 256 random bits).
+SIGNIN_FAILURES_MAX = 10
+SIGNIN_WINDOW_SECONDS = 300
 CSP = (
     "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -161,11 +169,13 @@ def hit_out(row: dict[str, Any]) -> HitOut:
 
 
 # ---- the application ---------------------------------------------------------------------------
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+def create_app(settings: Settings, engine: Engine | None = None, failures: FailureLimiter | None = None) -> FastAPI:
     """The inbox for the hits database of ``settings`` (or the given engine, which the caller owns).
 
-    The schema must exist (``copyhunt serve`` runs ``create_schema`` first).
+    The schema must exist (``copyhunt serve`` runs ``create_schema`` first). ``failures`` limits
+    failed token checks per client address (default: SIGNIN_FAILURES_MAX per SIGNIN_WINDOW_SECONDS).
     """
+    limiter = failures or FailureLimiter(SIGNIN_FAILURES_MAX, SIGNIN_WINDOW_SECONDS)
     own_engine = engine is None
     db: Engine = engine if engine is not None else make_engine(settings.database_url)
     images = RenderedImages(settings.blob_root, settings.max_image_pixels)
@@ -234,13 +244,37 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def to_signin(request: Request) -> RedirectResponse:
         return RedirectResponse(f"{base(request)}/signin", status_code=303)
 
+    def client_address(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def token_wait(request: Request) -> int | None:
+        """Seconds this client must wait before its next token check, None if it may check now."""
+        return limiter.retry_after(client_address(request))
+
+    def too_many(wait: int) -> HTTPException:
+        return HTTPException(429, "too many failed token checks from this address; try again later",
+                             headers={"Retry-After": str(wait)})
+
+    def counted_identity(request: Request, token: str) -> tokens.Identity | None:
+        """verify_token, with a wrong token counted against the client's address."""
+        identity = tokens.verify_token(db, token)
+        if identity is None:
+            limiter.record_failure(client_address(request))
+        return identity
+
+    def bearer_identity(request: Request, token: str) -> tokens.Identity | None:
+        wait = token_wait(request)
+        if wait is not None:
+            raise too_many(wait)
+        return counted_identity(request, token[:TOKEN_FIELD_MAX])
+
     def any_identity(request: Request) -> tokens.Identity | None:
         """Session cookie (pages) or Bearer token (API clients): for the image routes."""
         who = session(request)[1]
         if who is None:
             scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() == "bearer":
-                who = tokens.verify_token(db, credentials.strip()[:TOKEN_FIELD_MAX])
+                who = bearer_identity(request, credentials.strip())
         return who
 
     def form_session(request: Request, csrf_token: str) -> tuple[Any, Response | None]:
@@ -290,9 +324,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         token: Annotated[str, Form(max_length=TOKEN_FIELD_MAX)] = "",
         nonce: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
+        wait = token_wait(request)
+        if wait is not None:
+            minutes = -(-wait // 60)
+            response = signin_page(request, 429, f"Too many failed sign-ins from your address. "
+                                                 f"Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
+            response.headers["Retry-After"] = str(wait)
+            return response
         if not _same(request.cookies.get(SIGNIN_COOKIE), nonce):
             return signin_page(request, 403, "The sign-in form expired. Please try again.")
-        identity = tokens.verify_token(db, token.strip())
+        identity = counted_identity(request, token.strip())
         if identity is None:
             return signin_page(request, 401, "That token is not valid.")
         sid = tokens.start_session(db, identity)
@@ -452,9 +493,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
 
     def api_identity(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> tokens.Identity:
-        identity = tokens.verify_token(db, credentials.credentials[:TOKEN_FIELD_MAX]) if credentials else None
+        identity = bearer_identity(request, credentials.credentials) if credentials else None
         if identity is None:
             raise HTTPException(401, "a valid customer token is required", headers={"WWW-Authenticate": "Bearer"})
         return identity
