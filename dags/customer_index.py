@@ -11,21 +11,11 @@ Each task writes one lake partition for the run date: `reference_images`, `refer
 
 from __future__ import annotations
 
-from copyhunt.orchestration import CUSTOMER_INDEX, DEFAULT_ARGS, RUN_DATE_PARAM_HELP, START_DATE, run_task_stage
-from airflow.sdk import Param, dag, task
+from copyhunt.orchestration import CUSTOMER_INDEX, common_dag_arguments, run_task_stage
+from airflow.sdk import dag, task
 
 
-@dag(
-    dag_id="customer_index",
-    schedule="0 1 * * *",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["copyhunt", "index"],
-    doc_md=__doc__,
-    params={"run_date": Param(None, type=["null", "string"], description=RUN_DATE_PARAM_HELP)},
-)
+@dag(dag_id="customer_index", schedule="0 1 * * *", tags=["copyhunt", "index"], doc_md=__doc__, **common_dag_arguments())
 def customer_index():
     @task
     def register() -> dict:

@@ -13,21 +13,11 @@ and the same database rows.
 
 from __future__ import annotations
 
-from copyhunt.orchestration import CUSTOMER_INDEX, DEFAULT_ARGS, RUN_DATE_PARAM_HELP, START_DATE, run_task_stage
-from airflow.sdk import Param, dag, get_current_context, task
+from copyhunt.orchestration import CUSTOMER_INDEX, common_dag_arguments, run_task_stage
+from airflow.sdk import dag, get_current_context, task
 
 
-@dag(
-    dag_id="daily_hunt",
-    schedule="0 3 * * *",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["copyhunt", "daily"],
-    doc_md=__doc__,
-    params={"run_date": Param(None, type=["null", "string"], description=RUN_DATE_PARAM_HELP)},
-)
+@dag(dag_id="daily_hunt", schedule="0 3 * * *", tags=["copyhunt", "daily"], doc_md=__doc__, **common_dag_arguments())
 def daily_hunt():
     @task
     def crawl() -> dict:

@@ -20,6 +20,20 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file through a temp file in the same directory and rename it into place.
+
+    Here rather than in copyhunt.lake so that the crawler's blob writes need no pandas or pyarrow.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 class LocalBlobStore:
     """Blobs as files ``root/ab/cd/<sha256>``; writes are atomic and a second put is free."""
 
@@ -37,15 +51,8 @@ class LocalBlobStore:
     def put(self, data: bytes) -> str:
         digest = sha256_bytes(data)
         target = self.path(digest)
-        if target.exists():
-            return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{digest}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        if not target.exists():
+            atomic_write_bytes(target, data)
         return digest
 
     def get(self, sha256: str) -> bytes:

@@ -11,7 +11,7 @@ import datetime as dt
 import os
 from typing import Callable
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Param
 
 DEFAULT_ARGS = {
     "owner": "copyhunt-data",
@@ -26,6 +26,18 @@ CUSTOMER_INDEX = Asset(name="customer_index", uri="file:///copyhunt/lake/index")
 RUN_DATE_PARAM_HELP = "Partition to read and write (YYYY-MM-DD). Empty: the run's logical date."
 
 SPARK_CONNECTION_ID = "copyhunt_spark"
+
+
+def common_dag_arguments() -> dict:
+    """The @dag arguments every copyhunt DAG shares: start date, no catch-up, one run at a time,
+    owner and retries, and the ``run_date`` parameter (a fresh Param for each DAG)."""
+    return {
+        "start_date": START_DATE,
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": DEFAULT_ARGS,
+        "params": {"run_date": Param(None, type=["null", "string"], description=RUN_DATE_PARAM_HELP)},
+    }
 
 Stage = Callable[..., dict]
 

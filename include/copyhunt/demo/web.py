@@ -51,7 +51,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps, ImageStat
@@ -493,6 +493,13 @@ def _card(site: _Site, path: str, title: str, image: str, when: dt.datetime | No
             f'<h2><a href="{e(path)}">{e(title)}</a></h2>{date}{extra}</div>')
 
 
+def _cards_page(site: _Site, path: str, title: str, heading: str, cards: Sequence[tuple[Any, str, str]],
+                after: str = "", **page: Any) -> None:
+    """A listing page: ``heading`` over teaser cards (``(sort key, card html, image path)``)."""
+    site.add_page(_Page(path, title, f"<h1>{heading}</h1>\n<div class=\"cards\">" + "".join(c for _, c, _ in cards)
+                        + "</div>" + after, refs=[(site.url(img), "img_src") for _, _, img in cards], **page))
+
+
 def _time(site: _Site, when: dt.datetime, prefix: str = "") -> str:
     return (f'<p class="meta">{html.escape(prefix)}<time datetime="{when.isoformat()}">'
             f"{_human_date(when.date(), site.lang)}</time></p>")
@@ -518,10 +525,12 @@ class _Builder:
         self.sizes: dict[str, tuple[int, int]] = {}  # image URL -> (width, height)
         self.sites: list[_Site] = []
 
-    def site(self, **kwargs: Any) -> _Site:
+    def site(self, accent: str, **kwargs: Any) -> _Site:
+        """A new site with its logo, stylesheet (``accent`` colour) and spacer GIF written."""
         # One generator per site, seeded by name: adding a site does not change the others.
         site = _Site(**kwargs, rng=random.Random(f"copyhunt-demo-web:{self.seed}:{kwargs['host']}"))
         self.sites.append(site)
+        _common_files(site, accent)
         return site
 
     def photo(self, site: _Site, path: str, day: dt.date, width: int | None = None,
@@ -623,7 +632,7 @@ class _Builder:
         return sorted(reachable.values()), sorted(blocked.values())
 
 
-def _common_files(b: _Builder, site: _Site, css_accent: str) -> None:
+def _common_files(site: _Site, css_accent: str) -> None:
     launched = site.when(site.launched)
     site.add_file("/static/logo.png", _logo(site.rng, site.colour, site.logo_shape), launched)
     site.add_file("/static/blank.gif", BLANK_GIF, launched)
@@ -670,6 +679,26 @@ def _article_jsonld(site: _Site, page_url: str, headline: str, when: dt.datetime
     return obj
 
 
+def _add_article(site: _Site, path: str, title: str, body: str, when: dt.datetime, image: str, author: str,
+                 refs: list[tuple[str, str]], og_image: str | None = None, kind: str = "BlogPosting",
+                 publisher: dict[str, Any] | None = None) -> tuple[dt.date, str, str]:
+    """An article page with its JSON-LD; returns its teaser card for listing pages."""
+    site.add_page(_Page(path, title, body, "article", when, og_image or site.url(image),
+                        [_article_jsonld(site, site.url(path), title, when, author, site.url(image), kind, publisher)],
+                        refs=refs))
+    return when.date(), _card(site, path, title, image, when), image
+
+
+def _short_post(b: _Builder, site: _Site, path: str, title: str, when: dt.datetime, image_path: str, author: str,
+                publisher: dict[str, Any], extra: str = "") -> None:
+    """A short news post: date, one photo, two paragraphs (and ``extra`` HTML)."""
+    refs: list[tuple[str, str]] = []
+    pic = b.photo(site, image_path, when.date())
+    body = (f"<article><h1>{html.escape(title)}</h1>\n{_time(site, when)}\n"
+            f"{b.embed(site, refs, pic, 'img_src', title)}\n{_paragraphs(site.rng, site.topic, 2)}{extra}</article>")
+    _add_article(site, path, title, body, when, pic, author, refs, publisher=publisher)
+
+
 def _blocked_drafts(b: _Builder, site: _Site, drafts: list[tuple[str, str, dt.date, _Plant | None]],
                     heading: str, intro: str) -> None:
     """The /private/ area: linked from the footer, disallowed in robots.txt."""
@@ -693,6 +722,7 @@ def _blocked_drafts(b: _Builder, site: _Site, drafts: list[tuple[str, str, dt.da
 def _alpine_blog(b: _Builder) -> None:
     tz = dt.timezone(dt.timedelta(hours=1))
     site = b.site(
+        accent="#2e5e4e",
         host="alpine-blog.test", topic="travel-de", name="Bergblick – Reiseblog", kind="blog", lang="de", tz=tz,
         operator="Bergblick Medien UG (haftungsbeschränkt)", colour=(46, 94, 78), logo_shape="mountains",
         nav=[("/", "Start"), ("/seite/2", "Ältere Beiträge"), ("/ueber-uns", "Über uns"), ("/impressum", "Impressum")],
@@ -700,7 +730,6 @@ def _alpine_blog(b: _Builder) -> None:
                 ("http://urban-eats.test/", "Urban Eats"), ("http://daily-courier.test/", "The Daily Courier")],
         robots_extra="Disallow: /wp-admin/\nAllow: /wp-admin/admin-ajax.php\n",
     )
-    _common_files(b, site, "#2e5e4e")
     posts = [
         ("wochenende-in-muenchen", "Ein Wochenende in München", dt.date(2026, 2, 14),
          _Plant("alp-adac-hq", "exact", "img_src", "muenchen-architektur.jpg")),
@@ -742,18 +771,14 @@ def _alpine_blog(b: _Builder) -> None:
             next_slug, next_title, next_day, _ = posts[i + 1]
             nav.append(f'<a rel="next" href="/{next_day:%Y/%m}/{next_slug}/">{html.escape(next_title)} »</a>')
         body.append(f'<p class="postnav">{" | ".join(nav)}</p></article>')
-        site.add_page(_Page(path, title, "\n".join(body), "article", when, og_image,
-                            [_article_jsonld(site, site.url(path), title, when, author, site.url(teaser))], refs=refs))
-        cards.append((day, _card(site, path, title, teaser, when), teaser))
+        cards.append(_add_article(site, path, title, "\n".join(body), when, teaser, author, refs, og_image))
     cards.sort(reverse=True)
     for n, chunk in enumerate((cards[:4], cards[4:]), start=1):
         path = "/" if n == 1 else f"/seite/{n}"
         more = ('<p><a href="/seite/2">Ältere Beiträge »</a></p>' if n == 1
                 else '<p><a href="/">« Neuere Beiträge</a></p>')
-        refs = [(site.url(img), "img_src") for _, _, img in chunk]
-        body = (f"<h1>{'Neueste Beiträge' if n == 1 else f'Seite {n}'}</h1>\n<div class=\"cards\">"
-                + "".join(c for _, c, _ in chunk) + "</div>\n" + more)
-        site.add_page(_Page(path, site.name if n == 1 else f"Seite {n}", body, refs=refs))
+        _cards_page(site, path, site.name if n == 1 else f"Seite {n}", "Neueste Beiträge" if n == 1 else f"Seite {n}",
+                    chunk, "\n" + more)
     refs = []
     portrait = b.photo(site, "/wp-content/uploads/2025/06/team.jpg", site.launched, 320)
     site.add_page(_Page("/ueber-uns", "Über uns",
@@ -800,13 +825,13 @@ def _nordic_prints(b: _Builder) -> str:
            "address": {"@type": "PostalAddress", "streetAddress": "Am Sandtorkai 99", "postalCode": "20457",
                        "addressLocality": "Hamburg", "addressCountry": "DE"}}
     site = b.site(
+        accent="#1e3c6e",
         host="nordic-prints.test", topic="shop-de", name="Nordic Prints", kind="shop", lang="de", tz=tz,
         operator="Nordic Prints GmbH", colour=(30, 60, 110), logo_shape="frame", og_site_name=True,
         nav=[("/", "Start"), ("/shop/", "Alle Drucke"), ("/journal/", "Journal"), ("/impressum", "Impressum")],
         footer=[("/impressum", "Impressum"), ("/agb", "AGB"), ("/private/", "Händlerbereich")],
         robots_extra="Disallow: /warenkorb\n",
     )
-    _common_files(b, site, "#1e3c6e")
     products = [
         ("sonnenuntergang-ueber-conques", "Sonnenuntergang über Conques – Fine Art Print", "49.00",
          dt.date(2026, 2, 20),
@@ -863,15 +888,8 @@ def _nordic_prints(b: _Builder) -> str:
                ("neue-kollektion-herbst", "Unsere Herbstkollektion", dt.date(2026, 9, 1))]
     items = []
     for slug, title, day in journal:
-        when = site.when(day, 10)
         path = f"/journal/{slug}"
-        refs = []
-        pic = b.photo(site, f"/media/journal/{slug}.jpg", day)
-        body = (f"<article><h1>{html.escape(title)}</h1>\n{_time(site, when)}\n"
-                f"{b.embed(site, refs, pic, 'img_src', title)}\n{_paragraphs(site.rng, site.topic, 2)}</article>")
-        site.add_page(_Page(path, title, body, "article", when, site.url(pic),
-                            [_article_jsonld(site, site.url(path), title, when, "Team Nordic Prints", site.url(pic),
-                                             publisher=org)], refs=refs))
+        _short_post(b, site, path, title, site.when(day, 10), f"/media/journal/{slug}.jpg", "Team Nordic Prints", org)
         items.append(f'<li><a href="{path}">{html.escape(title)}</a> ({_human_date(day, "de")})</li>')
     site.add_page(_Page("/journal/", "Journal", "<h1>Journal</h1>\n<ul>" + "".join(items) + "</ul>"))
     site.add_page(_Page("/impressum", "Impressum", _impressum(
@@ -890,13 +908,13 @@ def _nordic_prints(b: _Builder) -> str:
 def _urban_eats(b: _Builder, hotlinked: str) -> None:
     tz = dt.timezone(dt.timedelta(hours=-8))
     site = b.site(
+        accent="#aa4628",
         host="urban-eats.test", topic="food-en", name="Urban Eats", kind="blog", lang="en", tz=tz,
         operator="Urban Eats Media LLC", colour=(170, 70, 40), logo_shape="bowl", og_site_name=True,
         nav=[("/", "Home"), ("/page/2", "More recipes"), ("/about", "About"), ("/contact", "Contact")],
         footer=[("/about", "About"), ("/contact", "Contact"), ("/private/", "Staff"),
                 ("http://alpine-blog.test/", "Bergblick")],
     )
-    _common_files(b, site, "#aa4628")
     recipes: list[tuple[str, str, dt.date, _Plant | str | None]] = [
         ("rooftop-dinner", "Rooftop dinner with a view", dt.date(2026, 1, 18),
          _Plant("jn-conques-sunset", "brightened", "img_src", "rooftop-sunset.jpg")),
@@ -928,17 +946,13 @@ def _urban_eats(b: _Builder, hotlinked: str) -> None:
             # A dead link, as every old blog has one.
             body.append('<p>Still hungry? Try last year\'s <a href="/recipes/old-lasagna">lasagna</a>.</p>')
         body.append(_paragraphs(site.rng, site.topic, 1) + "</article>")
-        site.add_page(_Page(path, title, "\n".join(body), "article", when, site.url(teaser),
-                            [_article_jsonld(site, site.url(path), title, when, author, site.url(teaser))], refs=refs))
-        cards.append((day, _card(site, path, title, teaser, when), teaser))
+        cards.append(_add_article(site, path, title, "\n".join(body), when, teaser, author, refs))
     cards.sort(reverse=True)
     for n, chunk in enumerate((cards[:4], cards[4:]), start=1):
         path = "/" if n == 1 else f"/page/{n}"
         more = '<p><a href="/page/2">Older recipes »</a></p>' if n == 1 else '<p><a href="/">« Newer recipes</a></p>'
-        site.add_page(_Page(path, "Urban Eats" if n == 1 else f"Recipes, page {n}",
-                            f"<h1>{'Latest recipes' if n == 1 else f'Page {n}'}</h1>\n<div class=\"cards\">"
-                            + "".join(c for _, c, _ in chunk) + "</div>\n" + more,
-                            refs=[(site.url(img), "img_src") for _, _, img in chunk]))
+        _cards_page(site, path, "Urban Eats" if n == 1 else f"Recipes, page {n}",
+                    "Latest recipes" if n == 1 else f"Page {n}", chunk, "\n" + more)
     refs = []
     kitchen = b.photo(site, "/images/about/kitchen.jpg", site.launched, 360)
     site.add_page(_Page("/about", "About",
@@ -969,6 +983,7 @@ def _daily_courier(b: _Builder) -> None:
                  "logo": {"@type": "ImageObject", "url": "http://daily-courier.test/static/logo.png"}}
     sections = {"world": "World", "business": "Business", "local": "Local"}
     site = b.site(
+        accent="#141414",
         host="daily-courier.test", topic="news-en", name="The Daily Courier", kind="news", lang="en-GB", tz=tz,
         operator="Courier Media Group Ltd.", colour=(20, 20, 20), logo_shape="columns", og_site_name=True,
         nav=[("/", "Front page"), *((f"/section/{k}", v) for k, v in sections.items()), ("/about", "About us")],
@@ -976,7 +991,6 @@ def _daily_courier(b: _Builder) -> None:
         robots_extra="Disallow: /search\n\nUser-agent: BadBot\nDisallow: /\n",
         launched=dt.date(2025, 9, 1),
     )
-    _common_files(b, site, "#141414")
     articles = [
         ("red-square-cathedral-reopens", "Red Square cathedral reopens after restoration", dt.date(2026, 3, 9), "world",
          _Plant("alp-st-basil", "exact", "img_src", "st-basils.jpg"), "Photo: Alpine Lens Agency"),
@@ -1008,17 +1022,13 @@ def _daily_courier(b: _Builder) -> None:
             planted = b.planted_image(site, f"{media}/{plant.filename}", plant, day)
             body.append(b.embed(site, refs, planted, plant.embed, title, credit))
         body.append(_paragraphs(site.rng, site.topic, 1) + "</article>")
-        site.add_page(_Page(path, title, "\n".join(body), "article", when, site.url(teaser),
-                            [_article_jsonld(site, site.url(path), title, when, reporters[i % 3], site.url(teaser),
-                                             "NewsArticle", publisher)], refs=refs))
-        card = (day, _card(site, path, title, teaser, when), teaser)
+        card = _add_article(site, path, title, "\n".join(body), when, teaser, reporters[i % 3], refs,
+                            kind="NewsArticle", publisher=publisher)
         listing[section].append(card)
         front.append(card)
     for key, label in sections.items():
-        chunk = sorted(listing[key], reverse=True)
-        site.add_page(_Page(f"/section/{key}", label, f"<h1>{label}</h1>\n<div class=\"cards\">"
-                            + "".join(c for _, c, _ in chunk) + "</div>",
-                            refs=[(site.url(img), "img_src") for _, _, img in chunk]))
+        _cards_page(site, f"/section/{key}", label, label, sorted(listing[key], reverse=True))
+    # The front page lists its cards newest first, but its refs in the order the articles were written.
     site.add_page(_Page("/", "The Daily Courier", "<h1>Today's news</h1>\n<div class=\"cards\">"
                         + "".join(c for _, c, _ in sorted(front, reverse=True)) + "</div>", jsonld=[org],
                         refs=[(site.url(img), "img_src") for _, _, img in front]))
@@ -1043,13 +1053,13 @@ def _bazaar_market(b: _Builder) -> None:
            "address": {"@type": "PostalAddress", "streetAddress": "5 Harbour Road", "postalCode": "D02 XY00",
                        "addressLocality": "Dublin", "addressCountry": "IE"}}
     site = b.site(
+        accent="#78288a",
         host="bazaar-market.test", topic="market-en", name="Bazaar Market", kind="marketplace", lang="en", tz=tz,
         operator="Bazaar Market Ltd.", colour=(120, 40, 130), logo_shape="frame", og_site_name=True,
         nav=[("/", "Home"), ("/listings", "All listings"), ("/news/", "Blog"), ("/about", "About")],
         footer=[("/about", "About"), ("/private/", "Seller dashboard")],
         robots_extra="Disallow: /cart\nDisallow: /search\n",
     )
-    _common_files(b, site, "#78288a")
     sellers = {
         "retro-garage": ("Retro Garage", "Stuttgart", "DE", dt.date(2024, 5, 2)),
         "posterworld": ("PosterWorld24", "Valencia", "ES", dt.date(2025, 1, 15)),
@@ -1130,10 +1140,9 @@ def _bazaar_market(b: _Builder) -> None:
                      for k in range(1, len(pages) + 1))
         if n < len(pages):
             pager.append(f'<a rel="next" href="/listings?page={n+1}">Next »</a>')
-        refs = [(site.url(main_image[i]), "img_src") for i, *_ in chunk]
-        site.add_page(_Page("/listings", f"All listings, page {n}", f"<h1>All listings</h1>\n<div class=\"cards\">"
-                            + "".join(cards[i] for i, *_ in chunk) + f"</div>\n<p class=\"pager\">{' '.join(pager)}</p>",
-                            refs=refs, query=query))
+        _cards_page(site, "/listings", f"All listings, page {n}", "All listings",
+                    [(i, cards[i], main_image[i]) for i, *_ in chunk], f"\n<p class=\"pager\">{' '.join(pager)}</p>",
+                    query=query)
     for slug, (name, city, country, since) in sellers.items():
         refs = []
         avatar = site.add_file(f"/img/sellers/{slug}.png", _logo(site.rng, (site.rng.randrange(40, 160),
@@ -1150,19 +1159,12 @@ def _bazaar_market(b: _Builder) -> None:
     posts = [("seller-of-the-month-march", "Seller of the month: Lens & Light Studio", dt.date(2026, 3, 31)),
              ("spring-clean-sale", "Spring clean sale starts Friday", dt.date(2026, 4, 22))]
     post_items = []
+    meet = ("\n<p>Meet our sellers: "
+            + ", ".join(f'<a href="/seller/{s}">{html.escape(v[0])}</a>' for s, v in sellers.items()) + ".</p>")
     for slug, title, day in posts:
-        when = site.when(day, 11)
         path = f"/news/{slug}"
-        refs = []
-        pic = b.photo(site, f"/img/blog/{slug}.jpg", day)
-        body = (f"<article><h1>{html.escape(title)}</h1>\n{_time(site, when)}\n"
-                f"{b.embed(site, refs, pic, 'img_src', title)}\n{_paragraphs(site.rng, site.topic, 2)}\n"
-                '<p>Meet our sellers: '
-                + ", ".join(f'<a href="/seller/{s}">{html.escape(v[0])}</a>' for s, v in sellers.items())
-                + ".</p></article>")
-        site.add_page(_Page(path, title, body, "article", when, site.url(pic),
-                            [_article_jsonld(site, site.url(path), title, when, "Bazaar team", site.url(pic),
-                                             publisher={"@type": "Organization", "name": "Bazaar Market"})], refs=refs))
+        _short_post(b, site, path, title, site.when(day, 11), f"/img/blog/{slug}.jpg", "Bazaar team",
+                    {"@type": "Organization", "name": "Bazaar Market"}, meet)
         post_items.append(f'<li><a href="{path}">{html.escape(title)}</a></li>')
     site.add_page(_Page("/news/", "Blog", "<h1>Bazaar blog</h1>\n<ul>" + "".join(post_items) + "</ul>"))
     featured = (1001, 1005, 1010)

@@ -106,6 +106,14 @@ OBSERVED_COLUMNS: tuple[str, ...] = (
     "usage_since_source", "usage_days", "page_status", "page_online", "attribution_found",
     "attribution_evidence", "licence_match",
 )  # fmt: skip
+# Web text columns of a hit and their bounds in characters (see bound_text).
+BOUNDED_TEXT_COLUMNS: dict[str, int] = {
+    "page_title": TITLE_MAX, "domain": DOMAIN_MAX, "registrable_domain": DOMAIN_MAX,
+    "operator_name": NAME_MAX, "operator_source": SOURCE_MAX, "operator_address": NAME_MAX,
+    "operator_email": NAME_MAX, "operator_phone": PHONE_MAX, "operator_role": SOURCE_MAX,
+    "published_source": SOURCE_MAX, "usage_since_source": SOURCE_MAX, "licence_id": ID_MAX,
+    "attribution_evidence": EVIDENCE_MAX,
+}  # fmt: skip
 # Bounds of the integer observations: anything outside is not a status or a duration, so NULL.
 HTTP_STATUS_RANGE = range(100, 600)
 USAGE_DAYS_RANGE = range(0, 2**31)  # the Integer column
@@ -506,18 +514,12 @@ def _hit_rows(priced: pd.DataFrame, run_date: dt.date) -> list[dict[str, Any]]:
                 "page_url": page_url,
                 "image_url": image_url,
                 "score": score,
-                "page_title": bound_text(rec.get("page_title"), TITLE_MAX),
-                "domain": bound_text(rec.get("domain"), DOMAIN_MAX),
-                "registrable_domain": bound_text(rec.get("registrable_domain"), DOMAIN_MAX),
-                "operator_name": bound_text(rec.get("operator_name"), NAME_MAX),
-                "operator_source": bound_text(rec.get("operator_source"), SOURCE_MAX),
+                **{name: bound_text(rec.get(name), bound) for name, bound in BOUNDED_TEXT_COLUMNS.items()},
                 "published_at": _as_date(rec.get("published_at")),
-                "published_source": bound_text(rec.get("published_source"), SOURCE_MAX),
                 "first_seen": run_date,
                 "last_seen": run_date,
                 "online": True,
                 "licensed": False if _is_missing(rec.get("licensed")) else bool(rec["licensed"]),
-                "licence_id": bound_text(rec.get("licence_id"), ID_MAX),
                 "license_value_cents": _cents(rec["license_value_cents"]),
                 "currency": currency.upper(),
                 "value_breakdown": _json_text(rec.get("value_breakdown"), "value_breakdown", "{}"),
@@ -525,17 +527,11 @@ def _hit_rows(priced: pd.DataFrame, run_date: dt.date) -> list[dict[str, Any]]:
                 "image_sha256": _sha256_or_none(rec.get("image_sha256")),
                 "html_sha256": _sha256_or_none(rec.get("html_sha256")),
                 "fetched_at": _as_utc_datetime(rec.get("fetched_at")),
-                "operator_address": bound_text(rec.get("operator_address"), NAME_MAX),
-                "operator_email": bound_text(rec.get("operator_email"), NAME_MAX),
-                "operator_phone": bound_text(rec.get("operator_phone"), PHONE_MAX),
-                "operator_role": bound_text(rec.get("operator_role"), SOURCE_MAX),
                 "usage_since": _as_date(rec.get("usage_since")),
-                "usage_since_source": bound_text(rec.get("usage_since_source"), SOURCE_MAX),
                 "usage_days": _int_in(rec.get("usage_days"), USAGE_DAYS_RANGE),
                 "page_status": _int_in(rec.get("page_status"), HTTP_STATUS_RANGE),
                 "page_online": _bool_or_none(rec.get("page_online")),
                 "attribution_found": _bool_or_none(rec.get("attribution_found")),
-                "attribution_evidence": bound_text(rec.get("attribution_evidence"), EVIDENCE_MAX),
                 "licence_match": _json_text(rec.get("licence_match"), "licence_match", None),
             }
         )
