@@ -230,22 +230,23 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
         small = cv2.resize(small, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
         if min(small.shape) < 5:
             break
-        blurred = [cv2.GaussianBlur(small.astype(np.float32), (0, 0), _OCTAVE_STEPS[0])]
-        for step in _OCTAVE_STEPS[1:]:  # each blur from the previous one: small kernels
-            blurred.append(cv2.GaussianBlur(blurred[-1], (0, 0), step))
-        dog = [cv2.absdiff(blurred[i + 1], blurred[i]) for i in range(len(blurred) - 1)]
-        spatial = [cv2.dilate(level, _NEIGHBOURS) for level in dog]
-        peaks = []
-        for i in range(1, len(dog) - 1):
-            peak = (dog[i] >= spatial[i]) & (dog[i] >= spatial[i - 1]) & (dog[i] >= spatial[i + 1]) & (dog[i] > BLOB_MIN_RESPONSE)
-            peak[0, :] = peak[-1, :] = peak[:, 0] = peak[:, -1] = False
-            peaks.append(peak)
-        is_peak = np.stack(peaks)
-        dog = np.stack(dog)
-        level, ys, xs = np.nonzero(is_peak)
+        # The octave's arrays are stacked (level, y, x) and filled in place: at thumbnail sizes
+        # the cost is in the number of calls, not in the pixels.
+        blurred = np.empty((len(_OCTAVE_STEPS), *small.shape), np.float32)
+        cv2.GaussianBlur(small.astype(np.float32), (0, 0), _OCTAVE_STEPS[0], dst=blurred[0])
+        for i, step in enumerate(_OCTAVE_STEPS[1:], 1):  # each blur from the previous one: small kernels
+            cv2.GaussianBlur(blurred[i - 1], (0, 0), step, dst=blurred[i])
+        dog = np.abs(blurred[1:] - blurred[:-1])
+        spatial = np.empty_like(dog)
+        for i in range(len(dog)):
+            cv2.dilate(dog[i], _NEIGHBOURS, dst=spatial[i])
+        # A peak beats its 26 neighbours in space and scale; border pixels are never peaks.
+        centre = dog[1:-1, 1:-1, 1:-1]
+        around = np.maximum(np.maximum(spatial[:-2, 1:-1, 1:-1], spatial[1:-1, 1:-1, 1:-1]), spatial[2:, 1:-1, 1:-1])
+        level, ys, xs = np.nonzero((centre >= around) & (centre > BLOB_MIN_RESPONSE))
         if level.size == 0:
             continue
-        level = level + 1
+        level, ys, xs = level + 1, ys + 1, xs + 1
         # Only the strongest windows that fit can be chosen: refine no more than the count (and a
         # margin), judging the fit leniently before refinement moves centres and scales a little.
         radius = BLOB_SIDE * _OCTAVE_SIGMAS[0] * 2 ** ((level + 0.5) / BLOB_PER_OCTAVE) * factor * 0.85

@@ -123,19 +123,51 @@ def measure_fingerprints(files: list[Path], rounds: int = 5) -> tuple[float, flo
 
 
 # ---- 2. matching against large indexes -----------------------------------------------------------
-def synthetic_entries(n_refs: int, per_ref: int, seed: int) -> pd.DataFrame:
-    """``n_refs`` made-up references with ``per_ref`` random window hashes each."""
+SYNTHETIC_VERSION = "syn2"  # changes when synthetic references are made differently (bench indexes rebuild)
+
+
+def balanced_hashes(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random 64-bit hashes shaped like real pHashes: the top bit (the DCT's DC term, always above
+    the median) set and exactly 31 of the other 63 bits set (one bit per coefficient above the
+    median). Uniform random 64-bit hashes would have fewer near neighbours than real ones."""
+    out = np.empty(n, np.int64)
+    rest = np.zeros(63, np.uint8)
+    rest[:31] = 1
+    for start in range(0, n, 65536):
+        m = min(65536, n - start)
+        bits = np.ones((m, 64), np.uint8)
+        bits[:, 1:] = rng.permuted(np.broadcast_to(rest, (m, 63)), axis=1)
+        out[start:start + m] = np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64).view(np.int64)
+    return out
+
+
+def synthetic_entries(n_refs: int, templates: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``n_refs`` made-up references. Each has the windows of a real reference (names, mirrored
+    flags, boxes: so matching treats them as it treats real ones), taken in turn, with random
+    hashes shaped like real pHashes (``balanced_hashes``)."""
     from copyhunt.index import ENTRY_COLUMNS
 
     rng = np.random.default_rng(seed)
-    hashes = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=n_refs * per_ref, dtype=np.int64, endpoint=True)
-    ref = np.repeat(np.arange(n_refs), per_ref)
+    keys = sorted(templates.groupby(["customer_id", "image_id"]).groups.items())
+    layouts = [templates.loc[sorted(rows), ["window", "mirrored", "x0", "y0", "x1", "y1"]].reset_index(drop=True) for _, rows in keys]
+    parts = []
+    for j, layout in enumerate(layouts):
+        refs = np.arange(j, n_refs, len(layouts))
+        if not len(refs):
+            continue
+        part = layout.iloc[np.tile(np.arange(len(layout)), len(refs))].reset_index(drop=True)
+        part.insert(0, "ref", np.repeat(refs, len(layout)))
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame(columns=ENTRY_COLUMNS)
+    frame = pd.concat(parts, ignore_index=True).sort_values(["ref", "mirrored", "window"], kind="mergesort").reset_index(drop=True)
+    ref = frame.pop("ref").to_numpy()
     ids = np.char.add("syn", np.char.zfill(ref.astype(str), 7))
-    return pd.DataFrame({
-        "customer_id": "synthetic", "image_id": ids, "ref_sha256": np.char.add("f" * 57, np.char.zfill(ref.astype(str), 7)),
-        "window": np.char.add("blob", np.char.zfill((np.arange(len(ref)) % per_ref).astype(str), 2)),
-        "mirrored": False, "x0": 0.0, "y0": 0.0, "x1": 1.0, "y1": 1.0, "phash": hashes,
-    }, columns=ENTRY_COLUMNS)
+    frame.insert(0, "customer_id", "synthetic")
+    frame.insert(1, "image_id", ids)
+    frame.insert(2, "ref_sha256", np.char.add("f" * 57, np.char.zfill(ref.astype(str), 7)))
+    frame["phash"] = balanced_hashes(len(frame), rng)
+    return frame[ENTRY_COLUMNS]
 
 
 def _build_in_child(args: tuple) -> dict:
@@ -151,9 +183,8 @@ def _build_in_child(args: tuple) -> dict:
 
 
 def build_benchmark_index(real_entries: pd.DataFrame, n_refs: int, index_dir: Path, shard_size: int) -> dict:
-    per_ref = max(1, round(len(real_entries) / max(1, real_entries["image_id"].nunique())))
     n_synthetic = max(0, n_refs - real_entries["image_id"].nunique())
-    entries = pd.concat([real_entries, synthetic_entries(n_synthetic, per_ref, SEED + n_refs)], ignore_index=True)
+    entries = pd.concat([real_entries, synthetic_entries(n_synthetic, real_entries, SEED + n_refs)], ignore_index=True)
     index_dir.mkdir(parents=True, exist_ok=True)
     path = index_dir.parent / f"{index_dir.name}-entries.parquet"
     entries.to_parquet(path)
@@ -334,7 +365,7 @@ def run_throughput(settings: Settings, out_dir: Path, assets: Path, quick: bool 
     real_entries = pd.concat([pd.read_parquet(real_index / "shards" / f"{s}.parquet") for s in current_shards(real_index)]).drop(columns=["annoy_id"])
     sizes = tuple(sizes or ((1_000, 10_000) if quick else (10_000, 100_000)))
     # Named by the real entries: a new fingerprint version never reuses an old benchmark index.
-    real_key = hashlib.sha256(np.ascontiguousarray(real_entries["phash"].to_numpy()).tobytes()).hexdigest()[:12]
+    real_key = hashlib.sha256(np.ascontiguousarray(real_entries["phash"].to_numpy()).tobytes() + SYNTHETIC_VERSION.encode()).hexdigest()[:12]
     for n_refs in sizes:
         index_dir = work / f"index-{n_refs}-{real_key}"
         built = {}
