@@ -1,38 +1,41 @@
-"""Images downloaded by a second crawler process, so a crawl uses two cores.
+"""Images downloaded by a second process, so a crawl uses two cores.
 
 Scrapy runs on one thread, and most of a crawl's requests are images. With
 ``settings.crawl_image_processes = 1`` the page crawler (the site and marketplace spiders) hands
 every image request that passed its policy (once per run, URL-length guard) to a child process,
 ``python -m copyhunt.crawl.process --image-fetcher``, over the child's stdin: one
-``URL<TAB>REFERER`` line per image. The child runs :class:`ImageFetcherSpider` with the same
-settings, middlewares (safety guard, robots.txt, retries, conditional requests, size cap) and
-pipeline as the page crawler, and writes what it fetched (``fetched.parquet``) and what failed
-(``errors.parquet``) when its stdin closes and its queue is empty. The page crawler merges both
-into its results before writing the output tables.
+``URL<TAB>REFERER`` line per image. The child (:func:`run_image_fetcher`) downloads them with
+:class:`copyhunt.crawl.imageclient.ImageClient`, a lean asyncio client that applies the crawl's
+rules from the same settings (safety guard, robots.txt, retries and Retry-After, redirects,
+conditional requests, size cap), and passes what it got through the same output pipeline as the
+spiders (magic bytes, bomb guard, blob store). It writes what it fetched (``fetched.parquet``) and
+what failed (``errors.parquet``) when its stdin closes and its fetches are done. The page crawler
+merges both into its results before writing the output tables.
 
 The per-host politeness budget is split between the two processes (see
 :func:`copyhunt.crawl.settings.split_politeness`), so a host sees the configured rate in total.
-If the child cannot be started or dies, the page crawler downloads the remaining images itself.
+If the fetcher falls behind, the pipe fills and the page crawler downloads the overflow itself;
+if the child cannot be started or dies, the page crawler downloads the remaining images itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import fcntl
 import logging
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from copyhunt.crawl.results import CrawlResults, FetchedImage
+from copyhunt.crawl.results import CrawlResults, CrawlRun, FetchedImage
+from copyhunt.crawl.validators import read_image_rows
 from copyhunt.lake import WRITER_OPTIONS, to_table
 
 logger = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ FETCHED_SCHEMA = pa.schema(
     ]
 )
 ERRORS_SCHEMA = pa.schema([("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
-READ_AHEAD = 64  # image requests the fetcher holds beyond what its downloader is working on
+READ_LIMIT = 8192  # bytes of requests the fetcher reads ahead of its fetches (a line is at most PIPE_BUFFER)
 # The pipe to the fetcher is kept small, so a fetcher that is behind is noticed early and the page
 # crawler downloads the overflow itself (both processes stay busy). Linux's minimum is a page.
 PIPE_BUFFER = 4096
@@ -62,34 +65,70 @@ _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, missing from Python's fcntl module b
 
 
 # ---- the child's side ----------------------------------------------------------------------------
-async def stdin_requests(stream: IO[bytes] | None = None, backlog: int = READ_AHEAD) -> AsyncIterator[tuple[str, str]]:
+async def pipe_requests(stream: IO[bytes] | None = None) -> AsyncIterator[tuple[str, str]]:
     """``(url, referer)`` for each line of ``stream`` (stdin), as they arrive, until EOF.
 
-    A thread does the blocking reads, at most ``backlog`` lines ahead of the consumer, so the
-    event loop keeps downloading meanwhile and a fetcher that falls behind stops reading: the
-    pipe fills, and the page crawler fetches the overflow itself.
+    Read on the event loop with a small buffer: a consumer that stops asking stops the reading,
+    the pipe fills, and the page crawler fetches the overflow itself.
     """
     stream = stream if stream is not None else sys.stdin.buffer
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=backlog)
-
-    def read() -> None:
-        try:
-            for line in stream:
-                asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
-        except (RuntimeError, concurrent.futures.CancelledError):  # the loop is shutting down
-            return
-        finally:
+    reader = asyncio.StreamReader(limit=READ_LIMIT, loop=loop)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), stream)
+    try:
+        while True:
             try:
-                asyncio.run_coroutine_threadsafe(queue.put(None), loop)
-            except RuntimeError:
-                pass
+                line = await reader.readline()
+            except ValueError:  # longer than any line the page crawler sends: skip it
+                continue
+            if not line:
+                return
+            url, _, referer = line.decode("utf-8", "replace").rstrip("\r\n").partition("\t")
+            if url:
+                yield url, referer
+    finally:
+        transport.close()
 
-    threading.Thread(target=read, name="image-requests", daemon=True).start()
-    while (line := await queue.get()) is not None:
-        url, _, referer = line.decode("utf-8", "replace").rstrip("\r\n").partition("\t")
-        if url:
-            yield url, referer
+
+def run_image_fetcher(settings: Any, run: CrawlRun, out_dir: Path, source: Callable[[], AsyncIterator[tuple[str, str]]] = pipe_requests) -> dict[str, Any]:
+    """The child process's work: fetch what ``source`` sends, write the results into ``out_dir``
+    (:func:`write_fetch_results`), and return the summary (finish reason, request counts).
+
+    ``settings`` are the run's Scrapy settings (already given the images' politeness share);
+    ``run.validators`` the earlier downloads to revalidate. Stops taking requests after
+    ``CLOSESPIDER_TIMEOUT`` seconds; what was in flight or still queued is reported ``cancelled``.
+    """
+    from copyhunt.crawl.imageclient import FetchPolicy, ImageClient, fetch_all
+    from copyhunt.crawl.pipelines import CrawlOutputPipeline
+
+    policy = FetchPolicy.from_settings(settings)
+    pipeline = CrawlOutputPipeline(
+        run=run, out_dir=out_dir, blob_root=Path(settings.get("COPYHUNT_BLOB_ROOT")),
+        max_image_bytes=policy.max_image_bytes, max_image_pixels=settings.getint("COPYHUNT_MAX_IMAGE_PIXELS"),
+    )  # fmt: skip
+
+    async def main() -> tuple[str, Counter[str]]:
+        async with ImageClient(policy, pipeline.process_item, run.validators) as client:
+            finish_reason = await fetch_all(source(), client, policy.close_after)
+        return finish_reason, client.stats
+
+    try:
+        import uvloop
+
+        run_loop: Callable[[Any], tuple[str, Counter[str]]] = uvloop.run
+    except ImportError:  # pragma: no cover - plain asyncio is slower but works
+        run_loop = asyncio.run
+    finish_reason, stats = run_loop(main())
+    pipeline.close_spider()
+    write_fetch_results(run.results, out_dir)
+    logger.info("image fetcher: %s; %d images fetched, %d errors; %s", finish_reason, len(run.results.fetched), len(run.results.errors), dict(stats))
+    return {
+        "finish_reason": finish_reason,
+        "requests": stats["requests"],
+        "responses": stats["responses"],
+        "conditional_requests": stats["conditional_requests"],
+        "dropped": {},
+    }
 
 
 def write_fetch_results(results: CrawlResults, out_dir: Path) -> None:
@@ -105,11 +144,11 @@ def write_fetch_results(results: CrawlResults, out_dir: Path) -> None:
 
 def merge_fetch_results(results: CrawlResults, out_dir: Path) -> int:
     """Add the child's fetched images and errors to ``results``; returns the images merged."""
-    fetched = pq.read_table(out_dir / FETCHED_FILE).to_pylist()
+    fetched = read_image_rows(out_dir / FETCHED_FILE, FETCHED_SCHEMA)
     for row in fetched:
         url = row.pop("image_url")
         results.add_image(url, FetchedImage(**row))
-    for row in pq.read_table(out_dir / ERRORS_FILE).to_pylist():
+    for row in read_image_rows(out_dir / ERRORS_FILE, ERRORS_SCHEMA):
         results.add_error(row["url"], row["reason"], row["detail"] or "")
     return len(fetched)
 

@@ -26,7 +26,7 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
@@ -127,6 +127,28 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     return min(cap, base * (2 ** max(0, attempt - 1)))
 
 
+async def check_host(host: str, *, proxy: str, resolve: Callable[[str], Awaitable[IPAddress | None]]) -> None:
+    """Raise BlockedRequest unless a crawler may connect to ``host`` (lower case, no port).
+
+    ``resolve`` gives the address the crawler will connect to (None: the name does not resolve);
+    it must share its cache with the connecting code, so the address checked is the address used.
+    With a ``proxy``, a name that does not resolve here is the proxy's to resolve.
+    Shared by :class:`SafetyMiddleware` and the image fetcher (:mod:`copyhunt.crawl.imageclient`).
+    """
+    if host in METADATA_HOSTS:
+        raise BlockedRequest(BLOCKED_ADDRESS, f"{host} is a cloud metadata host name")
+    ip = parse_ip(host)
+    if ip is None:
+        ip = await resolve(host)
+        if ip is None:
+            if proxy:
+                return
+            raise BlockedRequest("dns-error", f"{host} does not resolve")
+    why = address_block_reason(ip)
+    if why:
+        raise BlockedRequest(BLOCKED_ADDRESS, why if str(ip) == host else f"{host} -> {why}")
+
+
 # ---- downloader middlewares --------------------------------------------------------------------
 class SafetyMiddleware:
     """Refuse non-http(s) URLs and non-public hosts; send every request through the proxy.
@@ -161,18 +183,7 @@ class SafetyMiddleware:
             request.meta["proxy"] = self.proxy
 
     async def _check_host(self, host: str) -> None:
-        if host in METADATA_HOSTS:
-            raise BlockedRequest(BLOCKED_ADDRESS, f"{host} is a cloud metadata host name")
-        ip = parse_ip(host)
-        if ip is None:
-            ip = await self._resolve(host)
-            if ip is None:
-                if self.proxy:
-                    return
-                raise BlockedRequest("dns-error", f"{host} does not resolve")
-        why = address_block_reason(ip)
-        if why:
-            raise BlockedRequest(BLOCKED_ADDRESS, why if str(ip) == host else f"{host} -> {why}")
+        await check_host(host, proxy=self.proxy, resolve=self._resolve)
 
     async def _resolve(self, host: str) -> IPAddress | None:
         if host not in self._resolved:

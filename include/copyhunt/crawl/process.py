@@ -100,22 +100,30 @@ def _child_argv(args: argparse.Namespace, log_file: Path) -> list[str]:
     return argv
 
 
+def _log_to(log_file: Path | None, level: Any) -> None:
+    """The image fetcher's log (no Scrapy there to set it up): stderr, or the file it is given."""
+    handler = logging.FileHandler(log_file, mode="w", encoding="utf-8") if log_file else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(name)s] %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level or logging.INFO, handlers=[handler], force=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Heavy imports after argument parsing, so --help and usage errors are instant.
-    from scrapy.crawler import AsyncCrawlerProcess
-
     from copyhunt.config import ConfigError, load_settings
     from copyhunt.lake import atomic_write_json
-    from copyhunt.crawl.imagefetch import ImageFetcherProcess, write_fetch_results
+    from copyhunt.crawl.imagefetch import ImageFetcherProcess, run_image_fetcher
     from copyhunt.crawl.outputs import TABLES, outputs_complete, remove_outputs, row_count
     from copyhunt.crawl.results import CrawlRun
     from copyhunt.crawl.seeds import assign_spiders, parse_hosts, read_seeds_file
     from copyhunt.crawl.settings import build_settings, split_politeness
-    from copyhunt.crawl.spiders.images import ImageFetcherSpider
-    from copyhunt.crawl.spiders.marketplace import MarketplaceSpider
-    from copyhunt.crawl.spiders.site import SiteSpider
     from copyhunt.crawl.validators import read_validators
+
+    if not args.image_fetcher:  # only the page crawler needs the rest of Scrapy
+        from scrapy.crawler import AsyncCrawlerProcess
+
+        from copyhunt.crawl.spiders.marketplace import MarketplaceSpider
+        from copyhunt.crawl.spiders.site import SiteSpider
 
     try:
         cfg = load_settings()
@@ -156,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     fetcher = None
     if args.image_fetcher:
         split_politeness(settings, "images")
-    elif cfg.crawl_image_processes > 0:
+        _log_to(args.log_file, settings.get("LOG_LEVEL"))
+        summary = run_image_fetcher(settings, run, out_dir)
+        atomic_write_json(out_dir / SUMMARY_FILE, {"duration_s": round(time.time() - started, 3), "cpu_s": round(time.process_time(), 3), **summary})
+        return EXIT_OK
+    if cfg.crawl_image_processes > 0:
         log_file = (args.log_file.parent if args.log_file else out_dir) / IMAGE_FETCHER_LOG
         fetcher = ImageFetcherProcess(out_dir / IMAGE_FETCHER_DIR, _child_argv(args, log_file), log_file)
         if fetcher.alive:
@@ -165,20 +177,12 @@ def main(argv: list[str] | None = None) -> int:
 
     process = AsyncCrawlerProcess(settings)
     crawlers = {}
-    if args.image_fetcher:
-        crawlers["images"] = crawler = process.create_crawler(ImageFetcherSpider)
-        process.crawl(crawler, crawl_run=run)
     for spider_cls in (SiteSpider, MarketplaceSpider):
-        if by_spider.get(spider_cls.name) and not args.image_fetcher:
+        if by_spider.get(spider_cls.name):
             crawlers[spider_cls.name] = crawler = process.create_crawler(spider_cls)
             process.crawl(crawler, seeds=by_spider[spider_cls.name], crawl_run=run)
     process.start()
     stats = {name: (c.stats.get_stats() if c.stats else {}) for name, c in crawlers.items()}
-
-    if args.image_fetcher:
-        write_fetch_results(run.results, out_dir)
-        atomic_write_json(out_dir / SUMMARY_FILE, {"duration_s": round(time.time() - started, 3), "cpu_s": round(time.process_time(), 3), **_stats_summary(stats)})
-        return EXIT_OK
 
     fetcher_summary: dict[str, Any] = {}
     if fetcher is not None:

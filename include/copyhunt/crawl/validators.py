@@ -17,6 +17,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -96,12 +97,32 @@ def validators_from_lake(lake_root: Path, run_date: dt.date, path: Path) -> Path
     return write_validators(table, path)
 
 
+# Validators are echoed back verbatim in later requests; a header longer than this is not one.
+MAX_VALIDATOR_LENGTH = 256
+
+
+def clean_validator(value: str | bytes | None) -> str | None:
+    """An ``ETag`` / ``Last-Modified`` header value fit to store and send back, or None.
+
+    Text from the web: bounded, and never anything that could split a header when echoed.
+    """
+    if value is None:
+        return None
+    text = (value.decode("latin-1") if isinstance(value, bytes) else value).strip()
+    return text if text and len(text) <= MAX_VALIDATOR_LENGTH and "\n" not in text and "\r" not in text else None
+
+
+def read_image_rows(path: Path, schema: pa.Schema) -> list[dict[str, Any]]:
+    """Rows of a per-image Parquet file (validators, the image fetcher's results), read with
+    ``schema``'s columns and cast to it, so a file written by an older version reads the same."""
+    return pq.read_table(path, columns=schema.names).cast(schema).to_pylist()
+
+
 def read_validators(path: Path, blob_root: Path) -> dict[str, Validator]:
     """image_url -> Validator from a validators file, keeping only those whose blob is stored."""
     blobs = LocalBlobStore(blob_root)
-    table = pq.read_table(path, columns=VALIDATORS_SCHEMA.names).cast(VALIDATORS_SCHEMA)
     out: dict[str, Validator] = {}
-    for row in table.to_pylist():
+    for row in read_image_rows(path, VALIDATORS_SCHEMA):
         sha = row["blob_sha256"]
         if not row["image_url"] or not sha or not (row["etag"] or row["last_modified"]):
             continue

@@ -25,6 +25,7 @@ from copyhunt.crawl.middlewares import META_KIND, META_URL, META_VALIDATOR
 from copyhunt.crawl.pages import extract_links
 from copyhunt.crawl.results import CrawlRun
 from copyhunt.crawl.urls import canonical_url
+from copyhunt.crawl.validators import clean_validator
 
 
 class SiteSpider(scrapy.Spider):
@@ -150,13 +151,5 @@ def referer_for(page_url: str, target_url: str) -> str | None:
     return urlunsplit((page.scheme, netloc, page.path, page.query, ""))
 
 
-# Validators are echoed back verbatim; a header longer than this is not a validator.
-MAX_VALIDATOR_LENGTH = 256
-
-
 def _header(response: Response, name: bytes) -> str | None:
-    value = response.headers.get(name)
-    if value is None:
-        return None
-    text = value.decode("latin-1").strip()
-    return text if text and len(text) <= MAX_VALIDATOR_LENGTH and "\n" not in text and "\r" not in text else None
+    return clean_validator(response.headers.get(name))
