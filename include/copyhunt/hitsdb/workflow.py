@@ -137,21 +137,20 @@ def customer_domains(engine: Engine, customer_id: str, limit: int = 500) -> list
         return list(rows)
 
 
-def get_hit(engine: Engine, customer_id: str, hit_id: int) -> dict[str, Any] | None:
+def _first_row(engine: Engine, query: Any) -> dict[str, Any] | None:
     with engine.connect() as conn:
-        row = conn.execute(
-            select(Hit.__table__).where(Hit.id == hit_id, Hit.customer_id == customer_id)
-        ).mappings().first()
+        row = conn.execute(query).mappings().first()
     return dict(row) if row is not None else None
+
+
+def get_hit(engine: Engine, customer_id: str, hit_id: int) -> dict[str, Any] | None:
+    """The customer's hit ``hit_id`` with every column; None when it is not theirs (or does not exist)."""
+    return _first_row(engine, select(Hit.__table__).where(Hit.id == hit_id, Hit.customer_id == customer_id))
 
 
 def get_image(engine: Engine, customer_id: str, image_id: str) -> dict[str, Any] | None:
     """A registered image of the customer (title, sha256 of its bytes in the blob store)."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(Image.__table__).where(Image.customer_id == customer_id, Image.image_id == image_id)
-        ).mappings().first()
-    return dict(row) if row is not None else None
+    return _first_row(engine, select(Image.__table__).where(Image.customer_id == customer_id, Image.image_id == image_id))
 
 
 def get_customer(engine: Engine, customer_id: str) -> dict[str, Any] | None:
