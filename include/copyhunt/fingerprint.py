@@ -204,10 +204,11 @@ def query_windows() -> list[Window]:
     return [FULL, *grid_windows()]
 
 
-def paste_windows(gray: np.ndarray, count: int = PASTE_PROPOSALS) -> list[Window]:
+def paste_windows(gray: np.ndarray, count: int | None = None) -> list[Window]:
     """Rectangles that look like a picture pasted into the found image (``copyhunt.proposals``)."""
     h, w = gray.shape
-    return [Window(f"paste{i}", x0 / w, y0 / h, x1 / w, y1 / h) for i, (x0, y0, x1, y1) in enumerate(paste_boxes(gray, count, MIN_WINDOW_PX))]
+    boxes = paste_boxes(gray, PASTE_PROPOSALS if count is None else count, MIN_WINDOW_PX)
+    return [Window(f"paste{i}", x0 / w, y0 / h, x1 / w, y1 / h) for i, (x0, y0, x1, y1) in enumerate(boxes)]
 
 
 def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
