@@ -234,3 +234,24 @@ def test_edge_cases_empty_single_and_duplicate(tmp_path):
     assert sorted(res["image_id"]) == ["img00000", "img00001"]
     with pytest.raises(ValueError, match="lack columns"):
         build_index(pd.DataFrame({"phash": [1]}), tmp_path / "bad", shard_size=10)
+
+
+def test_image_entries_are_every_window_of_the_found_reference(tmp_path):
+    rng = random.Random(3)
+    frames = []
+    for i in range(30):  # references with 1..6 windows each, over several shards
+        n = rng.randint(1, 6)
+        frames.append(pd.DataFrame({"customer_id": "c1", "image_id": f"img{i:02d}", "ref_sha256": f"{i:064x}", "window": [f"blob{j:02d}" for j in range(n)],
+                                    "mirrored": False, "x0": 0.0, "y0": 0.0, "x1": 1.0, "y1": 1.0,
+                                    "phash": [rng.getrandbits(64) - (1 << 63) for _ in range(n)]}, columns=ENTRY_COLUMNS))
+    entries = pd.concat(frames, ignore_index=True)
+    build_index(entries, tmp_path, shard_size=25)
+    searcher = ShardSearcher(tmp_path)
+    assert len(searcher.shards) > 1
+    found = searcher.query(entries["phash"].tolist(), k=1, max_distance=0)
+    assert len(found) == len(entries)
+    for row in found.itertuples(index=False):
+        got = searcher.image_entries(row.shard, row.annoy_id)
+        expected = entries[entries["image_id"] == row.image_id]
+        assert sorted(got["phash"].tolist()) == sorted(expected["phash"].tolist())
+        assert set(got["image_id"]) == {row.image_id}

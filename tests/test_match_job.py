@@ -150,3 +150,71 @@ def test_matching_without_spark_is_deterministic(tmp_path):
     assert sorted(first["image_id"]) == sorted(p.stem for p in CUSTOMER_IMAGES[:5])
     cols = list(first.columns)
     pd.testing.assert_frame_equal(first.sort_values(cols).reset_index(drop=True), again.sort_values(cols).reset_index(drop=True))
+
+
+def _entries_of(gray):
+    import numpy as np
+
+    from copyhunt.fingerprint import reference_hashes
+
+    hashes = reference_hashes(gray)
+    return {"window": np.array([x.window for x in hashes], dtype=object), "mirrored": np.array([x.mirrored for x in hashes]),
+            "x0": np.array([x.x0 for x in hashes]), "y0": np.array([x.y0 for x in hashes]), "x1": np.array([x.x1 for x in hashes]),
+            "y1": np.array([x.y1 for x in hashes]), "phash": np.array([x.phash for x in hashes], dtype=np.int64)}
+
+
+def _closest_pair(query_hashes, entries):
+    """The closest (query window, reference entry) pair of the same kind, as the index would find it."""
+    import numpy as np
+
+    from copyhunt.fingerprint import hamming_many
+    from copyhunt.matching import same_kind
+
+    best = None
+    for q in query_hashes:
+        if q.window.startswith("derotated"):
+            continue
+        kinds = same_kind(pd.Series([q.window] * len(entries["window"])), pd.Series(entries["window"]))
+        d = np.where(kinds, hamming_many(q.phash, entries["phash"]), 99)
+        i = int(d.argmin())
+        if best is None or d[i] < best[0]:
+            best = (int(d[i]), q, i)
+    return best
+
+
+def test_second_opinion_maps_other_windows_onto_copies_and_not_onto_other_pictures():
+    """The reference's other windows, put where a window pair says, hash alike on copies (cropped,
+    mirrored, turned) and not on unrelated photos paired with it by their closest windows."""
+    from copyhunt.fingerprint import HASH_WORKING_SIZE, query_hashes
+    from copyhunt.imaging import load_gray
+    from copyhunt.matching import MatchParams, mapped_window_distance, second_opinion
+    from copyhunt.verify import QUERY_VERIFY_SIZE
+
+    bits = MatchParams("", None, "", "").second_opinion_bits
+    for path in CUSTOMER_IMAGES[:3]:
+        src = Image.open(path).convert("RGB")
+        w, h = src.size
+        entries = _entries_of(load_gray(jpeg(src), working_size=HASH_WORKING_SIZE)[0])
+        copies = {"crop": src.crop((int(w * .2), int(h * .1), int(w * .95), int(h * .85))), "mirror": ImageOps.mirror(src),
+                  "turned": src.rotate(90, expand=True)}
+        others = {"unrelated": Image.open(UNRELATED_IMAGES[0]).convert("RGB"), "other customer image": Image.open(CUSTOMER_IMAGES[5]).convert("RGB")}
+        for label, im in {**copies, **others}.items():
+            data = jpeg(im)
+            _, q, i = _closest_pair(query_hashes(load_gray(data, working_size=HASH_WORKING_SIZE)[0]), entries)
+            gray = load_gray(data, working_size=QUERY_VERIFY_SIZE)[0]
+            args = (gray, entries, (q.x0, q.y0, q.x1, q.y1), (entries["x0"][i], entries["y0"][i], entries["x1"][i], entries["y1"][i]),
+                    bool(entries["mirrored"][i]), entries["window"][i])
+            distance = mapped_window_distance(*args)
+            if label in copies:
+                assert distance is not None and distance <= bits, (path.name, label, distance)
+                assert second_opinion(*args, q.window, bits) is True
+            else:
+                assert distance is None or distance > bits, (path.name, label, distance)
+
+
+def test_only_windows_of_the_same_kind_pair_up():
+    from copyhunt.matching import same_kind
+
+    query = pd.Series(["blob03", "blob03", "full", "grid3x3-12", "paste0", "derotated-cw", "grid2x2-01"])
+    ref = pd.Series(["blob11", "full", "full-rot90", "full", "blob02", "full", "blob00"])
+    assert same_kind(query, ref).tolist() == [True, False, True, True, False, True, False]

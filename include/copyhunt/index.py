@@ -222,6 +222,22 @@ class ShardSearcher:
             ann.load(str(self.index_dir / "shards" / f"{sid}.ann"))  # mmap: pages shared by processes
             side = pq.read_table(self.index_dir / "shards" / f"{sid}.parquet")
             self.shards.append((sid, ann, {c: side.column(c).to_numpy(zero_copy_only=False) for c in ["annoy_id", *ENTRY_COLUMNS]}))
+        self._side = {sid: side for sid, _, side in self.shards}
+
+    def image_entries(self, shard: str, annoy_id: int) -> dict[str, np.ndarray]:
+        """Every entry of the reference image that entry ``annoy_id`` of ``shard`` belongs to.
+
+        A shard's entries are sorted by image, so they are the rows around it with the same
+        ``ref_sha256`` (a reference has a few dozen entries)."""
+        side = self._side[shard]
+        refs = side["ref_sha256"]
+        sha = refs[annoy_id]
+        start, stop = annoy_id, annoy_id + 1
+        while start > 0 and refs[start - 1] == sha:
+            start -= 1
+        while stop < len(refs) and refs[stop] == sha:
+            stop += 1
+        return {c: side[c][start:stop] for c in ENTRY_COLUMNS}
 
     def query(self, hashes: Sequence[int], k: int, max_distance: int) -> pd.DataFrame:
         """Nearest reference windows within ``max_distance`` bits of each hash.

@@ -8,15 +8,17 @@ machine may be shared, so absolute figures move; ratios much less; the load aver
    and one whole-image pHash through our decode path, to show where the time goes;
 2. matched images per second on one core against indexes of 10k and 100k references: a stream
    of unrelated 1-MP JPEGs with 10% copies from the robustness suite, searched in batches and every
-   candidate verified. The indexes hold the suite's real references (with their features) and
-   synthetic references (random window hashes, as many per reference as real ones have); the
-   share of the suite's copies found at that size is reported next to the speed;
+   candidate verified, both sizes in alternating rounds (best round counts). The indexes hold the
+   suite's real references (with their features) and synthetic references (the window layouts
+   of real ones, with random hashes shaped like pHashes: top bit set, 32 bits of 64); the share
+   of the suite's copies found at that size is reported next to the speed;
 3. index build time and peak memory for the 100k-reference index (built in a fresh process);
 4. end to end on 2 cores: decode, fingerprint, search and verify the same stream with two worker
    processes against the 100k index.
 
-Synthetic references are random hashes: a real collection has more near-collisions between
-unrelated pictures, so more candidates to verify; the figures say so next to them.
+Synthetic references have random hashes: a real collection has more near-collisions between
+unrelated pictures, so more candidates to verify; the figures say so next to them. "Per core"
+figures are taken with the process pinned to one CPU.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +45,7 @@ from copyhunt.lake import atomic_write_bytes
 SEED = 20261123
 MEGAPIXEL_SIZE = (1155, 866)  # 1.0 MP, 4:3
 COPY_SHARE = 0.1  # share of copies in the end-to-end stream
+MATCH_ROUNDS = 3  # alternating rounds of matching against each index size
 TARGETS = {"fingerprint_speedup": 3.0, "match_per_second_100k": 200.0, "slowdown_10k_to_100k": 2.0, "end_to_end_per_second": 116.0}
 
 
@@ -113,13 +117,28 @@ def measure_fingerprints(files: list[Path], rounds: int = 5) -> tuple[float, flo
             hasher.hash_windows(gray, np.array([[0, 0, gray.shape[1], gray.shape[0]]]))
 
     best = {"ours": float("inf"), "naive": float("inf"), "whole": float("inf")}
-    ours(), naive(), whole()  # warm the page cache and the imports
-    for _ in range(rounds):
-        for name, run in (("naive", naive), ("ours", ours), ("whole", whole)):
-            t = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - t)
+    with one_core():
+        ours(), naive(), whole()  # warm the page cache and the imports
+        for _ in range(rounds):
+            for name, run in (("naive", naive), ("ours", ours), ("whole", whole)):
+                t = time.perf_counter()
+                run()
+                best[name] = min(best[name], time.perf_counter() - t)
     return len(files) / best["ours"], len(files) / best["naive"], len(files) / best["whole"]
+
+
+@contextmanager
+def one_core():
+    """Pin this process to one CPU while measuring "per core": OpenCV's thread pool would
+    otherwise spread a blur over both cores and flatter the figure."""
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if before:
+        os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        if before:
+            os.sched_setaffinity(0, before)
 
 
 # ---- 2. matching against large indexes -----------------------------------------------------------
@@ -366,6 +385,7 @@ def run_throughput(settings: Settings, out_dir: Path, assets: Path, quick: bool 
     sizes = tuple(sizes or ((1_000, 10_000) if quick else (10_000, 100_000)))
     # Named by the real entries: a new fingerprint version never reuses an old benchmark index.
     real_key = hashlib.sha256(np.ascontiguousarray(real_entries["phash"].to_numpy()).tobytes() + SYNTHETIC_VERSION.encode()).hexdigest()[:12]
+    size_params = {}
     for n_refs in sizes:
         index_dir = work / f"index-{n_refs}-{real_key}"
         built = {}
@@ -380,15 +400,27 @@ def run_throughput(settings: Settings, out_dir: Path, assets: Path, quick: bool 
         params = MatchParams(index_dir=str(index_dir), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(real_index / "blobs"),
                              max_image_pixels=settings.max_image_pixels)
         give_synthetic_features(params, [stream_fingerprints, suite_fingerprints])
-        log(f"matching {stream_fingerprints['image_sha256'].nunique()} images ({COPY_SHARE:.0%} copies) against {n_refs} references (one core)")
-        figures = measure_matching(stream_fingerprints, params, blobs)
-        figures.update(copies_found(suite_fingerprints, params, truth, sha_to_name))
+        size_params[n_refs] = params
+        figures = copies_found(suite_fingerprints, params, truth, sha_to_name)
         if built:
             figures["index_entries"] = built["entries"]
             figures["index_shards"] = built["shards"]
             figures["index_build_seconds"] = built["seconds"]
             figures["index_build_peak_rss_mb"] = built["peak_rss_mb"]
-        report.match[str(n_refs)] = {k: round(float(v), 3) for k, v in figures.items()}
+        report.match[str(n_refs)] = figures
+    # Both sizes in alternating rounds, the best round of each counting: the slowdown is a ratio
+    # of figures taken under the same load, not of two moments of a shared machine.
+    log(f"matching {stream_fingerprints['image_sha256'].nunique()} images ({COPY_SHARE:.0%} copies) against {' and '.join(map(str, sizes))} "
+        f"references (one core, {MATCH_ROUNDS} alternating rounds)")
+    best: dict[int, dict[str, float]] = {}
+    with one_core():
+        for _ in range(MATCH_ROUNDS):
+            for n_refs in sizes:
+                figures = measure_matching(stream_fingerprints, size_params[n_refs], blobs)
+                if n_refs not in best or figures["per_second"] > best[n_refs]["per_second"]:
+                    best[n_refs] = figures
+    for n_refs in sizes:
+        report.match[str(n_refs)] = {k: round(float(v), 3) for k, v in {**best[n_refs], **report.match[str(n_refs)]}.items()}
     small, large = (report.match[str(s)] for s in sizes)
     report.slowdown_10k_to_100k = round(small["per_second"] / large["per_second"], 2)
     largest = report.match[str(sizes[-1])]
@@ -407,7 +439,8 @@ def run_throughput(settings: Settings, out_dir: Path, assets: Path, quick: bool 
     log(f"end to end: {len(stream)} images, 2 worker processes, {sizes[-1]}-reference index")
     report.end_to_end = {k: round(float(v), 2) for k, v in measure_end_to_end(stream, params, workers=2).items()}
     report.load_average = [round(x, 2) for x in load_before]
-    report.notes.append("synthetic references are random hashes: fewer chance candidates than a real collection of the same size")
+    report.notes.append("synthetic references: real references' window layouts with random pHash-shaped hashes; a real collection has more "
+                        "near-collisions between unrelated pictures, so more chance candidates to verify")
     atomic_write_bytes(out_dir / "throughput.json", json.dumps(asdict(report), indent=1).encode())
     write_chart(report, out_dir / "throughput.png")
     return report
