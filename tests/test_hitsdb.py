@@ -313,6 +313,26 @@ def test_enrichment_columns_are_loaded_bounded_and_follow_the_newest_run(db: Eng
     assert all(by_page(db)["d.test"][k] is None for k in ENRICHMENT)
 
 
+def test_bound_text_fast_path_cleans_exactly_like_the_full_cleaning() -> None:
+    """bound_text skips the regex cleaning for text it would not change; checked on every code point
+    of the Basic Multilingual Plane (controls, every kind of space, lone surrogates) at each position."""
+    import re
+
+    from copyhunt.hitsdb.store import bound_text
+
+    def full_cleaning(text: str, limit: int) -> str | None:  # bound_text as it was, without the fast path
+        text = text.encode("utf-8", "replace").decode("utf-8")
+        text = re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", text)).strip()
+        return text[:limit] or None
+
+    for cp in range(0x10000):
+        c = chr(cp)
+        for text in (f"a{c}b", f"{c}ab", f"ab{c}", f"a {c} b", c):
+            assert bound_text(text, 3) == full_cleaning(text, 3), hex(cp)
+    for text in ("", " ", "a  b", " a", "a ", "x" * 10):
+        assert bound_text(text, 5) == full_cleaning(text, 5), text
+
+
 def test_load_refuses_contract_violations(db: Engine) -> None:
     with pytest.raises(ValueError, match="not registered"):
         load_hits(db, frame(priced_row("a.test", customer_id="jana-novak")), D1)  # alp-fort is not hers

@@ -272,7 +272,11 @@ def bound_text(value: Any, max_chars: int) -> str | None:
     """Web text as one clean line of at most ``max_chars`` characters; None stays None."""
     if _is_missing(value):
         return None
-    text = _SPACES_RE.sub(" ", _CONTROL_RE.sub(" ", _valid_unicode(str(value)))).strip()
+    text = str(value)
+    # Most text is already clean, and isprintable() is False for every character the cleaning
+    # touches (controls, separators other than the ASCII space, lone surrogates): skip it then.
+    if not (text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " "):
+        text = _SPACES_RE.sub(" ", _CONTROL_RE.sub(" ", _valid_unicode(text))).strip()
     return text[:max_chars] or None
 
 
@@ -495,7 +499,8 @@ def _hit_rows(priced: pd.DataFrame, run_date: dt.date) -> list[dict[str, Any]]:
     if missing:
         raise ValueError(f"priced frame lacks columns: {', '.join(missing)}")
     rows: list[dict[str, Any]] = []
-    for rec in priced.to_dict("records"):
+    # Only the contract's columns: the priced partition carries many more (enrichment internals).
+    for rec in priced[[c for c in PRICED_COLUMNS if c in priced.columns]].to_dict("records"):
         rec_date = _as_date(rec.get("run_date"))
         if rec_date != run_date:
             # Loading another day's partition under this date would corrupt first/last_seen.
@@ -538,18 +543,15 @@ def _hit_rows(priced: pd.DataFrame, run_date: dt.date) -> list[dict[str, Any]]:
     # Bounding can make two long URLs equal, and a frame may repeat a key; one upsert statement must
     # not touch a row twice (PostgreSQL refuses), so keep one row per key: the highest score, then
     # value, then a total order on the whole row so the choice never depends on frame order.
-    rows.sort(
-        key=lambda r: (
-            tuple(r[k] for k in HIT_KEY),
-            -r["score"],
-            -r["license_value_cents"],
-            json.dumps(r, sort_keys=True, default=str),
-        )
-    )
-    unique: list[dict[str, Any]] = []
+    by_key: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        if not unique or tuple(unique[-1][k] for k in HIT_KEY) != tuple(row[k] for k in HIT_KEY):
-            unique.append(row)
+        by_key[tuple(row[k] for k in HIT_KEY)].append(row)
+    unique: list[dict[str, Any]] = []
+    for key in sorted(by_key):
+        candidates = by_key[key]
+        if len(candidates) > 1:
+            candidates.sort(key=lambda r: (-r["score"], -r["license_value_cents"], json.dumps(r, sort_keys=True, default=str)))
+        unique.append(candidates[0])
     return unique
 
 
