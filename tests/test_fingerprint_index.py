@@ -255,3 +255,21 @@ def test_image_entries_are_every_window_of_the_found_reference(tmp_path):
         expected = entries[entries["image_id"] == row.image_id]
         assert sorted(got["phash"].tolist()) == sorted(expected["phash"].tolist())
         assert set(got["image_id"]) == {row.image_id}
+
+
+def test_an_index_of_another_fingerprint_version_is_refused_and_rebuilt(tmp_path):
+    import json
+
+    from copyhunt.fingerprint import FINGERPRINT_VERSION
+
+    entries = entries_for([1, 2, 3])
+    first = build_index(entries, tmp_path, shard_size=10)
+    version_file = tmp_path / "versions" / f"{first.version}.json"
+    old = json.loads(version_file.read_text())
+    assert old["fingerprint_version"] == FINGERPRINT_VERSION
+    del old["fingerprint_version"]  # as written before versions were recorded: version 1 hashes
+    version_file.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="rebuild the index"):
+        ShardSearcher(tmp_path)
+    rebuilt = build_index(entries, tmp_path, shard_size=10)
+    assert not ShardSearcher(tmp_path).query([2], k=1, max_distance=0).empty and rebuilt.version == first.version

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from annoy import AnnoyIndex
 
-from copyhunt.fingerprint import HASH_BITS
+from copyhunt.fingerprint import FINGERPRINT_VERSION, HASH_BITS
 from copyhunt.lake import WRITER_OPTIONS, atomic_write_bytes, atomic_write_json, to_table
 
 ANNOY_SEED = 20261121
@@ -58,7 +58,7 @@ def popcount64(x: np.ndarray) -> np.ndarray:
 def _shard_id(entries: pd.DataFrame) -> str:
     """sha256 of the build parameters and the entries (their columns in order), vectorised."""
     h = hashlib.sha256()
-    h.update(f"annoy-hamming-{HASH_BITS}-trees{N_TREES}-seed{ANNOY_SEED}\n".encode())
+    h.update(f"annoy-hamming-{HASH_BITS}-trees{N_TREES}-seed{ANNOY_SEED}-fingerprint{FINGERPRINT_VERSION}\n".encode())
     for col in ENTRY_COLUMNS:
         values = entries[col]
         if values.dtype == object:
@@ -127,7 +127,8 @@ def build_index(entries: pd.DataFrame, index_dir: Path, shard_size: int) -> Buil
 
     shards = kept + new_shards
     version = hashlib.sha256("\n".join(shards).encode()).hexdigest()[:16]
-    atomic_write_json(index_dir / "versions" / f"{version}.json", {"version": version, "shards": shards, "entries": int(len(entries))})
+    atomic_write_json(index_dir / "versions" / f"{version}.json",
+                      {"version": version, "shards": shards, "entries": int(len(entries)), "fingerprint_version": FINGERPRINT_VERSION})
     atomic_write_bytes(index_dir / "CURRENT", (version + "\n").encode())
     return BuildResult(version, shards, built, reused + kept, int(len(entries)))
 
@@ -215,6 +216,10 @@ class ShardSearcher:
         if self.version is None:
             raise FileNotFoundError(f"no index version in {self.index_dir}")
         self.search_k = search_k
+        built_with = json.loads((self.index_dir / "versions" / f"{self.version}.json").read_text()).get("fingerprint_version", 1)
+        if built_with != FINGERPRINT_VERSION:
+            raise ValueError(f"index version {self.version} in {self.index_dir} holds fingerprint version {built_with} hashes; this code makes "
+                             f"version {FINGERPRINT_VERSION}: rebuild the index (copyhunt index build, or the customer_index DAG)")
         # Side tables as plain arrays: a lookup gathers rows by annoy id (== row number).
         self.shards: list[tuple[str, AnnoyIndex, dict[str, np.ndarray]]] = []
         for sid in current_shards(self.index_dir, self.version):
