@@ -57,10 +57,13 @@ FETCHED_SCHEMA = pa.schema(
     ]
 )
 ERRORS_SCHEMA = pa.schema([("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
-READ_LIMIT = 8192  # bytes of requests the fetcher reads ahead of its fetches (a line is at most PIPE_BUFFER)
-# The pipe to the fetcher is kept small, so a fetcher that is behind is noticed early and the page
-# crawler downloads the overflow itself (both processes stay busy). Linux's minimum is a page.
-PIPE_BUFFER = 4096
+READ_LIMIT = 8192  # bytes of requests the fetcher reads ahead of its fetches (a line is at most MAX_LINE)
+MAX_LINE = 4096  # PIPE_BUF: writes up to this size are atomic, so a line is never split
+# The pipe holds about a thousand requests: enough to ride out the fetcher's short stalls (a slow
+# fsync, the scheduler) without the page crawler taking images over, which costs it several times
+# the CPU the fetcher spends on one; a fetcher that stays behind still fills it, and the page
+# crawler then downloads the overflow itself (both processes stay busy).
+PIPE_BUFFER = 64 * 1024
 _F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, missing from Python's fcntl module before 3.10 on some builds
 
 
@@ -186,7 +189,7 @@ class ImageFetcherProcess:
         if self._fd is None:
             return False
         line = f"{url}\t{referer or ''}\n".encode("utf-8")
-        if len(line) > PIPE_BUFFER or line.count(b"\n") != 1 or line.count(b"\t") != 1:
+        if len(line) > MAX_LINE or line.count(b"\n") != 1 or line.count(b"\t") != 1:
             return False  # writes up to PIPE_BUF bytes are atomic; canonical URLs have no tabs
         try:
             os.write(self._fd, line)

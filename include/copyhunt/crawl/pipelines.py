@@ -8,21 +8,21 @@ reuses the blob of the earlier download. Rows go into the run's
 by its per-domain page budget, so they fit in memory). ``process.py`` writes the tables once all
 spiders are done; a spider started on its own (``scrapy crawl``) writes them when it closes.
 
-Blob writes (mkdir, write, fsync, rename) run on a few threads (:class:`BlobWriter`), so the
-reactor keeps downloading while the disk works; the digest is computed up front, and the tables
-are written only after every write has finished. A blob that could not be written is reported
+Blob writes (mkdir, write, fsync, rename) happen in a helper process
+(:class:`copyhunt.crawl.blobwriter.BlobWriter`), so the event loop keeps downloading while the
+disk works and shares its GIL with no thread; the digest is computed up front, and the tables are
+written only after every write has finished. A blob that could not be written is reported
 (``blob-write-failed``) and its rows lose their ``sha256``, so no row points at a missing blob.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from copyhunt.blobs import LocalBlobStore, sha256_bytes
+from copyhunt.blobs import LocalBlobStore
+from copyhunt.crawl.blobwriter import BlobWriter
 from copyhunt.crawl.images import inspect_image
 from copyhunt.crawl.items import ErrorItem, ImageFetchItem, PageItem
 from copyhunt.crawl.results import CrawlRun, FetchedImage, ImageRef
@@ -34,40 +34,6 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
-
-BLOB_WRITER_THREADS = 4  # disk latency, not CPU: a few writes in flight hide fsync's wait
-MAX_PENDING_BLOBS = 256  # back-pressure: at most this many blobs held in memory awaiting the disk
-
-
-class BlobWriter:
-    """Writes blobs to a LocalBlobStore from a thread pool; each distinct blob once."""
-
-    def __init__(self, store: LocalBlobStore, threads: int = BLOB_WRITER_THREADS, max_pending: int = MAX_PENDING_BLOBS):
-        self.store = store
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blob-writer")
-        self._slots = threading.BoundedSemaphore(max_pending)
-        self._writes: dict[str, Future[str]] = {}  # sha256 -> its write
-
-    def put(self, data: bytes) -> str:
-        """The blob's sha256; the write happens in the background (see :meth:`close`)."""
-        digest = sha256_bytes(data)
-        if digest not in self._writes:
-            self._slots.acquire()  # blocks only if the disk has fallen max_pending writes behind
-            future = self._pool.submit(self.store.put, data)
-            future.add_done_callback(lambda _f: self._slots.release())
-            self._writes[digest] = future
-        return digest
-
-    def close(self) -> dict[str, str]:
-        """Wait for every write; returns the failed ones (sha256 -> reason)."""
-        self._pool.shutdown(wait=True)
-        failed = {}
-        for digest, future in self._writes.items():
-            exc = future.exception()
-            if exc is not None:
-                failed[digest] = f"{type(exc).__name__}: {exc}"
-        return failed
-
 
 class CrawlOutputPipeline:
     def __init__(self, *, run: CrawlRun, out_dir: Path, blob_root: Path, max_image_bytes: int, max_image_pixels: int, owns_run: bool = False):
