@@ -43,11 +43,13 @@ MAX_FAINT_SIDES = 1
 SIDE_BASELINE = 0.3  # what a side of no boundary scores on textured backgrounds
 OUTSIDE_WEIGHT = 0.5  # corner: weight of the sides' continuation past it
 EXTENSION_WEIGHT = 0.5  # rectangle: weight of the steps along its sides' continuations
+RIDGE_WEIGHT = 0.5  # side evidence less this times the stronger parallel line RIDGE_PX away
+RIDGE_PX = 3  # px: past a boundary blurred over two pixels by resampling
 CORNER_POWER = 0.5  # rectangle score times (mean inner-corner quality, 0..1) to this power
 ALTERNATIVE_MIN_MOVE = 3  # px: a side's other position is another line, not the same one
 # Scores are in pixels of side evidence; as fractions of the image's width + height:
-MIN_SCORE = 0.1  # below this a rectangle is not worth a window hash
-MIN_SCORE_FOR_ALTERNATIVES = 0.15  # pasted pictures score 0.2 and more (suite, calibration seed); most photos under 0.12
+MIN_SCORE = 0.05  # below this a rectangle is not worth a window hash
+MIN_SCORE_FOR_ALTERNATIVES = 0.1  # 9 pasted pictures in 10 score over 0.14 (suite, calibration seed); photos mostly under 0.03
 MAX_AREA = 0.8  # of the image: larger boxes are the whole image's business
 TRIES_PER_PROPOSAL = 8  # best rectangles placed per proposal wanted (many are near-duplicates)
 DUPLICATE_IOU = 0.7  # a proposal overlapping a better one more than this is the same rectangle
@@ -226,6 +228,11 @@ def _rectangles(corners, vsum: np.ndarray, hsum: np.ndarray, min_side: int) -> t
     parts.append((tlx[i], tly[i], brx[j], bry[j]))
     i, j = _cross(len(blx), len(trx))
     parts.append((blx[i], try_[j], trx[j], bly[i]))
+    # One corner, the picture pasted into a corner of the image.
+    parts.append((tlx, tly, np.full_like(tlx, w), np.full_like(tly, h)))
+    parts.append((np.zeros_like(trx), try_, trx, np.full_like(try_, h)))
+    parts.append((blx, np.zeros_like(bly), np.full_like(blx, w), bly))
+    parts.append((np.zeros_like(brx), np.zeros_like(bry), brx, bry))
     # Two corners on one side (same row or column, within a pixel); the opposite side wherever the
     # step along it peaks (it may be too faint to make corners: sky pasted on a pale wall).
     for (ax, ay), (bx, by), side in (((tlx, tly), (trx, try_), "top"), ((blx, bly), (brx, bry), "bottom"),
@@ -266,9 +273,27 @@ def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1) -> np.ndarray:
     sides = np.stack([(vsum[y1, x0] - vsum[y0, x0]) / height, (vsum[y1, x1] - vsum[y0, x1]) / height,
                       (hsum[y0, x1] - hsum[y0, x0]) / width, (hsum[y1, x1] - hsum[y1, x0]) / width], axis=1)
     inside = np.stack([x0 > 0, x1 < w, y0 > 0, y1 < h], axis=1)
+    if RIDGE_WEIGHT:
+        # A boundary is a ridge: the parallel lines RIDGE_PX away on either side step far less
+        # (in a striped or diagonal texture every line steps alike).
+        d = RIDGE_PX
+        xl0, xr0 = np.maximum(x0 - d, 0), np.minimum(x0 + d, w)
+        xl1, xr1 = np.maximum(x1 - d, 0), np.minimum(x1 + d, w)
+        yl0, yr0 = np.maximum(y0 - d, 0), np.minimum(y0 + d, h)
+        yl1, yr1 = np.maximum(y1 - d, 0), np.minimum(y1 + d, h)
+        near = np.stack([
+            np.maximum(vsum[y1, xl0] - vsum[y0, xl0], vsum[y1, xr0] - vsum[y0, xr0]) / height,
+            np.maximum(vsum[y1, xl1] - vsum[y0, xl1], vsum[y1, xr1] - vsum[y0, xr1]) / height,
+            np.maximum(hsum[yl0, x1] - hsum[yl0, x0], hsum[yr0, x1] - hsum[yr0, x0]) / width,
+            np.maximum(hsum[yl1, x1] - hsum[yl1, x0], hsum[yr1, x1] - hsum[yr1, x0]) / width], axis=1)
     faint = (inside & (sides < MIN_SIDE)).sum(axis=1)
+    if RIDGE_WEIGHT:
+        sides = sides - RIDGE_WEIGHT * near
     out = np.full(len(x0), -1.0)
-    valid = np.flatnonzero((inside.sum(axis=1) >= 3) & (faint <= MAX_FAINT_SIDES))
+    inner_sides = inside.sum(axis=1)
+    # Three sides inside the image, one of them maybe faint; or two clear ones making a corner.
+    corner_case = (inner_sides == 2) & inside[:, :2].any(axis=1) & inside[:, 2:].any(axis=1) & (faint == 0)
+    valid = np.flatnonzero(((inner_sides >= 3) & (faint <= MAX_FAINT_SIDES)) | corner_case)
     if not len(valid):
         return out
     x0, y0, x1, y1, sides, inside = x0[valid], y0[valid], x1[valid], y1[valid], sides[valid], inside[valid]

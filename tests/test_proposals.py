@@ -1,0 +1,94 @@
+"""Pasted-picture proposals (copyhunt.proposals) on real photos pasted into real photos."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CUSTOMER_IMAGES, UNRELATED_IMAGES
+from copyhunt.fingerprint import HASH_WORKING_SIZE, MIN_WINDOW_PX, hamming, paste_windows, query_hashes, reference_hashes
+from copyhunt.imaging import load_gray
+from copyhunt.proposals import paste_boxes
+
+
+def jpeg(im, quality=90):
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def pasted(picture, background, fraction, at):
+    """``picture`` scaled to ``fraction`` of a 640 px wide ``background``, its top-left corner at
+    ``at`` (relative to the free room); the JPEG and the pasted box in relative coordinates."""
+    canvas = Image.open(background).convert("RGB")
+    canvas = canvas.resize((640, max(240, round(canvas.height * 640 / canvas.width))), Image.Resampling.BICUBIC)
+    piece = Image.open(picture).convert("RGB")
+    pw = round(640 * fraction)
+    ph = round(piece.height * pw / piece.width)
+    if ph > 0.9 * canvas.height:
+        ph = round(canvas.height * fraction)
+        pw = round(piece.width * ph / piece.height)
+    piece = piece.resize((pw, ph), Image.Resampling.LANCZOS)
+    x, y = round(at[0] * (canvas.width - pw)), round(at[1] * (canvas.height - ph))
+    canvas.paste(piece, (x, y))
+    return jpeg(canvas), (x / canvas.width, y / canvas.height, (x + pw) / canvas.width, (y + ph) / canvas.height)
+
+
+def iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+# Every customer photo, each on a different unrelated photo, at different places and sizes.
+CASES = [(CUSTOMER_IMAGES[i], UNRELATED_IMAGES[i % len(UNRELATED_IMAGES)], (0.3, 0.4, 0.5)[i % 3], ((i * 0.37) % 1, (i * 0.61) % 1))
+         for i in range(len(CUSTOMER_IMAGES))]
+
+
+def test_pasted_photos_are_proposed_to_the_pixel():
+    found = []
+    for picture, background, fraction, at in CASES:
+        data, truth = pasted(picture, background, fraction, at)
+        gray, _ = load_gray(data, working_size=HASH_WORKING_SIZE)
+        h, w = gray.shape
+        boxes = paste_boxes(gray, 3, MIN_WINDOW_PX)
+        for x0, y0, x1, y1 in boxes:
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert x1 - x0 >= MIN_WINDOW_PX and y1 - y0 >= MIN_WINDOW_PX
+        best = max((iou(truth, (x0 / w, y0 / h, x1 / w, y1 / h)) for x0, y0, x1, y1 in boxes), default=0.0)
+        found.append(best > 0.95)  # a pixel or two off on a ~100 px side
+    # Busy rectilinear backgrounds (facades, shelves) can hide one; most must be found.
+    assert sum(found) >= 0.7 * len(found), found
+
+
+def test_a_proposal_hashes_like_the_whole_reference():
+    picture, background, fraction, at = CASES[3]
+    data, _ = pasted(picture, background, fraction, at)
+    found = query_hashes(load_gray(data, working_size=HASH_WORKING_SIZE)[0])
+    whole = next(r for r in reference_hashes(load_gray(picture.read_bytes(), working_size=HASH_WORKING_SIZE)[0]) if r.window == "full" and not r.mirrored)
+    distances = {q.window: hamming(q.phash, whole.phash) for q in found}
+    best = min(distances, key=distances.get)
+    assert best.startswith("paste") and distances[best] <= 6, distances
+    # Without the proposals, nothing of the found image is near the whole picture.
+    assert min(d for name, d in distances.items() if not name.startswith("paste")) > 10
+
+
+def test_proposals_are_deterministic_and_bounded():
+    data, _ = pasted(CUSTOMER_IMAGES[0], UNRELATED_IMAGES[1], 0.4, (0.5, 0.5))
+    gray, _ = load_gray(data, working_size=HASH_WORKING_SIZE)
+    assert paste_boxes(gray, 3, MIN_WINDOW_PX) == paste_boxes(gray.copy(), 3, MIN_WINDOW_PX)
+    assert len(paste_boxes(gray, 1, MIN_WINDOW_PX)) <= 1 + 4  # one rectangle and its four alternatives
+    assert [w.name for w in paste_windows(gray)][:1] == ["paste0"]
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (47, 300), (300, 47)])
+def test_too_small_images_have_no_proposals(shape):
+    rng = np.random.default_rng(0)
+    assert paste_boxes(rng.integers(0, 255, shape, dtype=np.uint8), 3, MIN_WINDOW_PX) == []
+
+
+def test_flat_image_has_no_proposals():
+    assert paste_boxes(np.full((200, 300), 128, np.uint8), 3, MIN_WINDOW_PX) == []
+    assert paste_boxes(np.full((200, 300), 128, np.uint8), 0, MIN_WINDOW_PX) == []
