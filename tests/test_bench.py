@@ -12,9 +12,11 @@ from conftest import IMAGES, REPO
 from copyhunt.bench import robustness
 from copyhunt.bench.suite import REFERENCES, TRANSFORMS, build_suite
 
-# Classes where the engine must keep finding every copy; "pasted at 40%" is a known gap (see
-# the robustness benchmark) and is measured, not asserted, here.
+# Classes where the engine must keep finding every copy, and the pasted-picture class, found by
+# rectangle proposals: 9 of its 11 copies at this seed (two are pasted on a facade whose windows
+# make better rectangles); below 7 the proposals have regressed.
 REGRESSION_CLASSES = ["crop 50%", "collage 3x3", "horizontal flip", "rotation 5°", "scale 0.25", "real: rotations and flips"]
+PASTE_MIN_RECALL = 0.6
 
 
 def test_suite_is_deterministic_and_labelled(tmp_path):
@@ -45,7 +47,7 @@ def test_robustness_regression(tmp_path, settings):
     assert false_matches == 0, examples
     for transform in REGRESSION_CLASSES:
         assert recall[transform] >= 0.9, (transform, recall[transform])
-    assert recall["pasted at 40%"] > 0  # found sometimes: region proposals would raise it
+    assert recall["pasted at 40%"] >= PASTE_MIN_RECALL, recall["pasted at 40%"]
     assert info["index"]["errors"] == 0
 
 
