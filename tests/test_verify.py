@@ -115,6 +115,19 @@ def test_collage_cell_is_verified_and_located():
     assert v.query_overlap == pytest.approx(0.24, abs=0.04)
 
 
+def test_pasted_photo_is_verified_and_located():
+    background = Image.open(UNRELATED_IMAGES[2]).convert("RGB").resize((640, 640))
+    piece = Image.open(CUSTOMER_IMAGES[6]).convert("RGB").resize((256, 144))  # 40% of the width
+    background.paste(piece, (300, 410))
+    data = jpeg(background)
+    d, cand = best_candidate(data, CUSTOMER_IMAGES[6])
+    assert d <= 6 and cand.ref_box == (0.0, 0.0, 1.0, 1.0)  # a paste proposal against the whole picture
+    v = verify_candidate(query_gray(data), ref_features(CUSTOMER_IMAGES[6]), cand)
+    assert v.ok and v.inliers >= 30
+    assert iou(v.query_box, (300 / 640, 410 / 640, 556 / 640, 554 / 640)) > 0.9
+    assert v.ref_overlap > 0.9 and v.query_overlap == pytest.approx(256 * 144 / 640 ** 2, abs=0.02)
+
+
 def test_score_is_a_probability_rising_with_evidence():
     scores = [similarity_score(4, n, 0.05) for n in (0, 5, 12, 30, 100, 400)]
     assert all(0.0 <= s <= 1.0 for s in scores)
