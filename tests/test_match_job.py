@@ -188,7 +188,6 @@ def test_second_opinion_maps_other_windows_onto_copies_and_not_onto_other_pictur
     from copyhunt.fingerprint import HASH_WORKING_SIZE, query_hashes
     from copyhunt.imaging import load_gray
     from copyhunt.matching import MatchParams, mapped_window_distance, second_opinion
-    from copyhunt.verify import QUERY_VERIFY_SIZE
 
     bits = MatchParams("", None, "", "").second_opinion_bits
     for path in CUSTOMER_IMAGES[:3]:
@@ -199,9 +198,8 @@ def test_second_opinion_maps_other_windows_onto_copies_and_not_onto_other_pictur
                   "turned": src.rotate(90, expand=True)}
         others = {"unrelated": Image.open(UNRELATED_IMAGES[0]).convert("RGB"), "other customer image": Image.open(CUSTOMER_IMAGES[5]).convert("RGB")}
         for label, im in {**copies, **others}.items():
-            data = jpeg(im)
-            _, q, i = _closest_pair(query_hashes(load_gray(data, working_size=HASH_WORKING_SIZE)[0]), entries)
-            gray = load_gray(data, working_size=QUERY_VERIFY_SIZE)[0]
+            gray = load_gray(jpeg(im), working_size=HASH_WORKING_SIZE)[0]
+            _, q, i = _closest_pair(query_hashes(gray), entries)
             args = (gray, entries, (q.x0, q.y0, q.x1, q.y1), (entries["x0"][i], entries["y0"][i], entries["x1"][i], entries["y1"][i]),
                     bool(entries["mirrored"][i]), entries["window"][i])
             distance = mapped_window_distance(*args)

@@ -58,8 +58,9 @@ class MatchParams:
     # nearly every chance candidate, and a few heavy crops. Before ORB (~5 ms) it needs a second
     # opinion (``second_opinion``, ~0.2 ms): another of the reference's windows, mapped into the
     # found image where the pair puts it, within ``second_opinion_bits``. Throughput suite
-    # against 100k references: the closest mapped window of 500 copy pairs is 0-12 bits for 96%,
-    # over 16 for 2%; of 180 chance pairs, 18 bits at the least, 24 or more for 95%.
+    # against 100k references (fingerprint version 2, hashing size): the closest mapped window
+    # of 511 copy pairs is 0-12 bits for 94%, over 16 for 3% (copies rarely rest on one weak
+    # pair); of 166 chance pairs, 20 bits at the least, 24 or more for 92%.
     weak_distance: int = 8
     second_opinion_bits: int = 16
     search_k: int | None = None  # None: index.SEARCH_K
@@ -168,20 +169,38 @@ def _verifier(params: MatchParams) -> _Verifier:
     return _Verifier(params)
 
 
+class QueryImage:
+    """A found image's bytes, decoded at each working size at most once, and only when needed:
+    most images with candidates are settled by a second opinion on the small hashing copy, and
+    never pay for the larger decode ORB needs."""
+
+    def __init__(self, data: bytes, max_pixels: int):
+        self.data = data
+        self.max_pixels = max_pixels
+        self._gray: dict[int, object] = {}
+
+    def gray(self, working_size: int):
+        """The grey working copy (``imaging.load_gray``); raises BadImage."""
+        from copyhunt.imaging import load_gray
+
+        if working_size not in self._gray:
+            self._gray[working_size] = load_gray(self.data, self.max_pixels, working_size)[0]
+        return self._gray[working_size]
+
+
 def verify_image(pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
     """applyInPandas body: the candidates of one found image -> verified matches, one row per
     reference at most (its best verified window pair)."""
-    from copyhunt.imaging import BadImage, load_gray
-    from copyhunt.verify import QUERY_VERIFY_SIZE
+    from copyhunt.imaging import BadImage
 
     if pdf.empty:
         return pd.DataFrame(columns=MATCH_COLUMNS)
     state = _verifier(params)
     try:
-        query, _ = load_gray(state.query_blobs.get(pdf["image_sha256"].iloc[0]), params.max_image_pixels, QUERY_VERIFY_SIZE)
+        query = QueryImage(state.query_blobs.get(pdf["image_sha256"].iloc[0]), params.max_image_pixels)
+        return verify_query(query, pdf, params)
     except (BadImage, KeyError):
         return pd.DataFrame(columns=MATCH_COLUMNS)
-    return verify_query(query, pdf, params)
 
 
 def _pairs_to_verify(pdf: pd.DataFrame, per_reference: int) -> list[tuple]:
@@ -208,10 +227,11 @@ def _pair_order(row: tuple) -> tuple:
     return (row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7])
 
 
-def verify_query(query, pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
-    """Verify the candidates of one found image, given as a grey array at QUERY_VERIFY_SIZE."""
+def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
+    """Verify the candidates of one found image. Raises BadImage if it does not decode."""
+    from copyhunt.fingerprint import HASH_WORKING_SIZE
     from copyhunt.imaging import BadImage
-    from copyhunt.verify import Candidate, similarity_score, verify_candidate, window_name_turns
+    from copyhunt.verify import QUERY_VERIFY_SIZE, Candidate, similarity_score, verify_candidate, window_name_turns
 
     state = _verifier(params)
     out = []
@@ -225,7 +245,7 @@ def verify_query(query, pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
             continue
         if pairs_of[key] == 1 and distance >= params.weak_distance and isinstance(shard, str):
             searcher = _searcher(params.index_dir, params.index_version, params.search_k)
-            opinion = second_opinion(query, searcher.image_entries(shard, int(annoy_id)), (qx0, qy0, qx1, qy1),
+            opinion = second_opinion(query.gray(HASH_WORKING_SIZE), searcher.image_entries(shard, int(annoy_id)), (qx0, qy0, qx1, qy1),
                                      (rx0, ry0, rx1, ry1), bool(mirrored), ref_window, window, params.second_opinion_bits)
             if opinion is False:
                 done_key = key
@@ -236,7 +256,7 @@ def verify_query(query, pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
             done_key = key
             continue
         candidate = Candidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), bool(mirrored), window_name_turns(ref_window))
-        v = verify_candidate(query, reference, candidate)
+        v = verify_candidate(query.gray(QUERY_VERIFY_SIZE), reference, candidate)
         if not v.ok:
             continue
         done_key = key
@@ -272,7 +292,8 @@ def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: b
     """The smallest Hamming distance between the reference's other blob windows and the found
     image's pixels where the window pair puts them, or None when none lands inside it.
 
-    ``query`` is the found image's grey working copy; boxes are relative (0..1). The found image
+    ``query`` is the found image's grey working copy at the hashing size (the pixels its own
+    hashes were made from); boxes are relative (0..1). The found image
     is first turned back to the reference's orientation (mirrored, quarter turns of a whole
     picture), so the mapped windows compare with the reference's plain entries.
     """

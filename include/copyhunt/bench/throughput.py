@@ -284,9 +284,8 @@ def _e2e_worker(args: tuple) -> tuple[int, float, float]:
     paths, params = args
     from copyhunt.blobs import sha256_bytes
     from copyhunt.fingerprint import FINGERPRINT_COLUMNS, fingerprint_image
-    from copyhunt.imaging import BadImage, load_gray
-    from copyhunt.matching import _searcher, search_frame, verify_query
-    from copyhunt.verify import QUERY_VERIFY_SIZE
+    from copyhunt.imaging import BadImage
+    from copyhunt.matching import QueryImage, _searcher, search_frame, verify_query
 
     _searcher(params.index_dir, params.index_version, params.search_k)
     t, cpu = time.perf_counter(), time.process_time()
@@ -301,10 +300,9 @@ def _e2e_worker(args: tuple) -> tuple[int, float, float]:
         candidates = search_frame(pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS), params)
         for sha, group in candidates.groupby("image_sha256", sort=True):
             try:
-                query, _ = load_gray(datas[sha], params.max_image_pixels, QUERY_VERIFY_SIZE)
+                matched += len(verify_query(QueryImage(datas[sha], params.max_image_pixels), group, params))
             except BadImage:
                 continue
-            matched += len(verify_query(query, group, params))
     return matched, time.perf_counter() - t, time.process_time() - cpu
 
 
