@@ -14,8 +14,9 @@ How, on the grey working image (about 2 ms at 320 px):
    counts fully (``STEP_CAP``), with prefix sums along both axes: the mean step along any
    straight segment then costs two lookups;
 2. corners of each kind (top-left, top-right, ...), found on the half-size image and placed on
-   the working one: both sides leave the corner over short and long arms, and neither goes on
-   past it; the strongest few of each kind are kept;
+   the working one: both sides leave the corner over short, long and longer arms (a pasted
+   picture's sides are long, a facade's window frames are not), and neither goes on past it; the
+   strongest few of each kind are kept;
 3. rectangles from opposite corners, from two adjacent corners plus a fourth side wherever the
    step along it peaks (it may be too faint to make corners: sky pasted on a pale wall), and
    from one corner and the image's edges (a picture in a corner of the page);
@@ -43,11 +44,12 @@ import numpy as np
 
 STEP_CAP = 24.0  # grey levels: a step of at least this counts fully; smaller ones in proportion
 CORNER_ARM = 16  # px along each side a corner is judged on (and twice that)
+LONGEST_ARM_WEIGHT = 1.0  # corner response: and over 4x the arm (pasted pictures have long sides; window frames do not)
 CORNERS_PER_KIND = 16  # corners of each of the four kinds kept as rectangle vertices
 MIN_SIDE = 0.35  # mean capped step along a side, 0..1, below which the side is faint
 MAX_FAINT_SIDES = 1
 SIDE_BASELINE = 0.3  # what a side of no boundary scores on textured backgrounds
-OUTSIDE_WEIGHT = 0.5  # corner: weight of the sides' continuation past it
+OUTSIDE_WEIGHT = 0.25  # corner: weight of the sides' continuation past it
 EXTENSION_WEIGHT = 0.5  # rectangle: weight of the steps along its sides' continuations
 RIDGE_WEIGHT = 0.5  # side evidence less this times the stronger parallel line RIDGE_PX away
 RIDGE_PX = 3  # px: past a boundary blurred over two pixels by resampling
@@ -185,11 +187,14 @@ def _corners(vsum: np.ndarray, hsum: np.ndarray, arm: int) -> list[tuple[np.ndar
     """(x, y) of the strongest corners of each kind: top-left, top-right, bottom-left, bottom-right."""
     short = _arms(vsum, hsum, arm)
     long = _arms(vsum, hsum, 2 * arm)
+    longest = _arms(vsum, hsum, 4 * arm) if LONGEST_ARM_WEIGHT else None
     kernel = np.ones((5, 5), np.uint8)
     out = []
     # (the two sides leaving the corner, the two continuations past it), as indices into the arms
     for a, b, c, d in ((0, 1, 2, 3), (0, 3, 2, 1), (2, 1, 0, 3), (2, 3, 0, 1)):
         response = np.minimum(short[a], short[b]) + np.minimum(long[a], long[b]) - OUTSIDE_WEIGHT * np.maximum(short[c], short[d])
+        if longest is not None:
+            response += LONGEST_ARM_WEIGHT * np.minimum(longest[a], longest[b])
         response[:, 0] = response[:, -1] = response[0, :] = response[-1, :] = 0
         peak = (response >= cv2.dilate(response, kernel)) & (response > MIN_SIDE)
         ys, xs = np.nonzero(peak)
