@@ -55,6 +55,7 @@ class ThroughputReport:
     naive_per_second: float
     fingerprint_speedup: float
     whole_image_per_second: float = float("nan")  # one whole-image pHash through our decode path
+    fingerprint_stages_ms: dict[str, float] = field(default_factory=dict)  # where a fingerprint's time goes, ms per image
     match: dict[str, dict[str, float]] = field(default_factory=dict)  # refs -> figures
     slowdown_10k_to_100k: float = float("nan")
     index_build: dict[str, float] = field(default_factory=dict)
@@ -139,6 +140,32 @@ def one_core():
     finally:
         if before:
             os.sched_setaffinity(0, before)
+
+
+def fingerprint_stages(files: list[Path], rounds: int = 3) -> dict[str, float]:
+    """Milliseconds per image of each stage of ``fingerprint_image`` (best of ``rounds``): where
+    the time goes, next to the naive figure."""
+    from copyhunt.fingerprint import HASH_WORKING_SIZE, QUERY_BLOBS, blob_windows, fingerprint_image, paste_windows
+    from copyhunt.imaging import load_gray
+
+    datas = [f.read_bytes() for f in files]
+    grays = [load_gray(d, 64_000_000, HASH_WORKING_SIZE)[0] for d in datas]
+    stages = {
+        "decode and trim": lambda: [load_gray(d, 64_000_000, HASH_WORKING_SIZE) for d in datas],
+        "blob windows": lambda: [blob_windows(g, QUERY_BLOBS) for g in grays],
+        "paste proposals": lambda: [paste_windows(g) for g in grays],
+        "all": lambda: [fingerprint_image("bench", d, 64_000_000) for d in datas],
+    }
+    best = {name: float("inf") for name in stages}
+    for _ in range(rounds):
+        for name, run in stages.items():
+            t = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t)
+    ms = {name: 1000 * v / len(files) for name, v in best.items()}
+    total = ms.pop("all")
+    ms["window hashes, trimming, rows"] = max(0.0, total - sum(ms.values()))
+    return {k: round(v, 3) for k, v in ms.items()}
 
 
 # ---- 2. matching against large indexes -----------------------------------------------------------
@@ -364,6 +391,8 @@ def run_throughput(settings: Settings, out_dir: Path, assets: Path, quick: bool 
     log(f"fingerprinting {len(mp_files)} 1-MP JPEGs against naive pHash (alternating rounds)")
     ours, naive, whole = measure_fingerprints(mp_files, rounds=3 if quick else 5)
     report = ThroughputReport(round(ours, 1), round(naive, 1), round(ours / naive, 2), whole_image_per_second=round(whole, 1))
+    with one_core():
+        report.fingerprint_stages_ms = fingerprint_stages(mp_files)
 
     # The stream matched in 2. and 4.: unrelated 1-MP JPEGs, and 10% copies from the suite.
     suite = build_suite(assets, work / "suite", variants=1, distractor_variants=1)
@@ -482,6 +511,9 @@ def format_table(report: ThroughputReport) -> list[list[str]]:
                  f"naive phash {report.naive_per_second:.1f}/s: {report.fingerprint_speedup:.2f}x", ">= 3x naive"])
     rows.append(["  one whole-image pHash, our decode path", f"{report.whole_image_per_second:.1f}",
                  f"{report.whole_image_per_second / report.naive_per_second:.2f}x naive: the rest is ~45 window hashes and blob detection", ""])
+    if report.fingerprint_stages_ms:
+        rows.append(["  ms per image by stage", f"{sum(report.fingerprint_stages_ms.values()):.2f}",
+                     ", ".join(f"{k} {v:.2f}" for k, v in report.fingerprint_stages_ms.items()), ""])
     for n, m in report.match.items():
         rows.append([f"matched query images/s, 1 core, {int(n):,} refs", f"{m['per_second']:.1f}",
                      f"search {m['search_ms_per_image']:.2f} ms + verify {m['verify_ms_per_image']:.2f} ms per image; "
