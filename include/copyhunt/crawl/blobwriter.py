@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 WRITER_THREADS = 4  # disk latency, not CPU: a few writes in flight hide fsync's wait
 MAX_PENDING = 256  # in the writer: blobs read ahead of the disk (the pipe holds the rest)
 PIPE_BUFFER = 1024 * 1024  # Linux's default limit for an unprivileged pipe: about a second of blobs
+# Frames are sent in batches: every write to the pipe wakes the writer process, and on a busy
+# machine the crawler was paying for that wake-up on each blob.
+FLUSH_BYTES = 128 * 1024
 _F_SETPIPE_SZ = 1031
 MAX_FRAME = 1 << 31  # no blob is this large (images are capped at COPYHUNT_MAX_IMAGE_BYTES)
 
@@ -51,6 +54,8 @@ class BlobWriter:
         self.store = store
         self._sent: set[str] = set()
         self._failed: dict[str, str] = {}
+        self._buffer: list[bytes] = []  # frames not yet written to the pipe
+        self._buffered = 0
         self._proc: subprocess.Popen[bytes] | None = None
         if not in_process:
             cmd = [sys.executable, "-m", "copyhunt.crawl.blobwriter", str(store.root)]
@@ -71,18 +76,33 @@ class BlobWriter:
             return digest
         self._sent.add(digest)
         if self._proc is not None:
-            try:
-                _write_all(self._proc.stdin, b"%s %d\n" % (digest.encode(), len(data)))  # type: ignore[arg-type]
-                _write_all(self._proc.stdin, data)  # type: ignore[arg-type]
-                return digest
-            except OSError as exc:  # the writer died: what it had is checked at close
-                logger.error("the blob writer exited early (%s); writing the rest in this process", exc)
-                self._stop_writer()
+            self._buffer += [b"%s %d\n" % (digest.encode(), len(data)), data]
+            self._buffered += len(data)
+            if self._buffered >= FLUSH_BYTES:
+                self._flush()
+            return digest
+        self._put_here(digest, data)
+        return digest
+
+    def _put_here(self, digest: str, data: bytes) -> None:
         try:
             self.store.put(data)
         except Exception as exc:  # noqa: BLE001 - a blob that cannot be stored is reported, not fatal
             self._failed[digest] = f"{type(exc).__name__}: {exc}"
-        return digest
+
+    def _flush(self) -> None:
+        frames, self._buffer, self._buffered = self._buffer, [], 0
+        if not frames:
+            return
+        if self._proc is not None:
+            try:
+                _write_all(self._proc.stdin, b"".join(frames))  # type: ignore[arg-type]
+                return
+            except OSError as exc:  # the writer died: what it had stored is checked at close
+                logger.error("the blob writer exited early (%s); writing the rest in this process", exc)
+                self._stop_writer()
+        for header, data in zip(frames[::2], frames[1::2]):
+            self._put_here(header.split(b" ", 1)[0].decode(), data)
 
     def _stop_writer(self) -> int | None:
         proc, self._proc = self._proc, None
@@ -97,6 +117,7 @@ class BlobWriter:
 
     def close(self) -> dict[str, str]:
         """Wait for every write; returns the blobs not in the store (sha256 -> reason)."""
+        self._flush()
         code = self._stop_writer()
         for digest in self._sent:
             if digest not in self._failed and not self.store.exists(digest):

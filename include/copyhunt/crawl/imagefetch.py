@@ -186,23 +186,52 @@ class ImageFetcherProcess:
 
     def send(self, url: str, referer: str | None) -> bool:
         """Queue one image for the child; False if it is busy or gone (fetch it yourself)."""
-        if self._fd is None:
-            return False
-        line = f"{url}\t{referer or ''}\n".encode("utf-8")
-        if len(line) > MAX_LINE or line.count(b"\n") != 1 or line.count(b"\t") != 1:
-            return False  # writes up to PIPE_BUF bytes are atomic; canonical URLs have no tabs
-        try:
-            os.write(self._fd, line)
-        except BlockingIOError:  # the fetcher is behind: this one is the page crawler's
-            self.kept += 1
-            return False
-        except OSError:
-            logger.error("the image fetcher exited early (see %s); fetching the rest here", self.log_path)
-            self.alive, self._fd = False, None
-            return False
-        self.sent += 1
-        self.sent_urls.append(url)
-        return True
+        return self.send_many([(url, referer)])[0]
+
+    def send_many(self, images: list[tuple[str, str | None]]) -> list[bool]:
+        """Queue ``(url, referer)`` pairs for the child, a page's worth in one write (each write
+        wakes the child: one per image cost the page crawler more than the rest of the handover).
+        For each pair, whether it was queued; the others are the caller's to fetch."""
+        queued = [False] * len(images)
+        chunk: list[int] = []
+        size = 0
+        lines: list[bytes] = []
+        for url, referer in images:
+            line = f"{url}\t{referer or ''}\n".encode("utf-8")
+            if len(line) > MAX_LINE or line.count(b"\n") != 1 or line.count(b"\t") != 1:
+                lines.append(b"")  # canonical URLs have no tabs or newlines; keep it here
+                continue
+            lines.append(line)
+        for i, line in enumerate(lines):
+            if not line:
+                continue
+            if size + len(line) > MAX_LINE:  # writes up to PIPE_BUF bytes are atomic: never a split line
+                self._write(chunk, lines, images, queued)
+                chunk, size = [], 0
+            chunk.append(i)
+            size += len(line)
+        self._write(chunk, lines, images, queued)
+        return queued
+
+    def _write(self, chunk: list[int], lines: list[bytes], images: list[tuple[str, str | None]], queued: list[bool]) -> None:
+        if not chunk:
+            return
+        if self._fd is not None:
+            try:
+                os.write(self._fd, b"".join(lines[i] for i in chunk))  # all or nothing (at most PIPE_BUF)
+            except BlockingIOError:  # the fetcher is behind: these are the page crawler's
+                pass
+            except OSError:
+                logger.error("the image fetcher exited early (see %s); fetching the rest here", self.log_path)
+                self.alive, self._fd = False, None
+            else:
+                for i in chunk:
+                    queued[i] = True
+                self.sent += len(chunk)
+                self.sent_urls.extend(images[i][0] for i in chunk)
+                return
+        if self.alive:
+            self.kept += len(chunk)
 
     def finish(self, results: CrawlResults, timeout: float) -> dict[str, Any]:
         """Close the child's input, wait for it, and merge its results; returns its summary."""

@@ -373,21 +373,45 @@ class CrawlPolicyMiddleware:
                 yield o
 
     def process_spider_output(self, response: Response | None, result: Iterable[Any]) -> Iterable[Any]:
+        handover: list[Request] = []
         for o in result:
-            if (o := self.filter(o, response)) is not None:
+            if (o := self.filter(o, response, handover)) is not None:
                 yield o
+        yield from self.hand_over(handover, response)
 
     async def process_spider_output_async(self, response: Response | None, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        handover: list[Request] = []
         async for o in result:
-            if (o := self.filter(o, response)) is not None:
+            if (o := self.filter(o, response, handover)) is not None:
                 yield o
+        for o in self.hand_over(handover, response):
+            yield o
+
+    @property
+    def image_fetcher(self) -> Any:
+        return getattr(getattr(self.crawler.spider, "crawl_run", None), "image_fetcher", None)
+
+    def hand_over(self, requests: list[Request], response: Response | None) -> list[Request]:
+        """Send a page's image requests to the image fetcher process in one go, with the page as
+        Referer as a browser would send it; returns those it could not take (fetched here)."""
+        fetcher = self.image_fetcher
+        if fetcher is None or not requests:
+            return requests
+        referer = response.url if response is not None else None
+        queued = fetcher.send_many([(r.meta.get(META_URL, r.url), referer) for r in requests])
+        if self.crawler.stats is not None:
+            self.crawler.stats.inc_value("copyhunt/images_to_fetcher", sum(queued))
+        return [r for r, sent in zip(requests, queued) if not sent]
 
     def _drop(self, why: str) -> None:
         if self.crawler.stats is not None:
             self.crawler.stats.inc_value(f"copyhunt/dropped/{why}")
 
-    def filter(self, o: Any, response: Response | None = None) -> Any:
-        """The object to pass on (the request, an ErrorItem instead of it, or an item), or None."""
+    def filter(self, o: Any, response: Response | None = None, handover: list[Request] | None = None) -> Any:
+        """The object to pass on (the request, an ErrorItem instead of it, or an item), or None.
+
+        Image requests meant for the image fetcher process are appended to ``handover`` (see
+        :meth:`hand_over`) rather than passed on; without a list they are sent at once."""
         if not isinstance(o, Request):
             return o
         kind = o.meta.get(META_KIND)
@@ -398,12 +422,12 @@ class CrawlPolicyMiddleware:
             self.seen_images.add(url)
             if len(url) > self.max_url_length:
                 return ErrorItem(url, "trap:url-too-long", f"{len(url)} characters")
-            fetcher = getattr(getattr(self.crawler.spider, "crawl_run", None), "image_fetcher", None)
-            # Handed to the image fetcher process, with the page as Referer as a browser would send.
-            if fetcher is not None and fetcher.send(url, response.url if response is not None else None):
-                if self.crawler.stats is not None:
-                    self.crawler.stats.inc_value("copyhunt/images_to_fetcher")
-                return None
+            if self.image_fetcher is not None:
+                if handover is not None:
+                    handover.append(o)
+                    return None
+                kept = self.hand_over([o], response)
+                return kept[0] if kept else None
             return o
         if kind != "page":
             return o
