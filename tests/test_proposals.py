@@ -60,7 +60,7 @@ def test_pasted_photos_are_proposed_to_the_pixel():
         best = max((iou(truth, (x0 / w, y0 / h, x1 / w, y1 / h)) for x0, y0, x1, y1 in boxes), default=0.0)
         found.append(best > 0.95)  # a pixel or two off on a ~100 px side
     # Busy rectilinear backgrounds (facades, shelves) can hide one; most must be found.
-    assert sum(found) >= 0.7 * len(found), found
+    assert sum(found) >= 0.8 * len(found), found
 
 
 def test_a_proposal_hashes_like_the_whole_reference():
