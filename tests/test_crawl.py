@@ -43,7 +43,9 @@ from copyhunt.crawl.runner import CrawlSummary, run_crawl
 from copyhunt.crawl.seeds import SeedError, assign_spiders, parse_hosts, parse_seed
 from copyhunt.crawl.spiders.site import referer_for
 from copyhunt.crawl.urls import MAX_PAGES_PER_DATE_PATTERN, canonical_url, date_pattern, in_scope, scope_hosts, trap_reason
-from copyhunt.crawl.validators import VALIDATORS_SCHEMA, validators_table
+from copyhunt.crawl.imagefetch import merge_fetch_results
+from copyhunt.crawl.results import CrawlResults
+from copyhunt.crawl.validators import VALIDATORS_SCHEMA, Validator, clean_validator, validators_table
 
 # A local server answers in milliseconds: no politeness delays, short backoff.
 FAST = {"DOWNLOAD_DELAY": 0, "AUTOTHROTTLE_START_DELAY": 0.01, "COPYHUNT_RETRY_BACKOFF_BASE": 0.1}
@@ -1019,3 +1021,147 @@ def test_a_dead_image_fetcher_costs_its_images_not_the_run(tmp_path: Path, web: 
         lost = (row["image_url"], "image-fetcher-failed") in errors
         assert lost == (row["blob_sha256"] is None), row
     assert summary["lost"] == sum(1 for row in images if row["blob_sha256"] is None) >= 1
+
+
+# ---- the image fetcher's client, in process ------------------------------------------------------------
+def fetch_images_here(tmp_path: Path, pairs: list[tuple[str, str]], validators: dict | None = None, **cfg: Any) -> tuple[Any, Path, dict]:
+    """Run the image fetcher's work (run_image_fetcher) in this process on ``pairs``, with the
+    settings the crawl gives its image fetcher; returns (results, out_dir, summary)."""
+    from copyhunt.crawl.imagefetch import run_image_fetcher
+    from copyhunt.crawl.results import CrawlRun
+    from copyhunt.crawl.settings import build_settings, split_politeness
+
+    async def source() -> Any:
+        for pair in pairs:
+            yield pair
+
+    overrides = {**FAST, **cfg.pop("overrides", {})}
+    timeout_s = cfg.pop("timeout_s", None)
+    settings = build_settings(settings_for(tmp_path, **cfg), tmp_path / "out", timeout_s=timeout_s, overrides=overrides)
+    split_politeness(settings, "images")
+    run = CrawlRun(validators=validators or {})
+    summary = run_image_fetcher(settings, run, tmp_path / "out", source=source)
+    return run.results, tmp_path / "out", summary
+
+
+def test_image_client_applies_the_crawl_rules(tmp_path: Path, web: FakeWeb, bomb_png: bytes) -> None:
+    b = web.base
+    pic, other = make_image("JPEG", (32, 24), (1, 100, 200)), make_image("PNG", (12, 10), (9, 8, 7))
+    cap = 2 * 1024 * 1024
+    web.add(f"{b}/robots.txt", "User-agent: *\nDisallow: /private/\n", "text/plain")
+    web.add(f"{b}/img/ok.jpg", pic, "image/jpeg", ETag='"ok-1"')
+    web.add(f"{b}/private/p.jpg", pic, "image/jpeg")
+    web.add(f"{b}/img/broken.jpg", "oops", "text/plain", status=500)
+    web.routes[f"{b}/img/busy.png"] = lambda n: (429, {"Retry-After": "1", "Content-Type": "text/plain"}, b"later") if n == 1 else (200, {"Content-Type": "image/png"}, other)
+    web.routes[f"{b}/img/hang.jpg"] = HANG
+    web.add(f"{b}/img/loop-a.jpg", "", status=302, Location="/img/loop-b.jpg")
+    web.add(f"{b}/img/loop-b.jpg", "", status=302, Location="/img/loop-a.jpg")
+    web.add(f"{b}/img/moved.jpg", "", status=301, Location="/img/new-home.jpg")
+    web.add(f"{b}/img/new-home.jpg", pic, "image/jpeg")
+    web.routes[f"{b}/img/declared.jpg"] = Stream(16 * cap)
+    web.routes[f"{b}/img/undeclared.jpg"] = Stream(16 * cap, declare_length=False)
+    web.add(f"{b}/img/fake.jpg", "<html>I am HTML</html>", "image/jpeg")
+    web.add(f"{b}/img/bomb.png", bomb_png, "image/png")
+    web.add(f"{b}/img/same.png", other, "image/png", ETag='"same"')
+    web.add(f"{b}/img/gone.jpg", "", status=404)
+    names = ["ok.jpg", "broken.jpg", "busy.png", "hang.jpg", "loop-a.jpg", "moved.jpg", "declared.jpg", "undeclared.jpg", "fake.jpg", "bomb.png", "same.png", "gone.jpg"]
+    pairs = [(f"{b}/img/{n}", f"{b}/page.html") for n in names] + [(f"{b}/private/p.jpg", ""), ("ftp://example.com/x.jpg", "")]
+    stored = LocalBlobStore(settings_for(tmp_path).blob_root)
+    earlier = Validator(f"{b}/img/same.png", stored.put(other), len(other), 12, 10, "png", '"same"', None)
+
+    results, out, summary = fetch_images_here(tmp_path, pairs, {earlier.image_url: earlier}, crawl_allow_private=True,
+                                              crawl_timeout_seconds=0.5, crawl_max_image_bytes=cap)
+
+    errors = {url.rsplit("/", 1)[-1]: reason for url, reason, _ in results.errors}
+    assert errors == {"broken.jpg": "http-500", "hang.jpg": "timeout", "loop-a.jpg": "too-many-redirects", "declared.jpg": "too-large",
+                      "undeclared.jpg": "too-large", "fake.jpg": "not-an-image", "bomb.png": "decompression-bomb", "gone.jpg": "http-404",
+                      "p.jpg": "robots", "x.jpg": "blocked:scheme"}
+    got = {url.rsplit("/", 1)[-1]: f for url, f in results.fetched.items()}
+    assert set(got) == {"ok.jpg", "busy.png", "moved.jpg", "same.png", "fake.jpg", "bomb.png"}
+    assert (got["ok.jpg"].blob_sha256, got["ok.jpg"].etag, got["ok.jpg"].width) == (sha(pic), '"ok-1"', 32)
+    assert stored.get(sha(pic)) == pic  # written by the blob writer process
+    assert got["busy.png"].blob_sha256 == sha(other) and web.hits[f"{b}/img/busy.png"] == 2  # after Retry-After
+    assert (got["moved.jpg"].blob_sha256, got["moved.jpg"].final_url) == (sha(pic), f"{b}/img/new-home.jpg")
+    assert got["same.png"].not_modified and got["same.png"].blob_sha256 == earlier.blob_sha256  # a 304 reuses the blob
+    assert got["fake.jpg"].blob_sha256 is None and got["bomb.png"].blob_sha256 is None
+    # retried twice, then reported; a redirect loop cut after five hops; robots.txt read once
+    assert web.hits[f"{b}/img/broken.jpg"] == web.hits[f"{b}/img/hang.jpg"] == 3
+    assert web.hits[f"{b}/img/loop-a.jpg"] + web.hits[f"{b}/img/loop-b.jpg"] == 6
+    assert web.hits[f"{b}/robots.txt"] == 1 and web.hits[f"{b}/private/p.jpg"] == 0
+    # the page is the Referer, across the redirect too; the conditional request carried the ETag
+    (moved,) = web.served(f"{b}/img/new-home.jpg")
+    assert moved.headers.get("Referer") == f"{b}/page.html" and "copyhunt" in moved.headers.get("User-Agent", "")
+    (same,) = web.served(f"{b}/img/same.png")
+    assert (same.status, same.headers.get("If-None-Match")) == (304, '"same"')
+    # refused from its Content-Length, or cut off near the cap: the connection is dropped, not read
+    for name in ("declared.jpg", "undeclared.jpg"):
+        (big,) = web.served(f"{b}/img/{name}")
+        assert big.body_bytes < cap + 8 * 1024 * 1024, name  # the cap plus socket buffers
+    assert summary["finish_reason"] == "finished" and summary["conditional_requests"] == 1
+    # what the page crawler merges: the same rows, from the files
+    merged = CrawlResults()
+    assert merge_fetch_results(merged, out) == len(results.fetched) and merged.errors == results.errors
+
+
+def test_image_client_refuses_private_hosts_on_every_hop(tmp_path: Path, web: FakeWeb) -> None:
+    """As in production behind an egress proxy: hops to private addresses are refused before they
+    are sent, names that resolve here to private addresses too; the proxy itself is trusted."""
+    port = urlsplit(web.base).port
+    photo = make_image("JPEG", (20, 20), (5, 5, 5))
+    web.add("http://cdn.test/robots.txt", "User-agent: *\nAllow: /\n", "text/plain")
+    web.add("http://cdn.test/photo.jpg", photo, "image/jpeg")
+    web.add("http://cdn.test/to-lan.jpg", "", status=302, Location="http://10.0.0.7/cam.jpg")
+    web.add("http://cdn.test/to-localhost.jpg", "", status=307, Location=f"http://localhost:{port}/x.jpg")
+    web.add("http://cdn.test/to-mapped.jpg", "", status=302, Location="http://[::ffff:192.168.1.1]/cam.jpg")
+    pairs = [(f"http://cdn.test/{n}", "") for n in ("photo.jpg", "to-lan.jpg", "to-localhost.jpg", "to-mapped.jpg")]
+    pairs += [("http://169.254.169.254/latest/meta-data/", ""), (f"http://127.0.0.1:{port}/direct.jpg", ""), ("http://metadata.google.internal/x", "")]
+
+    results, _, _ = fetch_images_here(tmp_path, pairs, crawl_proxy=web.base, crawl_allow_private=False)
+
+    assert {url: f.blob_sha256 for url, f in results.fetched.items()} == {"http://cdn.test/photo.jpg": sha(photo)}
+    errors = {url: (reason, detail) for url, reason, detail in results.errors}
+    assert set(errors) == {url for url, _ in pairs[1:]}
+    assert {reason for reason, _ in errors.values()} == {"blocked:private-address"}
+    assert "10.0.0.7" in errors["http://cdn.test/to-lan.jpg"][1] and "(at http://10.0.0.7/cam.jpg)" in errors["http://cdn.test/to-lan.jpg"][1]
+    assert "localhost" in errors["http://cdn.test/to-localhost.jpg"][1]
+    assert {urlsplit(s.url).hostname for s in web.log} == {"cdn.test"}  # only public hops reached the network
+
+
+def test_image_fetcher_time_limit_cancels_what_is_left(tmp_path: Path, web: FakeWeb) -> None:
+    b = web.base
+    web.routes[f"{b}/slow.jpg"] = HANG
+    results, _, summary = fetch_images_here(tmp_path, [(f"{b}/slow.jpg", "")], crawl_allow_private=True, timeout_s=1.0, crawl_timeout_seconds=30.0)
+    assert summary["finish_reason"] == "closespider_timeout"
+    assert [(url, reason) for url, reason, _ in results.errors] == [(f"{b}/slow.jpg", "cancelled")]
+
+
+def test_blob_writer_process(tmp_path: Path) -> None:
+    from copyhunt.crawl.blobwriter import BlobWriter, serve
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    writer = BlobWriter(store)
+    blobs = [bytes([i]) * (1000 * i + 1) for i in range(1, 40)]
+    assert [writer.put(b) for b in blobs + blobs[:3]] == [sha(b) for b in blobs + blobs[:3]]
+    assert writer.close() == {}
+    assert all(store.get(sha(b)) == b for b in blobs)
+
+    # A writer that died: what it did not store is written here instead, nothing is lost.
+    writer = BlobWriter(LocalBlobStore(tmp_path / "second"))
+    writer._proc.kill()  # type: ignore[union-attr]
+    writer._proc.wait()  # type: ignore[union-attr]
+    digests = [writer.put(b) for b in blobs[:5]]
+    assert writer.close() == {}
+    assert all(LocalBlobStore(tmp_path / "second").exists(d) for d in digests)
+
+    # The writer's side: a frame whose bytes do not match its digest is not stored, and says so.
+    good, bad = b"good blob", b"tampered"
+    frames = b"%s %d\n%s" % (sha(good).encode(), len(good), good) + b"%s %d\n%s" % (sha(b"original").encode(), len(bad), bad)
+    assert serve(tmp_path / "third", io.BytesIO(frames)) == 1
+    assert LocalBlobStore(tmp_path / "third").get(sha(good)) == good and not LocalBlobStore(tmp_path / "third").exists(sha(b"original"))
+    assert serve(tmp_path / "fourth", io.BytesIO(b"abc 99\nshort")) == 1  # input ended inside a blob
+
+
+def test_clean_validator() -> None:
+    assert clean_validator(b' "abc" ') == '"abc"' and clean_validator("Sun, 01 Jun 2025 07:00:00 GMT") == "Sun, 01 Jun 2025 07:00:00 GMT"
+    assert clean_validator(None) is None and clean_validator("") is None and clean_validator("x" * 257) is None
+    assert clean_validator('"a"\r\nSet-Cookie: x=1') is None  # never echoed into a request header

@@ -383,6 +383,7 @@ class ImageClient:
                 slot.observe(time.monotonic() - started, resp.status)
                 declared = resp.content_length
                 if declared is not None and declared > max_bytes:
+                    resp.close()  # drop the connection rather than read (or drain) the body
                     raise FetchFailed("too-large", f"expected response size ({declared}) larger than download max size ({max_bytes})")
                 if declared is not None and not resp.headers.get("Content-Encoding"):
                     body = await resp.read()
@@ -391,6 +392,7 @@ class ImageClient:
                     async for chunk in resp.content.iter_chunked(READ_CHUNK):
                         size += len(chunk)
                         if size > max_bytes:
+                            resp.close()
                             raise FetchFailed("too-large", f"received {size} bytes of response, larger than download max size ({max_bytes})")
                         chunks.append(chunk)
                     body = b"".join(chunks)
