@@ -77,10 +77,10 @@ def paste_boxes(gray: np.ndarray, count: int, min_side: int) -> list[Box]:
     x0, y0, x1, y1 = _rectangles(corners, vsum, hsum, min_side)
     if not len(x0):
         return []
-    score = _score(vsum, hsum, x0, y0, x1, y1)
+    least = MIN_SCORE * (w + h)
+    score = _score(vsum, hsum, x0, y0, x1, y1, least)
     order = np.lexsort((y1, x1, y0, x0, -score))[: count * TRIES_PER_PROPOSAL]
     chosen: list[Box] = []
-    least = MIN_SCORE * (w + h)
     for i in order:
         if score[i] < least or len(chosen) == count:
             break
@@ -170,35 +170,45 @@ def _step_sums(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vsum, hsum
 
 
-def _arms(vsum: np.ndarray, hsum: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
-    """Mean step along the k px going down, right, up and left from every lattice point."""
-    down = np.zeros_like(vsum)
-    down[:-k] = (vsum[k:] - vsum[:-k]) / k
-    up = np.zeros_like(vsum)
-    up[k:] = down[:-k]
-    right = np.zeros_like(hsum)
-    right[:, :-k] = (hsum[:, k:] - hsum[:, :-k]) / k
-    left = np.zeros_like(hsum)
-    left[:, k:] = right[:, :-k]
-    return down, right, up, left
+def _arms(vsum: np.ndarray, hsum: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean step along the k px from every lattice point, stacked per corner kind (top-left,
+    top-right, bottom-left, bottom-right): the vertical arms (down, down, up, up) and the
+    horizontal ones (right, left, right, left)."""
+    h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
+    vertical = np.zeros((4, h + 1, w + 1), np.float32)
+    horizontal = np.zeros((4, h + 1, w + 1), np.float32)
+    if k <= h:
+        np.subtract(vsum[k:], vsum[:-k], out=vertical[0, :-k])
+        vertical[0] *= 1.0 / k
+        vertical[1] = vertical[0]
+        vertical[2, k:] = vertical[0, :-k]
+        vertical[3] = vertical[2]
+    if k <= w:
+        np.subtract(hsum[:, k:], hsum[:, :-k], out=horizontal[0, :, :-k])
+        horizontal[0] *= 1.0 / k
+        horizontal[1, :, k:] = horizontal[0, :, :-k]
+        horizontal[2] = horizontal[0]
+        horizontal[3] = horizontal[1]
+    return vertical, horizontal
 
 
 def _corners(vsum: np.ndarray, hsum: np.ndarray, arm: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(x, y) of the strongest corners of each kind: top-left, top-right, bottom-left, bottom-right."""
-    short = _arms(vsum, hsum, arm)
-    long = _arms(vsum, hsum, 2 * arm)
-    longest = _arms(vsum, hsum, 4 * arm) if LONGEST_ARM_WEIGHT else None
+    vertical, horizontal = _arms(vsum, hsum, arm)
+    # Both sides leave the corner, over the arm and longer ones...
+    response = np.minimum(vertical, horizontal)
+    for factor, weight in ((2, 1.0), (4, LONGEST_ARM_WEIGHT)):
+        v, hz = _arms(vsum, hsum, factor * arm)
+        response += weight * np.minimum(v, hz)
+    # ...and neither goes on past it: the continuations are the opposite kind's arms.
+    response -= OUTSIDE_WEIGHT * np.maximum(vertical[[2, 3, 0, 1]], horizontal[[1, 0, 3, 2]])
+    response[:, :, 0] = response[:, :, -1] = response[:, 0, :] = response[:, -1, :] = 0
     kernel = np.ones((5, 5), np.uint8)
     out = []
-    # (the two sides leaving the corner, the two continuations past it), as indices into the arms
-    for a, b, c, d in ((0, 1, 2, 3), (0, 3, 2, 1), (2, 1, 0, 3), (2, 3, 0, 1)):
-        response = np.minimum(short[a], short[b]) + np.minimum(long[a], long[b]) - OUTSIDE_WEIGHT * np.maximum(short[c], short[d])
-        if longest is not None:
-            response += LONGEST_ARM_WEIGHT * np.minimum(longest[a], longest[b])
-        response[:, 0] = response[:, -1] = response[0, :] = response[-1, :] = 0
-        peak = (response >= cv2.dilate(response, kernel)) & (response > MIN_SIDE)
+    for r in response:
+        peak = (r >= cv2.dilate(r, kernel)) & (r > MIN_SIDE)
         ys, xs = np.nonzero(peak)
-        keep = np.lexsort((xs, ys, -response[ys, xs]))[:CORNERS_PER_KIND]
+        keep = np.lexsort((xs, ys, -r[ys, xs]))[:CORNERS_PER_KIND]
         out.append((xs[keep].astype(np.int64), ys[keep].astype(np.int64)))
     return out
 
@@ -277,38 +287,41 @@ def _peaks(profile: np.ndarray, border: bool) -> np.ndarray:
     return out
 
 
-def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1) -> np.ndarray:
-    """Evidence that each box is a pasted picture's outline; negative: not a proposal."""
+def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1, floor: float = -np.inf) -> np.ndarray:
+    """Evidence that each box is a pasted picture's outline; negative: not a proposal (nor is a
+    box that cannot reach ``floor``, which is not scored in full)."""
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
     height, width = y1 - y0, x1 - x0
     sides = np.stack([(vsum[y1, x0] - vsum[y0, x0]) / height, (vsum[y1, x1] - vsum[y0, x1]) / height,
                       (hsum[y0, x1] - hsum[y0, x0]) / width, (hsum[y1, x1] - hsum[y1, x0]) / width], axis=1)
     inside = np.stack([x0 > 0, x1 < w, y0 > 0, y1 < h], axis=1)
-    if RIDGE_WEIGHT:
-        # A boundary is a ridge: the parallel lines RIDGE_PX away on either side step far less
-        # (in a striped or diagonal texture every line steps alike).
-        d = RIDGE_PX
-        xl0, xr0 = np.maximum(x0 - d, 0), np.minimum(x0 + d, w)
-        xl1, xr1 = np.maximum(x1 - d, 0), np.minimum(x1 + d, w)
-        yl0, yr0 = np.maximum(y0 - d, 0), np.minimum(y0 + d, h)
-        yl1, yr1 = np.maximum(y1 - d, 0), np.minimum(y1 + d, h)
-        near = np.stack([
-            np.maximum(vsum[y1, xl0] - vsum[y0, xl0], vsum[y1, xr0] - vsum[y0, xr0]) / height,
-            np.maximum(vsum[y1, xl1] - vsum[y0, xl1], vsum[y1, xr1] - vsum[y0, xr1]) / height,
-            np.maximum(hsum[yl0, x1] - hsum[yl0, x0], hsum[yr0, x1] - hsum[yr0, x0]) / width,
-            np.maximum(hsum[yl1, x1] - hsum[yl1, x0], hsum[yr1, x1] - hsum[yr1, x0]) / width], axis=1)
+    lengths = np.stack([height, height, width, width], axis=1)
     faint = (inside & (sides < MIN_SIDE)).sum(axis=1)
-    if RIDGE_WEIGHT:
-        sides = sides - RIDGE_WEIGHT * near
-    out = np.full(len(x0), -1.0)
     inner_sides = inside.sum(axis=1)
     # Three sides inside the image, one of them maybe faint; or two clear ones making a corner.
     corner_case = (inner_sides == 2) & inside[:, :2].any(axis=1) & inside[:, 2:].any(axis=1) & (faint == 0)
-    valid = np.flatnonzero(((inner_sides >= 3) & (faint <= MAX_FAINT_SIDES)) | corner_case)
+    possible = ((inner_sides >= 3) & (faint <= MAX_FAINT_SIDES)) | corner_case
+    # Everything below only lowers the score: the side evidence alone bounds it.
+    possible &= np.where(inside, (sides - SIDE_BASELINE) * lengths, 0.0).sum(axis=1) >= floor
+    out = np.full(len(x0), -1.0)
+    valid = np.flatnonzero(possible)
     if not len(valid):
         return out
     x0, y0, x1, y1, sides, inside = x0[valid], y0[valid], x1[valid], y1[valid], sides[valid], inside[valid]
     height, width = height[valid], width[valid]
+    # A boundary is a ridge: the parallel lines RIDGE_PX away on either side step far less (in a
+    # striped or diagonal texture every line steps alike).
+    d = RIDGE_PX
+    xl0, xr0 = np.maximum(x0 - d, 0), np.minimum(x0 + d, w)
+    xl1, xr1 = np.maximum(x1 - d, 0), np.minimum(x1 + d, w)
+    yl0, yr0 = np.maximum(y0 - d, 0), np.minimum(y0 + d, h)
+    yl1, yr1 = np.maximum(y1 - d, 0), np.minimum(y1 + d, h)
+    near = np.stack([
+        np.maximum(vsum[y1, xl0] - vsum[y0, xl0], vsum[y1, xr0] - vsum[y0, xr0]) / height,
+        np.maximum(vsum[y1, xl1] - vsum[y0, xl1], vsum[y1, xr1] - vsum[y0, xr1]) / height,
+        np.maximum(hsum[yl0, x1] - hsum[yl0, x0], hsum[yr0, x1] - hsum[yr0, x0]) / width,
+        np.maximum(hsum[yl1, x1] - hsum[yl1, x0], hsum[yr1, x1] - hsum[yr1, x0]) / width], axis=1)
+    sides = sides - RIDGE_WEIGHT * near
     lengths = np.stack([height, height, width, width], axis=1)
     k = CORNER_ARM
 
