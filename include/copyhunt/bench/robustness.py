@@ -60,6 +60,9 @@ class RobustnessReport:
     classes: list[ClassResult]
     seconds: dict[str, float]
     false_match_examples: list[str] = field(default_factory=list)
+    # Search keys per usable query image (window hashes, paste proposals included): what each
+    # found image costs the index lookups. The baseline has one.
+    windows_per_query: float = 0.0
 
     def meets_targets(self) -> bool:
         return self.precision >= TARGET_PRECISION and all(c.recall >= TARGET_RECALL for c in self.classes)
@@ -99,7 +102,8 @@ def run_engine(suite: Suite, work: Path, settings: Settings, workers: int, progr
     matches = pd.concat([p for p in parts if len(p)] or [pd.DataFrame(columns=["image_sha256", "image_id"])], ignore_index=True)
     seconds["match"] = time.perf_counter() - t
     named = pd.DataFrame(names, columns=["query", "image_sha256"]).merge(matches, on="image_sha256", how="inner")
-    return named, seconds, {"index": build, "unusable": {name: bad[sha] for name, sha in names if sha in bad}}
+    windows = round(len(fingerprints) / max(1, fingerprints["image_sha256"].nunique()), 2)
+    return named, seconds, {"index": build, "unusable": {name: bad[sha] for name, sha in names if sha in bad}, "windows_per_query": windows}
 
 
 def run_baseline(suite: Suite) -> tuple[dict[str, dict[str, int]], float]:
@@ -203,6 +207,7 @@ def run_robustness(settings: Settings, out_dir: Path, assets: Path, seed: int = 
         seed=seed, queries=len(suite.truth), copies=sum(copies.values()), distractors=sum(1 for q in suite.truth if q.reference_id is None),
         precision=round(precision, 4), false_matches=false_matches, baseline_precision=round(base[1], 4), baseline_false_matches=base[2],
         baseline_threshold=threshold, classes=classes, seconds={k: round(v, 2) for k, v in seconds.items()}, false_match_examples=examples[:20],
+        windows_per_query=info["windows_per_query"],
     )
     out_dir = Path(out_dir)
     atomic_write_bytes(out_dir / "robustness.json", json.dumps(asdict(report), indent=1, ensure_ascii=False).encode())
@@ -247,6 +252,7 @@ def format_table(report: RobustnessReport) -> list[list[str]]:
         rows.append([c.transform, str(c.copies), f"{c.recall:.3f}{mark}", f"{c.baseline_recall:.3f}", "" if c.region_iou is None else f"{c.region_iou:.2f}"])
     rows.append(["precision (all queries)", str(report.queries), f"{report.precision:.4f}", f"{report.baseline_precision:.4f}", ""])
     rows.append(["false matches", "", str(report.false_matches), str(report.baseline_false_matches), ""])
+    rows.append(["windows per query image", "", f"{report.windows_per_query:.1f}", "1", ""])
     return rows
 
 
