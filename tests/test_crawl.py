@@ -1165,3 +1165,26 @@ def test_clean_validator() -> None:
     assert clean_validator(b' "abc" ') == '"abc"' and clean_validator("Sun, 01 Jun 2025 07:00:00 GMT") == "Sun, 01 Jun 2025 07:00:00 GMT"
     assert clean_validator(None) is None and clean_validator("") is None and clean_validator("x" * 257) is None
     assert clean_validator('"a"\r\nSet-Cookie: x=1') is None  # never echoed into a request header
+
+
+def test_pipe_requests_reads_lines_across_writes() -> None:
+    import asyncio
+
+    from copyhunt.crawl.imagefetch import pipe_requests
+
+    read_fd, write_fd = os.pipe()
+
+    async def main() -> list[tuple[str, str]]:
+        async def page_crawler() -> None:
+            os.write(write_fd, b"http://a.example/1.jpg\thttp://a.example/\nhttp://a.example/2")
+            await asyncio.sleep(0.03)  # the reader finds the pipe empty meanwhile, and looks again
+            os.write(write_fd, b".jpg\t\n\n")
+            os.close(write_fd)
+
+        writer = asyncio.create_task(page_crawler())
+        with os.fdopen(read_fd, "rb") as stream:
+            got = [pair async for pair in pipe_requests(stream, poll_interval=0.005)]
+        await writer
+        return got
+
+    assert asyncio.run(main()) == [("http://a.example/1.jpg", "http://a.example/"), ("http://a.example/2.jpg", "")]

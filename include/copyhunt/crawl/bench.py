@@ -16,7 +16,11 @@ start). ``scrapy bench`` then runs in the same session on the same machine; its 
 are the baseline: Scrapy's own spider on Scrapy's own local server, link extraction only.
 
     copyhunt bench crawl [--pages 5000] [--concurrency 32] [--scrapy-bench-seconds 10]
-    python -m copyhunt.crawl.bench
+    python -m copyhunt.crawl.bench [--ceilings]
+
+``--ceilings`` first measures what the machine leaves room for: the requests per second the site
+answers to a lean aiohttp client (:func:`server_ceiling`) and the pages per second a bare Scrapy
+spider fetches from it (:func:`noop_scrapy_ceiling`).
 """
 
 from __future__ import annotations
@@ -320,6 +324,79 @@ def run_scrapy_bench(seconds: float = 10.0) -> ScrapyBenchFigures:
     return ScrapyBenchFigures(*parsed)
 
 
+# ---- ceilings: what the machine allows the crawl -----------------------------------------------------
+def server_ceiling(pages: int = DEFAULT_PAGES, concurrency: int = DEFAULT_CONCURRENCY, requests: int = 15000) -> float:
+    """Requests per second the benchmark site answers to a lean client (aiohttp on uvloop, in this
+    process), fetching its pages and images in the crawl's proportions (one page, two images).
+
+    Server and client share the machine, as in the crawl; the figure is what serving and the
+    barest HTTP client leave room for, the crawl's upper bound on these cores.
+    """
+    import aiohttp
+
+    def path(i: int) -> str:
+        k = (i // (1 + IMAGES_PER_PAGE)) % pages
+        part = i % (1 + IMAGES_PER_PAGE)
+        return GeneratedSite.page_path(k) if part == 0 else f"/img/{k}-{'ab'[part - 1]}.jpg"
+
+    async def run(base: str) -> float:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+            counter = iter(range(requests))
+
+            async def worker() -> None:
+                for i in counter:
+                    async with session.get(base + path(i).lstrip("/")) as resp:
+                        await resp.read()
+
+            started = time.monotonic()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return requests / (time.monotonic() - started)
+
+    with SiteServer(pages) as server:
+        try:
+            import uvloop
+
+            return uvloop.run(run(server.url))
+        except ImportError:  # pragma: no cover
+            return asyncio.run(run(server.url))
+
+
+def noop_scrapy_ceiling(pages: int = DEFAULT_PAGES, concurrency: int = DEFAULT_CONCURRENCY) -> float:
+    """Pages per second a bare Scrapy spider fetches from the benchmark site: every page URL
+    requested up front, nothing parsed or stored, the crawl's reactor and loop (uvloop), default
+    middlewares. The most a Scrapy page crawler can do here."""
+    with SiteServer(pages) as server:
+        cmd = [sys.executable, "-m", "copyhunt.crawl.bench", "--noop-spider", server.url, "--pages", str(pages), "--concurrency", str(concurrency)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _run_noop_spider(url: str, pages: int, concurrency: int) -> float:
+    import scrapy
+    from scrapy.crawler import AsyncCrawlerProcess
+
+    from copyhunt.crawl import settings as crawl_settings
+
+    class NoopSpider(scrapy.Spider):
+        name = "noop"
+
+        async def start(self):  # type: ignore[override]
+            for k in range(pages):
+                yield scrapy.Request(url.rstrip("/") + GeneratedSite.page_path(k), callback=self.parse, dont_filter=True)
+
+        def parse(self, response: Any) -> None:
+            return None
+
+    settings = {"LOG_LEVEL": "WARNING", "CONCURRENT_REQUESTS": concurrency, "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency,
+                "TELNETCONSOLE_ENABLED": False, "ASYNCIO_EVENT_LOOP": getattr(crawl_settings, "ASYNCIO_EVENT_LOOP", None)}
+    process = AsyncCrawlerProcess({k: v for k, v in settings.items() if v is not None})
+    crawler = process.create_crawler(NoopSpider)
+    process.crawl(crawler)
+    process.start()
+    stats = crawler.stats.get_stats() if crawler.stats else {}
+    return stats.get("response_received_count", 0) / max(1e-9, stats.get("elapsed_time_seconds", 0.0))
+
+
 def report(crawl: CrawlFigures, scrapy: ScrapyBenchFigures) -> str:
     """The side-by-side table and the verdict against the target, as text."""
     cores = os.cpu_count() or 1
@@ -372,11 +449,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     p.add_argument("--scrapy-bench-seconds", type=float, default=10.0, help="0 skips scrapy bench")
     p.add_argument("--json", action="store_true", help="print the figures as JSON after the report")
+    p.add_argument("--ceilings", action="store_true", help="also measure the server's and a bare Scrapy spider's requests/s on this site")
     p.add_argument("--serve", type=int, metavar="PAGES", help=argparse.SUPPRESS)  # the site's own process
+    p.add_argument("--noop-spider", metavar="URL", help=argparse.SUPPRESS)  # noop_scrapy_ceiling's process
     args = p.parse_args(argv)
     if args.serve:
         serve_site(args.serve)
         return 0
+    if args.noop_spider:
+        print(f"{_run_noop_spider(args.noop_spider, args.pages, args.concurrency):.1f}")
+        return 0
+    if args.ceilings:
+        print(f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        print(f"server ceiling (aiohttp client, pages and images): {server_ceiling(args.pages, args.concurrency):,.0f} requests/s")
+        print(f"bare Scrapy spider (pages, no parsing): {noop_scrapy_ceiling(args.pages, args.concurrency):,.0f} pages/s")
+        print(f"load average (1 min) {os.getloadavg()[0]:.2f}")
     figures = run(args.pages, args.concurrency, args.scrapy_bench_seconds)
     if args.json:
         print(json.dumps(figures, indent=2, sort_keys=True))

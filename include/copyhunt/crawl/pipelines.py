@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 class CrawlOutputPipeline:
-    def __init__(self, *, run: CrawlRun, out_dir: Path, blob_root: Path, max_image_bytes: int, max_image_pixels: int, owns_run: bool = False):
+    def __init__(self, *, run: CrawlRun, out_dir: Path, blob_root: Path, max_image_bytes: int, max_image_pixels: int, owns_run: bool = False,
+                 stats: Any = None):
         self.run = run
+        self.stats = stats  # Scrapy's, if any: counts items (see copyhunt.crawl.extensions)
         self.results = run.results
         self.out_dir = Path(out_dir)
         self.blobs = BlobWriter(LocalBlobStore(blob_root))
@@ -61,9 +63,12 @@ class CrawlOutputPipeline:
             max_image_bytes=s.getint("COPYHUNT_MAX_IMAGE_BYTES"),
             max_image_pixels=s.getint("COPYHUNT_MAX_IMAGE_PIXELS"),
             owns_run=run is None or bool(getattr(spider, "owns_run", False)),
+            stats=crawler.stats,
         )
 
     def process_item(self, item: Any) -> Any:
+        if self.stats is not None:
+            self.stats.inc_value("item_scraped_count")
         if isinstance(item, PageItem):
             self._page(item)
         elif isinstance(item, ImageFetchItem):

@@ -70,6 +70,15 @@ try:  # uvloop: a faster event loop under Twisted's asyncio reactor; plain async
 except ImportError:  # pragma: no cover
     pass
 
+# Run statistics without a handler on the item_scraped and response_received signals (see
+# copyhunt.crawl.extensions): each handler costs a task per page on the asyncio loop.
+EXTENSIONS = {
+    "scrapy.extensions.corestats.CoreStats": None,
+    "copyhunt.crawl.extensions.RunStats": 0,
+    "scrapy.extensions.logstats.LogStats": None,
+    "copyhunt.crawl.extensions.RunLogStats": 0,
+}
+
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.httpauth.HttpAuthMiddleware": None,  # we never send credentials
     # Before robots.txt (100): a refused host gets no robots.txt request either.
