@@ -5,12 +5,14 @@ reactor cannot restart inside a worker), ``copyhunt crawl`` or ``python -m copyh
 Outputs are described in :mod:`copyhunt.crawl.outputs`; image discovery is
 :func:`copyhunt.crawl.images.discover_images`.
 
-Modules: ``spiders/`` (site, marketplace, and the image fetcher), ``settings`` (politeness and
-throughput), ``middlewares`` (safety guard, retries with Retry-After, conditional requests, crawl
-policy and trap guards), ``pipelines`` (blob store, image checks), ``results`` (a run's rows),
-``imagefetch`` (the second crawler process for images), ``validators`` (ETag/Last-Modified from
-earlier days), ``seeds`` (which spider crawls which seed), ``market`` (sellers and pagination),
-``pages``/``images``/``urls`` (pure HTML and URL functions), ``bench`` (``copyhunt bench crawl``).
+Modules: ``spiders/`` (site and marketplace), ``settings`` (politeness and throughput),
+``middlewares`` (safety guard, retries with Retry-After, conditional requests, crawl policy and
+trap guards), ``extensions`` (run statistics), ``pipelines`` (blob store, image checks),
+``blobwriter`` (blob writes in a helper process), ``results`` (a run's rows), ``imagefetch`` (the
+second process that downloads images) and ``imageclient`` (its asyncio HTTP client, applying the
+same rules), ``validators`` (ETag/Last-Modified from earlier days), ``seeds`` (which spider crawls
+which seed), ``market`` (sellers and pagination), ``pages``/``images``/``urls`` (pure HTML and URL
+functions), ``bench`` (``copyhunt bench crawl``).
 
 Importing this package does not import Scrapy.
 """
