@@ -301,14 +301,12 @@ def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1, floor: float = -n
     # Three sides inside the image, one of them maybe faint; or two clear ones making a corner.
     corner_case = (inner_sides == 2) & inside[:, :2].any(axis=1) & inside[:, 2:].any(axis=1) & (faint == 0)
     possible = ((inner_sides >= 3) & (faint <= MAX_FAINT_SIDES)) | corner_case
-    # Everything below only lowers the score: the side evidence alone bounds it.
-    possible &= np.where(inside, (sides - SIDE_BASELINE) * lengths, 0.0).sum(axis=1) >= floor
     out = np.full(len(x0), -1.0)
     valid = np.flatnonzero(possible)
     if not len(valid):
         return out
     x0, y0, x1, y1, sides, inside = x0[valid], y0[valid], x1[valid], y1[valid], sides[valid], inside[valid]
-    height, width = height[valid], width[valid]
+    height, width, lengths = height[valid], width[valid], lengths[valid]
     # A boundary is a ridge: the parallel lines RIDGE_PX away on either side step far less (in a
     # striped or diagonal texture every line steps alike).
     d = RIDGE_PX
@@ -322,7 +320,13 @@ def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1, floor: float = -n
         np.maximum(hsum[yl0, x1] - hsum[yl0, x0], hsum[yr0, x1] - hsum[yr0, x0]) / width,
         np.maximum(hsum[yl1, x1] - hsum[yl1, x0], hsum[yr1, x1] - hsum[yr1, x0]) / width], axis=1)
     sides = sides - RIDGE_WEIGHT * near
-    lengths = np.stack([height, height, width, width], axis=1)
+    # Everything below only lowers a positive score: this much of it bounds it.
+    reach = np.where(inside, (sides - SIDE_BASELINE) * lengths, 0.0).sum(axis=1) >= floor
+    if not reach.all():
+        valid, x0, y0, x1, y1, sides, inside = valid[reach], x0[reach], y0[reach], x1[reach], y1[reach], sides[reach], inside[reach]
+        height, width, lengths = height[reach], width[reach], lengths[reach]
+    if not len(valid):
+        return out
     k = CORNER_ARM
 
     def along_column(x, a, b):  # summed steps along column boundary x, rows a..b (clipped)
