@@ -105,8 +105,11 @@ def dct_blocks(gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndar
     y0 = np.minimum(ys.astype(np.int64), h - 1)
     fx, fy = (xs - x0)[:, None, :], (ys - y0)[:, :, None]
     at = (y0 * (w + 1))[:, :, None] + x0[:, None, :]
-    top = flat[at] + (flat[at + 1] - flat[at]) * fx
-    bottom = flat[at + w + 1] + (flat[at + w + 2] - flat[at + w + 1]) * fx
+    # Each of the four neighbours gathered once, with take (faster than fancy indexing).
+    top_left, top_right = flat.take(at), flat.take(at + 1)
+    bottom_left, bottom_right = flat.take(at + (w + 1)), flat.take(at + (w + 2))
+    top = top_left + (top_right - top_left) * fx
+    bottom = bottom_left + (bottom_right - bottom_left) * fx
     corner = top + (bottom - top) * fy  # integral image at every cell corner, (n, 33, 33)
     sums = corner[:, 1:, 1:] - corner[:, :-1, 1:] - corner[:, 1:, :-1] + corner[:, :-1, :-1]
     cell_area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / (HASH_INPUT * HASH_INPUT)
