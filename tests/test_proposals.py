@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from conftest import CUSTOMER_IMAGES, UNRELATED_IMAGES
-from copyhunt.fingerprint import HASH_WORKING_SIZE, MIN_WINDOW_PX, hamming, paste_windows, query_hashes, reference_hashes
+from copyhunt.fingerprint import (HASH_WORKING_SIZE, MIN_WINDOW_PX, PHasher, Window, hamming, paste_blob_hashes_upsampled, paste_windows,
+                                  query_hashes, reference_hashes)
 from copyhunt.imaging import load_gray
 from copyhunt.proposals import paste_boxes
 
@@ -81,6 +82,42 @@ def test_proposals_are_deterministic_and_bounded():
     assert paste_boxes(gray, 3, MIN_WINDOW_PX) == paste_boxes(gray.copy(), 3, MIN_WINDOW_PX)
     assert len(paste_boxes(gray, 1, MIN_WINDOW_PX)) <= 1 + 4  # one rectangle and its four alternatives
     assert [w.name for w in paste_windows(gray)][:1] == ["paste0"]
+
+
+def test_blob_windows_inside_a_rectangle_a_few_pixels_off_find_the_picture():
+    """A rectangle 3-5% inside the pasted picture hashes 6-12 bits from the whole picture; the
+    blob windows found inside it (enlarged to the working size) still hash like the reference's
+    blob windows, which the found image's own strongest blobs (the background's) mostly do not."""
+    inside, background_only = 0, 0
+    for picture, background, fraction, at in CASES:
+        data, truth = pasted(picture, background, fraction, at)
+        gray = load_gray(data, working_size=HASH_WORKING_SIZE)[0]
+        refs = [r.phash for r in reference_hashes(load_gray(picture.read_bytes(), working_size=HASH_WORKING_SIZE)[0])
+                if r.window.startswith("blob") and not r.mirrored]
+        tw, th = truth[2] - truth[0], truth[3] - truth[1]
+        off = Window("paste0", truth[0] + 0.05 * tw, truth[1] + 0.05 * th, truth[2] - 0.03 * tw, truth[3] - 0.04 * th)
+        found = paste_blob_hashes_upsampled(gray, [off], PHasher())
+        assert found and all(q.window.startswith("blob-u0-") for q in found)  # "blob": paired with reference blob windows
+        for q in found:  # in the found image's coordinates, inside the rectangle grown by its margin
+            assert off.x0 - 0.1 * tw <= q.x0 < q.x1 <= off.x1 + 0.1 * tw and off.y0 - 0.1 * th <= q.y0 < q.y1 <= off.y1 + 0.1 * th
+        inside += min(hamming(q.phash, r) for q in found for r in refs) <= 6
+        own = [q for q in query_hashes(gray) if q.window[4:5].isdigit()]  # blob00..blob15 of the whole found image
+        background_only += min(hamming(q.phash, r) for q in own for r in refs) <= 6
+    assert inside >= 0.8 * len(CASES), inside
+    assert background_only <= 0.3 * len(CASES), background_only
+
+
+def test_found_image_with_a_proposal_has_paste_blob_windows():
+    picture, background, fraction, at = CASES[3]
+    data, _ = pasted(picture, background, fraction, at)
+    names = [q.window for q in query_hashes(load_gray(data, working_size=HASH_WORKING_SIZE)[0])]
+    assert "paste0" in names
+    assert any(n.startswith("blob-p0-") for n in names) and any(n.startswith("blob-u0-") for n in names)
+    # No proposal, no search inside one.
+    rng = np.random.default_rng(0)
+    noise = np.clip(128 + 20 * rng.standard_normal((240, 320)), 0, 255).astype(np.uint8)
+    assert paste_windows(noise) == []
+    assert not any(q.window.startswith(("blob-p", "blob-u")) for q in query_hashes(noise))
 
 
 @pytest.mark.parametrize("shape", [(20, 30), (47, 300), (300, 47)])
