@@ -129,3 +129,22 @@ def test_too_small_images_have_no_proposals(shape):
 def test_flat_image_has_no_proposals():
     assert paste_boxes(np.full((200, 300), 128, np.uint8), 3, MIN_WINDOW_PX) == []
     assert paste_boxes(np.full((200, 300), 128, np.uint8), 0, MIN_WINDOW_PX) == []
+
+
+def test_a_picture_with_clear_short_sides_is_proposed_under_the_image_size_bound(monkeypatch):
+    # image10 pasted low on q0122: its sides step clearly along their length, but it scores under
+    # MIN_SCORE x the image's width + height; it is proposed for its evidence per own side length.
+    from copyhunt import proposals
+
+    picture = next(p for p in CUSTOMER_IMAGES if p.name == "image10.jpg")
+    background = next(p for p in UNRELATED_IMAGES if p.name == "q0122.jpg")
+    data, truth = pasted(picture, background, 0.4, (0.05, 0.9))
+    gray, _ = load_gray(data, working_size=HASH_WORKING_SIZE)
+    h, w = gray.shape
+
+    def best():
+        return max((iou(truth, (x0 / w, y0 / h, x1 / w, y1 / h)) for x0, y0, x1, y1 in paste_boxes(gray, 3, MIN_WINDOW_PX)), default=0.0)
+
+    assert best() > 0.95
+    monkeypatch.setattr(proposals, "DENSE_EVIDENCE", 1e9)  # the image-size bound alone
+    assert best() < 0.5

@@ -26,7 +26,9 @@ How, on the grey working image (about 2 ms at 320 px):
    steps along its continuations past the corners; all times the square root of how good its
    inner corners are. One side may be faint; a side on the image's edge is not counted; at least
    three must be inside, or two clear ones meeting at a corner. Rectangles scoring under
-   0.05 x (width + height) are dropped, which leaves most photos with no proposal at all;
+   0.05 x (width + height) are dropped, which leaves most photos with no proposal at all, unless
+   they score at least 0.035 x that and 0.12 x their own width + height (a wide picture's sides
+   are short for its width: a 2.8:1 panorama pasted at 40% scores 0.04-0.046 x the image's);
 5. the best ones, each side nudged by a pixel to its strongest position, without near-duplicates;
    and the best one again with each side in turn moved to its best other position: the top
    rectangle often has three of the picture's sides and the fourth on a line of the background
@@ -56,7 +58,9 @@ RIDGE_PX = 3  # px: past a boundary blurred over two pixels by resampling
 CORNER_POWER = 0.5  # rectangle score times (mean inner-corner quality, 0..1) to this power
 ALTERNATIVE_MIN_MOVE = 3  # px: a side's other position is another line, not the same one
 # Scores are in pixels of side evidence; as fractions of the image's width + height:
-MIN_SCORE = 0.05  # below this a rectangle is not worth a window hash
+MIN_SCORE = 0.05  # below this a rectangle is not worth a window hash...
+MIN_SCORE_DENSE = 0.035  # ...unless its score is at least DENSE_EVIDENCE x its own width + height (and this)
+DENSE_EVIDENCE = 0.12  # potd-image8 pasted (panorama, 2.8:1) scores 0.040-0.046 x the image's w + h but 0.13-0.15 x its own
 MIN_SCORE_FOR_ALTERNATIVES = 0.1  # 9 pasted pictures in 10 score over 0.14 (suite, calibration seed); photos mostly under 0.03
 MAX_AREA = 0.8  # of the image: larger boxes are the whole image's business
 TRIES_PER_PROPOSAL = 8  # best rectangles placed per proposal wanted (many are near-duplicates)
@@ -77,8 +81,12 @@ def paste_boxes(gray: np.ndarray, count: int, min_side: int) -> list[Box]:
     x0, y0, x1, y1 = _rectangles(corners, vsum, hsum, min_side)
     if not len(x0):
         return []
-    least = MIN_SCORE * (w + h)
+    least = MIN_SCORE_DENSE * (w + h)
     score = _score(vsum, hsum, x0, y0, x1, y1, least)
+    # Under MIN_SCORE only rectangles whose sides are clear along most of their length (a wide
+    # picture has short sides for its width).
+    dense = score >= DENSE_EVIDENCE * ((x1 - x0) + (y1 - y0))
+    score = np.where(dense | (score >= MIN_SCORE * (w + h)), score, -1.0)
     order = np.lexsort((y1, x1, y0, x0, -score))[: count * TRIES_PER_PROPOSAL]
     chosen: list[Box] = []
     for i in order:
