@@ -79,11 +79,19 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
     fmt = sniff_format(data)
     if fmt is None:
         raise BadImage("not-an-image", "magic bytes match no supported image format")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _open_header(data, max_pixels) as im:
+            width, height = im.size
+    return ImageInfo(fmt, width, height)
+
+
+def _open_header(data: bytes, max_pixels: int) -> Image.Image:
+    """The image opened (header parsed, pixels not decoded) and its size checked against the
+    bomb limit. Call it with Pillow's DecompressionBombWarning turned into an error."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
+        im = Image.open(io.BytesIO(data))
+        width, height = im.size
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise BadImage("decompression-bomb", str(exc)[:200]) from None
     except Exception as exc:  # PIL raises many types for corrupt headers
@@ -92,7 +100,7 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
         raise BadImage("corrupt-image", "zero size")
     if width * height > max_pixels:
         raise BadImage("decompression-bomb", f"{width}x{height} exceeds {max_pixels} pixels")
-    return ImageInfo(fmt, width, height)
+    return im
 
 
 def check_shape(width: int, height: int) -> None:
@@ -129,17 +137,8 @@ def _open_gray_draft(data: bytes, max_pixels: int, working_size: int) -> tuple[I
         raise BadImage("not-an-image", "magic bytes match no supported image format")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-            width, height = im.size
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise BadImage("decompression-bomb", str(exc)[:200]) from None
-        except Exception as exc:  # PIL raises many types for corrupt headers
-            raise BadImage("corrupt-image", type(exc).__name__) from None
-        if width <= 0 or height <= 0:
-            raise BadImage("corrupt-image", "zero size")
-        if width * height > max_pixels:
-            raise BadImage("decompression-bomb", f"{width}x{height} exceeds {max_pixels} pixels")
+        im = _open_header(data, max_pixels)
+        width, height = im.size
         check_shape(width, height)
         long_side = max(width, height)
         try:
