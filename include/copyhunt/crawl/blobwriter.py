@@ -39,7 +39,7 @@ PIPE_BUFFER = 1024 * 1024  # Linux's default limit for an unprivileged pipe: abo
 # Frames are sent in batches: every write to the pipe wakes the writer process, and on a busy
 # machine the crawler was paying for that wake-up on each blob.
 FLUSH_BYTES = 128 * 1024
-_F_SETPIPE_SZ = 1031
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, missing from Python's fcntl module on some builds
 MAX_FRAME = 1 << 31  # no blob is this large (images are capped at COPYHUNT_MAX_IMAGE_BYTES)
 
 
@@ -64,10 +64,7 @@ class BlobWriter:
             except OSError as exc:
                 logger.error("could not start the blob writer (%s); writing blobs in this process", exc)
             else:
-                try:
-                    fcntl.fcntl(self._proc.stdin.fileno(), _F_SETPIPE_SZ, PIPE_BUFFER)  # type: ignore[union-attr]
-                except OSError:  # not Linux, or not allowed: a smaller pipe only blocks sooner
-                    pass
+                grow_pipe(self._proc.stdin.fileno(), PIPE_BUFFER)  # type: ignore[union-attr]
 
     def put(self, data: bytes) -> str:
         """The blob's sha256; the write happens in the writer process (see :meth:`close`)."""
@@ -123,6 +120,15 @@ class BlobWriter:
             if digest not in self._failed and not self.store.exists(digest):
                 self._failed[digest] = f"not in the blob store after the blob writer finished (exit status {code})"
         return dict(self._failed)
+
+
+def grow_pipe(fd: int, size: int) -> None:
+    """Ask for a pipe buffer of ``size`` bytes (Linux). Where that is not possible (another OS,
+    a limit) the pipe keeps its size: writers then only block, or overflow, sooner."""
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+    except OSError:
+        pass
 
 
 def _write_all(pipe: object, data: bytes) -> None:

@@ -276,10 +276,7 @@ class ImageClient:
             headers["Referer"] = referer
         earlier = self.validators.get(url)
         if earlier is not None:
-            if earlier.etag:
-                headers["If-None-Match"] = earlier.etag
-            if earlier.last_modified:
-                headers["If-Modified-Since"] = earlier.last_modified
+            headers.update(earlier.conditional_headers())
             self.stats["conditional_requests"] += 1
         try:
             reply = await self.get(url, headers, self.policy.max_image_bytes)

@@ -21,7 +21,6 @@ if the child cannot be started or dies, the page crawler downloads the remaining
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import subprocess
@@ -32,11 +31,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from copyhunt.crawl.blobwriter import grow_pipe
 from copyhunt.crawl.results import CrawlResults, CrawlRun, FetchedImage
+from copyhunt.crawl.outputs import ERRORS_SCHEMA, write_parquet_atomically
 from copyhunt.crawl.validators import read_image_rows
-from copyhunt.lake import WRITER_OPTIONS, to_table
+from copyhunt.lake import to_table
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ FETCHED_SCHEMA = pa.schema(
         ("not_modified", pa.bool_()),
     ]
 )
-ERRORS_SCHEMA = pa.schema([("url", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 READ_LIMIT = 8192  # bytes of requests the fetcher reads ahead of its fetches (a line is at most MAX_LINE)
 POLL_INTERVAL = 0.01  # seconds between looks at an empty pipe (the pipe holds far more than this)
 MAX_LINE = 4096  # PIPE_BUF: writes up to this size are atomic, so a line is never split
@@ -65,7 +64,6 @@ MAX_LINE = 4096  # PIPE_BUF: writes up to this size are atomic, so a line is nev
 # the CPU the fetcher spends on one; a fetcher that stays behind still fills it, and the page
 # crawler then downloads the overflow itself (both processes stay busy).
 PIPE_BUFFER = 64 * 1024
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, missing from Python's fcntl module before 3.10 on some builds
 
 
 # ---- the child's side ----------------------------------------------------------------------------
@@ -143,13 +141,10 @@ def run_image_fetcher(settings: Any, run: CrawlRun, out_dir: Path, source: Calla
 
 def write_fetch_results(results: CrawlResults, out_dir: Path) -> None:
     """The child's output: what it fetched and what failed (atomic files in ``out_dir``)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     fetched = [{"image_url": url, **{k: getattr(f, k) for k in FETCHED_SCHEMA.names if k != "image_url"}} for url, f in results.fetched.items()]
     errors = [{"url": u, "reason": r, "detail": d} for u, r, d in results.errors]
     for name, rows, schema, keys in ((FETCHED_FILE, fetched, FETCHED_SCHEMA, ["image_url"]), (ERRORS_FILE, errors, ERRORS_SCHEMA, ["url"])):
-        tmp = out_dir / f".{name}.tmp"
-        pq.write_table(to_table(pa.Table.from_pylist(rows, schema=schema), sort_by=keys), tmp, **WRITER_OPTIONS)
-        os.replace(tmp, out_dir / name)
+        write_parquet_atomically(to_table(pa.Table.from_pylist(rows, schema=schema), sort_by=keys), out_dir / name)
 
 
 def merge_fetch_results(results: CrawlResults, out_dir: Path) -> int:
@@ -186,10 +181,7 @@ class ImageFetcherProcess:
         assert self._proc.stdin is not None
         self._fd = self._proc.stdin.fileno()
         os.set_blocking(self._fd, False)
-        try:
-            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, PIPE_BUFFER)
-        except OSError:  # not Linux, or not allowed: a larger buffer only delays the overflow
-            pass
+        grow_pipe(self._fd, PIPE_BUFFER)  # where it cannot grow, the overflow only comes sooner
 
     def send(self, url: str, referer: str | None) -> bool:
         """Queue one image for the child; False if it is busy or gone (fetch it yourself)."""

@@ -268,10 +268,7 @@ class ConditionalRequestMiddleware:
         if validator is None:
             return None
         request.meta[META_VALIDATOR] = validator
-        if validator.etag:
-            request.headers[b"If-None-Match"] = validator.etag
-        if validator.last_modified:
-            request.headers[b"If-Modified-Since"] = validator.last_modified
+        request.headers.update(validator.conditional_headers())
         if self.crawler.stats is not None:
             self.crawler.stats.inc_value("copyhunt/conditional_requests")
         return None

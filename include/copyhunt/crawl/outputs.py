@@ -85,7 +85,12 @@ def write_table(out_dir: Path, name: str, rows: Iterable[Mapping[str, Any]]) -> 
     """Write one output table deterministically and atomically; returns its path."""
     schema, keys = TABLES[name]
     table = to_table(pa.Table.from_pylist(list(rows), schema=schema), sort_by=keys)
-    path = output_path(out_dir, name)
+    return write_parquet_atomically(table, output_path(out_dir, name))
+
+
+def write_parquet_atomically(table: pa.Table, path: Path) -> Path:
+    """Write ``table`` with the lake's deterministic options to a temp file beside ``path``,
+    fsync it and rename it into place; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:

@@ -13,8 +13,6 @@ Only pyarrow here (no Scrapy), so the Airflow task can call it cheaply.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from copyhunt.blobs import LocalBlobStore
-from copyhunt.lake import WRITER_OPTIONS, Lake, to_table
+from copyhunt.crawl.outputs import write_parquet_atomically
+from copyhunt.lake import Lake, to_table
 
 VALIDATORS_SCHEMA = pa.schema(
     [
@@ -53,6 +52,15 @@ class Validator:
     etag: str | None
     last_modified: str | None
 
+    def conditional_headers(self) -> dict[str, str]:
+        """The headers that ask the server whether the image changed since it was stored."""
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
 
 def validators_table(images: pa.Table) -> pa.Table:
     """Validators from an ``images`` table: stored images that have an ETag or Last-Modified,
@@ -71,14 +79,7 @@ def validators_table(images: pa.Table) -> pa.Table:
 
 
 def write_validators(table: pa.Table, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(to_table(table.cast(VALIDATORS_SCHEMA), sort_by=["image_url"]), tmp, **WRITER_OPTIONS)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_parquet_atomically(to_table(table.cast(VALIDATORS_SCHEMA), sort_by=["image_url"]), path)
 
 
 def validators_from_lake(lake_root: Path, run_date: dt.date, path: Path) -> Path | None:
