@@ -310,6 +310,13 @@ def _paste_blob_area(paste: Window, w: int, h: int) -> tuple[int, int, int, int]
     return max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
 
 
+def _from_area(name: str, win: Window, area: tuple[int, int, int, int], w: int, h: int) -> Window:
+    """``win``, relative to the pixel ``area`` of a w x h found image, relative to the whole image."""
+    x0, y0, x1, y1 = area
+    cw, ch = x1 - x0, y1 - y0
+    return Window(name, (x0 + win.x0 * cw) / w, (y0 + win.y0 * ch) / h, (x0 + win.x1 * cw) / w, (y0 + win.y1 * ch) / h)
+
+
 def paste_blob_windows(gray: np.ndarray, pastes: list[Window], count: int | None = None) -> list[Window]:
     """Blob windows of the first PASTE_BLOB_PROPOSALS pasted-picture rectangles, each searched
     alone (grown by PASTE_BLOB_MARGIN); named ``blob-p<i>-<n>``, so they pair with reference blob
@@ -318,11 +325,9 @@ def paste_blob_windows(gray: np.ndarray, pastes: list[Window], count: int | None
     count = PASTE_BLOBS if count is None else count
     out: list[Window] = []
     for i, paste in enumerate(pastes[:PASTE_BLOB_PROPOSALS]):
-        x0, y0, x1, y1 = _paste_blob_area(paste, w, h)
-        cw, ch = x1 - x0, y1 - y0
+        area = x0, y0, x1, y1 = _paste_blob_area(paste, w, h)
         for blob in blob_windows(np.ascontiguousarray(gray[y0:y1, x0:x1]), count):
-            out.append(Window(f"blob-p{i}-{blob.name[4:]}", (x0 + blob.x0 * cw) / w, (y0 + blob.y0 * ch) / h,
-                              (x0 + blob.x1 * cw) / w, (y0 + blob.y1 * ch) / h))
+            out.append(_from_area(f"blob-p{i}-{blob.name[4:]}", blob, area, w, h))
     return out
 
 
@@ -335,7 +340,7 @@ def paste_blob_hashes_upsampled(gray: np.ndarray, pastes: list[Window], hasher: 
     h, w = gray.shape
     out = []
     for i, paste in enumerate(pastes[:PASTE_BLOB_PROPOSALS]):
-        x0, y0, x1, y1 = _paste_blob_area(paste, w, h)
+        area = x0, y0, x1, y1 = _paste_blob_area(paste, w, h)
         cw, ch = x1 - x0, y1 - y0
         f = HASH_WORKING_SIZE / max(cw, ch)
         up = cv2.resize(gray[y0:y1, x0:x1], (round(cw * f), round(ch * f)), interpolation=cv2.INTER_CUBIC)
@@ -347,8 +352,8 @@ def paste_blob_hashes_upsampled(gray: np.ndarray, pastes: list[Window], hasher: 
         hv, ok = hasher.hash_windows(up, boxes)
         for win, v, good in zip(wins, hv, ok):
             if good:
-                out.append(WindowHash(f"blob-u{i}-{win.name[4:]}", False, (x0 + win.x0 * cw) / w, (y0 + win.y0 * ch) / h,
-                                      (x0 + win.x1 * cw) / w, (y0 + win.y1 * ch) / h, int(v)))
+                placed = _from_area(f"blob-u{i}-{win.name[4:]}", win, area, w, h)
+                out.append(WindowHash(placed.name, False, placed.x0, placed.y0, placed.x1, placed.y1, int(v)))
     return out
 
 
