@@ -82,29 +82,27 @@ __all__ = [
     "table_dump",
 ]
 
+# Enrichment a hit carries since migration 0003 (all observations of the run).
+ENRICHMENT_COLUMNS: tuple[str, ...] = (
+    "operator_address", "operator_email", "operator_phone", "operator_role", "usage_since",
+    "usage_since_source", "usage_days", "page_status", "page_online", "attribution_found",
+    "attribution_evidence", "licence_match",
+)  # fmt: skip
 # The input contract of load_hits: the columns of the "priced" lake dataset.
 PRICED_COLUMNS: tuple[str, ...] = (
     "run_date", "customer_id", "image_id", "page_url", "image_url", "image_sha256", "score",
     "region", "page_title", "domain", "registrable_domain", "operator_name", "operator_source",
     "published_at", "published_source", "licensed", "licence_id", "license_value_cents",
-    "currency", "value_breakdown", "html_sha256", "fetched_at",
-    "operator_address", "operator_email", "operator_phone", "operator_role", "usage_since",
-    "usage_since_source", "usage_days", "page_status", "page_online", "attribution_found",
-    "attribution_evidence", "licence_match",
+    "currency", "value_breakdown", "html_sha256", "fetched_at", *ENRICHMENT_COLUMNS,
 )  # fmt: skip
 # Columns a priced frame may lack (frames written before they existed): loaded as NULL.
-OPTIONAL_PRICED_COLUMNS: frozenset[str] = frozenset(PRICED_COLUMNS[PRICED_COLUMNS.index("fetched_at"):]) | {
-    "published_source"
-}
+OPTIONAL_PRICED_COLUMNS: frozenset[str] = frozenset({"published_source", "fetched_at", *ENRICHMENT_COLUMNS})
 HIT_KEY: tuple[str, ...] = ("customer_id", "image_id", "page_url", "image_url")
 # Columns that describe what a run observed; the newest observation wins (see _hits_upsert).
 OBSERVED_COLUMNS: tuple[str, ...] = (
     "score", "page_title", "domain", "registrable_domain", "operator_name", "operator_source",
     "published_source", "licensed", "licence_id", "license_value_cents", "currency",
-    "value_breakdown", "region", "image_sha256", "html_sha256", "fetched_at",
-    "operator_address", "operator_email", "operator_phone", "operator_role", "usage_since",
-    "usage_since_source", "usage_days", "page_status", "page_online", "attribution_found",
-    "attribution_evidence", "licence_match",
+    "value_breakdown", "region", "image_sha256", "html_sha256", "fetched_at", *ENRICHMENT_COLUMNS,
 )  # fmt: skip
 # Web text columns of a hit and their bounds in characters (see bound_text).
 BOUNDED_TEXT_COLUMNS: dict[str, int] = {
