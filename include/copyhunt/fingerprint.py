@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from copyhunt.arrays import true_indices
 from copyhunt.imaging import PAD_DARK, PAD_LIGHT, BadImage, content_box, load_gray
 from copyhunt.proposals import paste_boxes
 
@@ -390,7 +391,7 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
         # A peak beats its 26 neighbours in space and scale; border pixels are never peaks.
         centre = dog[1:-1, 1:-1, 1:-1]
         around = np.maximum(np.maximum(spatial[:-2, 1:-1, 1:-1], spatial[1:-1, 1:-1, 1:-1]), spatial[2:, 1:-1, 1:-1])
-        level, ys, xs = np.nonzero((centre >= around) & (centre > BLOB_MIN_RESPONSE))
+        level, ys, xs = true_indices((centre >= around) & (centre > BLOB_MIN_RESPONSE))
         if level.size == 0:
             continue
         level, ys, xs = level + 1, ys + 1, xs + 1

@@ -44,6 +44,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from copyhunt.arrays import true_indices
+
 STEP_CAP = 24.0  # grey levels: a step of at least this counts fully; smaller ones in proportion
 CORNER_ARM = 16  # px along each side a corner is judged on (and twice that)
 LONGEST_ARM_WEIGHT = 1.0  # corner response: and over 4x the arm (pasted pictures have long sides; window frames do not)
@@ -215,7 +217,7 @@ def _corners(vsum: np.ndarray, hsum: np.ndarray, arm: int) -> list[tuple[np.ndar
     out = []
     for r in response:
         peak = (r >= cv2.dilate(r, kernel)) & (r > MIN_SIDE)
-        ys, xs = np.nonzero(peak)
+        ys, xs = true_indices(peak)
         keep = np.lexsort((xs, ys, -r[ys, xs]))[:CORNERS_PER_KIND]
         out.append((xs[keep].astype(np.int64), ys[keep].astype(np.int64)))
     return out
@@ -271,13 +273,13 @@ def _rectangles(corners, vsum: np.ndarray, hsum: np.ndarray, min_side: int) -> t
             keep = (np.abs(ay[i] - by[j]) <= 1) & (bx[j] - ax[i] >= min_side)
             x0, x1, y = ax[i[keep]], bx[j[keep]], ay[i[keep]]
             profile = (hsum[:, x1] - hsum[:, x0]).T  # (pairs, rows): the step along each row
-            n, other = np.nonzero(_peaks(profile, border=True))
+            n, other = true_indices(_peaks(profile, border=True))
             parts.append((x0[n], y[n], x1[n], other) if side == "top" else (x0[n], other, x1[n], y[n]))
         else:
             keep = (np.abs(ax[i] - bx[j]) <= 1) & (by[j] - ay[i] >= min_side)
             y0, y1, x = ay[i[keep]], by[j[keep]], ax[i[keep]]
             profile = vsum[y1, :] - vsum[y0, :]  # (pairs, columns)
-            n, other = np.nonzero(_peaks(profile, border=True))
+            n, other = true_indices(_peaks(profile, border=True))
             parts.append((x[n], y0[n], other, y1[n]) if side == "left" else (other, y0[n], x[n], y1[n]))
     x0, y0, x1, y1 = (np.concatenate([part[k] for part in parts]) for k in range(4))
     ok = (x1 - x0 >= min_side) & (y1 - y0 >= min_side) & ((x1 - x0) * (y1 - y0) <= MAX_AREA * w * h)
