@@ -163,7 +163,11 @@ def dct_blocks(gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndar
 def hashes_from_blocks(blocks: np.ndarray) -> np.ndarray:
     """pHash bits (coefficient above the block's median), packed most significant bit first."""
     flat = blocks.reshape(len(blocks), -1)
-    above = flat > np.median(flat, axis=1, keepdims=True)
+    # np.median's own arithmetic (the mean of the two middle values of a partition) without its
+    # checks and axis handling, which cost three times the partition on a few dozen rows.
+    middle = HASH_BITS // 2
+    median = np.partition(flat, (middle - 1, middle), axis=1)[:, middle - 1:middle + 1].mean(axis=1, keepdims=True)
+    above = flat > median
     return (above.astype(np.uint64) * _BIT_WEIGHTS).sum(axis=1, dtype=np.uint64).view(np.int64)
 
 
@@ -284,7 +288,10 @@ def _seam_strengths(gray: np.ndarray, axis: int) -> dict[int, float]:
     length = gray.shape[axis]
     if length < 2 * MIN_WINDOW_PX:
         return {2: 0.0, 3: 0.0}
-    steps = np.abs(np.diff(gray.astype(np.float32), axis=axis)).mean(axis=1 - axis)
+    # Mean |step| between neighbouring lines: integer sums (exact), divided in float32 as a
+    # float32 mean would be, at a third of the cost of numpy's diff and mean.
+    step = cv2.absdiff(gray[:, 1:], gray[:, :-1]) if axis == 1 else cv2.absdiff(gray[1:], gray[:-1])
+    steps = cv2.reduce(step, 1 - axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel().astype(np.float32) / np.float32(step.shape[1 - axis])
     typical = float(np.median(steps)) + 1e-3
     reach = max(2, round(0.03 * length))
     out = {}
