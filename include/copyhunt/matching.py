@@ -299,7 +299,7 @@ def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: b
     picture), so the mapped windows compare with the reference's plain entries.
     """
     from copyhunt.fingerprint import MIN_WINDOW_PX, dct_blocks, hamming_many, hashes_from_blocks
-    from copyhunt.verify import _oriented, window_name_turns
+    from copyhunt.verify import oriented, window_name_turns
 
     qx0, qy0, qx1, qy1 = query_box
     rx0, ry0, rx1, ry1 = ref_box
@@ -307,7 +307,7 @@ def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: b
         return None
     turns = window_name_turns(ref_window)
     if mirrored or turns:
-        query = _oriented(query, mirrored, turns)
+        query = oriented(query, mirrored, turns)
         if mirrored:
             qx0, qx1 = 1 - qx1, 1 - qx0
         for _ in range(turns):  # np.rot90 turns counter-clockwise: (x, y) -> (y, 1 - x)

@@ -172,7 +172,7 @@ def window_name_turns(ref_window: str) -> int:
     return 0
 
 
-def _oriented(gray: np.ndarray, mirrored: bool, turns: int) -> np.ndarray:
+def oriented(gray: np.ndarray, mirrored: bool, turns: int) -> np.ndarray:
     """The found image brought back to the reference's orientation.
 
     An entry (turns, mirrored) hashes the reference mirrored after turning it clockwise, so the
@@ -185,7 +185,7 @@ def _oriented(gray: np.ndarray, mirrored: bool, turns: int) -> np.ndarray:
 
 
 def _to_found(points: np.ndarray, width: int, height: int, mirrored: bool, turns: int) -> np.ndarray:
-    """Map points of the oriented image (``_oriented``) back to the found image as served."""
+    """Map points of the oriented image (``oriented``) back to the found image as served."""
     p = points.astype(np.float64).copy()
     w, h = width, height  # size of the oriented image
     for _ in range(turns % 4):  # inverse of one counter-clockwise turn: a clockwise turn
@@ -202,7 +202,7 @@ def verify_candidate(query: np.ndarray, reference: Features, candidate: Candidat
     if len(reference.points) < 4:
         return Verification.failed()
     found_h, found_w = query.shape
-    g = _oriented(query, candidate.mirrored, candidate.quarter_turns)
+    g = oriented(query, candidate.mirrored, candidate.quarter_turns)
     H, W = g.shape
     qx0, qy0, qx1, qy1 = candidate.query_box
     if candidate.mirrored:
