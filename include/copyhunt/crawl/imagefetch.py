@@ -35,27 +35,17 @@ import pyarrow as pa
 from copyhunt.crawl.blobwriter import grow_pipe
 from copyhunt.crawl.results import CrawlResults, CrawlRun, FetchedImage
 from copyhunt.crawl.outputs import ERRORS_SCHEMA, write_parquet_atomically
-from copyhunt.crawl.validators import read_image_rows
+from copyhunt.crawl.validators import VALIDATORS_SCHEMA, read_image_rows
 from copyhunt.lake import to_table
 
 logger = logging.getLogger(__name__)
 
 FETCHED_FILE = "fetched.parquet"
 ERRORS_FILE = "errors.parquet"
-FETCHED_SCHEMA = pa.schema(
-    [
-        ("image_url", pa.string()),
-        ("final_url", pa.string()),
-        ("blob_sha256", pa.string()),
-        ("bytes", pa.int64()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("format", pa.string()),
-        ("etag", pa.string()),
-        ("last_modified", pa.string()),
-        ("not_modified", pa.bool_()),
-    ]
-)
+# What the fetcher reports of each image: the validators' columns (the same fields, so the
+# validators file can be written from it) plus where a redirect ended and whether a 304 came back.
+FETCHED_SCHEMA = pa.schema([VALIDATORS_SCHEMA.field("image_url"), ("final_url", pa.string()),
+                            *[f for f in VALIDATORS_SCHEMA if f.name != "image_url"], ("not_modified", pa.bool_())])
 READ_LIMIT = 8192  # bytes of requests the fetcher reads ahead of its fetches (a line is at most MAX_LINE)
 POLL_INTERVAL = 0.01  # seconds between looks at an empty pipe (the pipe holds far more than this)
 MAX_LINE = 4096  # PIPE_BUF: writes up to this size are atomic, so a line is never split
