@@ -89,6 +89,9 @@ BLOB_MIN_RESPONSE = 1.5  # |DoG| in grey levels; weaker blobs are texture noise
 _OCTAVE_SIGMAS = [2.0 * 2 ** (i / BLOB_PER_OCTAVE) for i in range(-1, BLOB_PER_OCTAVE + 2)]
 _OCTAVE_STEPS = [_OCTAVE_SIGMAS[0]] + [float(np.sqrt(b * b - a * a)) for a, b in zip(_OCTAVE_SIGMAS, _OCTAVE_SIGMAS[1:])]
 _NEIGHBOURS = np.ones((3, 3), np.uint8)
+# (level, y, x) steps to a DoG peak, then to its neighbours left, right, above, below, one scale
+# finer and one coarser: the samples its sub-pixel position and scale are fitted on.
+_NEIGHBOUR_STEPS = np.array([[0, 0, 0], [0, 0, -1], [0, 0, 1], [0, -1, 0], [0, 1, 0], [-1, 0, 0], [1, 0, 0]])
 MAX_DEROTATION_DEGREES = 20  # tilted copies beyond this are rare; blob windows still see them
 # Collage proposals in found images: (rows, columns) grids; cells are trimmed of gutters.
 QUERY_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 3))
@@ -414,16 +417,21 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
             level, ys, xs = level[keep], ys[keep], xs[keep]
         if level.size == 0:
             continue
-        centre = dog[level, ys, xs]
-        dx = _parabola_peak(dog[level, ys, xs - 1], centre, dog[level, ys, xs + 1])
-        dy = _parabola_peak(dog[level, ys - 1, xs], centre, dog[level, ys + 1, xs])
-        ds = _parabola_peak(dog[level - 1, ys, xs], centre, dog[level + 1, ys, xs])
-        # DoG level i lies between blurs i and i+1: its scale is their geometric mean.
-        sigma = _OCTAVE_SIGMAS[0] * 2 ** ((level + 0.5 + ds) / BLOB_PER_OCTAVE) * factor
-        parts.append(np.stack([centre, (xs + 0.5 + dx) * factor, (ys + 0.5 + dy) * factor, sigma, np.full(len(xs), octave)], axis=1))
+        # Each peak and its six neighbours (x, y and scale) in one gather; the sub-pixel fits are
+        # made once for all octaves below (the arrays are small: the cost is in the calls).
+        samples = dog[level + _NEIGHBOUR_STEPS[:, 0:1], ys + _NEIGHBOUR_STEPS[:, 1:2], xs + _NEIGHBOUR_STEPS[:, 2:3]]
+        parts.append((samples, level, xs, ys, np.full(len(xs), factor), np.full(len(xs), octave)))
     if not parts:
         return []
-    strength, x, y, sigma, octave_of = np.concatenate(parts).astype(np.float64).T
+    samples, level, xs, ys, factor, octave_of = (np.concatenate(column, axis=-1) for column in zip(*parts))
+    centre = samples[0]
+    dx = _parabola_peak(samples[1], centre, samples[2])
+    dy = _parabola_peak(samples[3], centre, samples[4])
+    ds = _parabola_peak(samples[5], centre, samples[6])
+    # DoG level i lies between blurs i and i+1: its scale is their geometric mean.
+    sigma = _OCTAVE_SIGMAS[0] * 2 ** ((level + 0.5 + ds) / BLOB_PER_OCTAVE) * factor
+    strength, x, y = centre.astype(np.float64), (xs + 0.5 + dx) * factor, (ys + 0.5 + dy) * factor
+    octave_of = octave_of.astype(np.float64)
     r = BLOB_SIDE * sigma
     fits = (2 * r >= MIN_WINDOW_PX) & (x - r >= 0) & (y - r >= 0) & (x + r <= w) & (y + r <= h)
     strength, x, y, r, octave_of = strength[fits], x[fits], y[fits], r[fits], octave_of[fits]
