@@ -115,6 +115,9 @@ def test_cli_index_build_and_match_contract(tmp_path):
     errors = pq.read_table(tmp_path / "m.errors.parquet").to_pandas()
     assert dict(zip(errors["query"], errors["reason"])) == {"banner.png": "extreme-aspect", "lies.jpg": "not-an-image", "pixel.png": "too-small",
                                                             "truncated.jpg": "corrupt-image"}
+    said = " ".join(proc.stderr.split())  # status goes to stderr; the console folds long lines
+    assert "3 matches written" in said
+    assert "4 images could not be used (corrupt-image 1, extreme-aspect 1, not-an-image 1, too-small 1)" in said, said
 
 
 def encode(im, fmt):

@@ -216,8 +216,11 @@ def match(
     from copyhunt import standalone
 
     settings = _settings()
-    n = standalone.match_folder(index, images, out, settings, progress_bar)
-    console.print(f"{n} matches written to {out}")
+    n, unusable = standalone.match_folder(index, images, out, settings, progress_bar)
+    console.print(f"{n} matches written to {out}", markup=False)
+    if unusable:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in unusable.items())
+        console.print(f"{sum(unusable.values())} images could not be used ({reasons}): listed in {out.with_suffix('.errors.parquet')}", markup=False)
 
 
 STAGES = ["register", "fingerprint_references", "build_index", "crawl", "fingerprint", "match", "enrich", "price", "load", "digest"]

@@ -99,8 +99,9 @@ def fingerprint_folder(files: list[Path], blobs: LocalBlobStore, settings: Setti
     return names, pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS).astype({"phash": "int64"}), errors
 
 
-def match_folder(index: Path, images: Path, out: Path, settings: Settings, progress: Callable[..., Iterable]) -> int:
+def match_folder(index: Path, images: Path, out: Path, settings: Settings, progress: Callable[..., Iterable]) -> tuple[int, dict[str, int]]:
     """Write one row per verified match: query, reference_id, score and the matched region.
+    Returns the number of matches and how many files could not be used, per reason.
 
     Files that cannot be used are listed, with the reason, in ``<out>.errors.parquet``.
     """
@@ -128,4 +129,4 @@ def match_folder(index: Path, images: Path, out: Path, settings: Settings, progr
         _write_parquet(errors_path, errors, ["query"])
     elif errors_path.exists():
         errors_path.unlink()  # a re-run over fixed inputs must not leave the old errors behind
-    return len(result)
+    return len(result), errors["reason"].value_counts().sort_index().to_dict()
