@@ -148,19 +148,24 @@ def _corner_quality(vsum: np.ndarray, hsum: np.ndarray, x, y, down: int, right: 
     """-1..1 at lattice points (x, y): the weaker of the two sides leaving the point (downwards
     if ``down`` > 0, else upwards; rightwards if ``right`` > 0) less the stronger of their
     continuations past it, each the mean step over CORNER_ARM px (clipped at the image edge)."""
-    h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
     k = CORNER_ARM
-
-    def column(a, b):
-        return (vsum[np.minimum(np.maximum(b, 0), h), x] - vsum[np.minimum(np.maximum(a, 0), h), x]) / k
-
-    def row(a, b):
-        return (hsum[y, np.minimum(np.maximum(b, 0), w)] - hsum[y, np.minimum(np.maximum(a, 0), w)]) / k
-
-    below, above, after, before = column(y, y + k), column(y - k, y), row(x, x + k), row(x - k, x)
+    below, above = _along_column(vsum, x, y, y + k) / k, _along_column(vsum, x, y - k, y) / k
+    after, before = _along_row(hsum, y, x, x + k) / k, _along_row(hsum, y, x - k, x) / k
     vertical, past_v = (below, above) if down > 0 else (above, below)
     horizontal, past_h = (after, before) if right > 0 else (before, after)
     return np.minimum(vertical, horizontal) - np.maximum(past_v, past_h)
+
+
+def _along_column(vsum: np.ndarray, x, a, b) -> np.ndarray:
+    """Summed steps across column boundary ``x`` over rows ``a``..``b``, clipped to the image."""
+    h = vsum.shape[0] - 1
+    return vsum[np.minimum(np.maximum(b, 0), h), x] - vsum[np.minimum(np.maximum(a, 0), h), x]
+
+
+def _along_row(hsum: np.ndarray, y, a, b) -> np.ndarray:
+    """Summed steps across row boundary ``y`` over columns ``a``..``b``, clipped to the image."""
+    w = hsum.shape[1] - 1
+    return hsum[y, np.minimum(np.maximum(b, 0), w)] - hsum[y, np.minimum(np.maximum(a, 0), w)]
 
 
 def _step_sums(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -344,15 +349,10 @@ def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1, floor: float = -n
     if not len(valid):
         return out
     k = CORNER_ARM
-
-    def along_column(x, a, b):  # summed steps along column boundary x, rows a..b (clipped)
-        return vsum[np.minimum(np.maximum(b, 0), h), x] - vsum[np.minimum(np.maximum(a, 0), h), x]
-
-    def along_row(y, a, b):
-        return hsum[y, np.minimum(np.maximum(b, 0), w)] - hsum[y, np.minimum(np.maximum(a, 0), w)]
-
-    beyond = np.stack([along_column(x0, y0 - k, y0) + along_column(x0, y1, y1 + k), along_column(x1, y0 - k, y0) + along_column(x1, y1, y1 + k),
-                       along_row(y0, x0 - k, x0) + along_row(y0, x1, x1 + k), along_row(y1, x0 - k, x0) + along_row(y1, x1, x1 + k)], axis=1)
+    beyond = np.stack([_along_column(vsum, x0, y0 - k, y0) + _along_column(vsum, x0, y1, y1 + k),
+                       _along_column(vsum, x1, y0 - k, y0) + _along_column(vsum, x1, y1, y1 + k),
+                       _along_row(hsum, y0, x0 - k, x0) + _along_row(hsum, y0, x1, x1 + k),
+                       _along_row(hsum, y1, x0 - k, x0) + _along_row(hsum, y1, x1, x1 + k)], axis=1)
     total = (np.where(inside, (sides - SIDE_BASELINE) * lengths - EXTENSION_WEIGHT * beyond, 0.0)).sum(axis=1)
     # Inner corners (both their sides inside the image): a pasted picture's sides stop there.
     quality = np.stack([_corner_quality(vsum, hsum, x0, y0, 1, 1), _corner_quality(vsum, hsum, x1, y0, 1, -1),
