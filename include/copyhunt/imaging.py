@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -79,16 +81,14 @@ def probe(data: bytes, max_pixels: int) -> ImageInfo:
     fmt = sniff_format(data)
     if fmt is None:
         raise BadImage("not-an-image", "magic bytes match no supported image format")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with _open_header(data, max_pixels) as im:
-            width, height = im.size
+    with _pil_errors(), _open_header(data, max_pixels) as im:
+        width, height = im.size
     return ImageInfo(fmt, width, height)
 
 
 def _open_header(data: bytes, max_pixels: int) -> Image.Image:
     """The image opened (header parsed, pixels not decoded) and its size checked against the
-    bomb limit. Call it with Pillow's DecompressionBombWarning turned into an error."""
+    bomb limit. Call it inside ``_pil_errors`` (Pillow's bomb warning must be an error)."""
     try:
         im = Image.open(io.BytesIO(data))
         width, height = im.size
@@ -111,22 +111,37 @@ def check_shape(width: int, height: int) -> None:
         raise BadImage("extreme-aspect", f"{width}x{height} is more than {MAX_ASPECT:g}:1")
 
 
-def _open_decoded(data: bytes, draft_mode: str, draft_size: tuple[int, int] | None) -> Image.Image:
-    """Decode the first frame, EXIF orientation applied; PIL's bomb warning is an error."""
+@contextmanager
+def _pil_errors() -> Iterator[None]:
+    """Pillow's failures as BadImage: its bomb warning (an error here) and limit as
+    ``decompression-bomb``, anything else it raises on corrupt or truncated data as ``corrupt-image``.
+    A BadImage raised inside passes through."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            if im.format == "JPEG" and draft_size and im.mode in ("RGB", "L"):
-                # DCT scaling: decode at 1/2, 1/4 or 1/8 size directly, far cheaper than a resize.
-                im.draft(draft_mode, draft_size)
-            im.load()  # an animated GIF, PNG or WebP loads its first frame
-            ImageOps.exif_transpose(im, in_place=True)
-            return im
+            yield
+    except BadImage:
+        raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise BadImage("decompression-bomb", str(exc)[:200]) from None
     except Exception as exc:  # PIL raises many types for corrupt and truncated data
         raise BadImage("corrupt-image", f"{type(exc).__name__}: {exc}"[:200]) from None
+
+
+def _decode_first_frame(im: Image.Image, draft_mode: str, draft_size: tuple[int, int] | None) -> Image.Image:
+    """Decode an opened image (inside ``_pil_errors``): the first frame, EXIF orientation applied."""
+    if im.format == "JPEG" and draft_size and im.mode in ("RGB", "L"):
+        # DCT scaling: decode at 1/2, 1/4 or 1/8 size directly, far cheaper than a resize.
+        im.draft(draft_mode, draft_size)
+    im.load()  # an animated GIF, PNG or WebP loads its first frame
+    ImageOps.exif_transpose(im, in_place=True)
+    return im
+
+
+def _open_decoded(data: bytes, draft_mode: str, draft_size: tuple[int, int] | None) -> Image.Image:
+    """Decode the first frame, EXIF orientation applied; PIL's bomb warning is an error."""
+    with _pil_errors():
+        return _decode_first_frame(Image.open(io.BytesIO(data)), draft_mode, draft_size)
 
 
 def _open_gray_draft(data: bytes, max_pixels: int, working_size: int) -> tuple[Image.Image, int]:
@@ -135,25 +150,15 @@ def _open_gray_draft(data: bytes, max_pixels: int, working_size: int) -> tuple[I
     image and the long side of the original."""
     if sniff_format(data) is None:
         raise BadImage("not-an-image", "magic bytes match no supported image format")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with _pil_errors():
         im = _open_header(data, max_pixels)
         width, height = im.size
         check_shape(width, height)
         long_side = max(width, height)
-        try:
-            if im.format == "JPEG" and im.mode in ("RGB", "L"):
-                # DCT scaling: decode at 1/2, 1/4 or 1/8 size directly, far cheaper than a resize.
-                # Let it go down to 70% of the working size: decoding at 1/4 instead of 1/2 of a
-                # megapixel JPEG saves more than the slightly smaller image costs in precision.
-                scale = min(1.0, DRAFT_SLACK * working_size / long_side)
-                im.draft("L", (max(1, int(width * scale)), max(1, int(height * scale))))
-            im.load()  # an animated GIF, PNG or WebP loads its first frame
-            ImageOps.exif_transpose(im, in_place=True)
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-            raise BadImage("decompression-bomb", str(exc)[:200]) from None
-        except Exception as exc:  # PIL raises many types for corrupt and truncated data
-            raise BadImage("corrupt-image", f"{type(exc).__name__}: {exc}"[:200]) from None
+        # Let the DCT scaling go down to 70% of the working size: decoding at 1/4 instead of 1/2
+        # of a megapixel JPEG saves more than the slightly smaller image costs in precision.
+        scale = min(1.0, DRAFT_SLACK * working_size / long_side)
+        _decode_first_frame(im, "L", (max(1, int(width * scale)), max(1, int(height * scale))))
     return im, long_side
 
 
