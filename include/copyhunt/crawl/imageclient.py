@@ -41,8 +41,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from protego import Protego
 
 from copyhunt.crawl.items import BlockedRequest, ErrorItem, ImageFetchItem, http_error_reason
-from copyhunt.crawl.middlewares import address_block_reason, backoff_delay, check_host, parse_ip, retry_after_seconds
-from copyhunt.crawl.urls import HTTP_SCHEMES
+from copyhunt.crawl.middlewares import address_block_reason, backoff_delay, check_host, parse_ip, request_host, retry_after_seconds
 from copyhunt.crawl.validators import Validator, clean_validator
 from copyhunt.failpoints import failpoint
 
@@ -351,12 +350,7 @@ class ImageClient:
         return FetchFailed(reason, detail)
 
     async def _check(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in HTTP_SCHEMES:
-            raise BlockedRequest("blocked:scheme", f"{parts.scheme or '(none)'}: {url}")
-        host = (parts.hostname or "").lower().rstrip(".")
-        if not host:
-            raise BlockedRequest("blocked:no-host", url)
+        host = request_host(urlsplit(url), url)
         if not self.policy.allow_private:
             await check_host(host, proxy=self.policy.proxy, resolve=self.resolver.first_refused)
 

@@ -127,6 +127,18 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     return min(cap, base * (2 ** max(0, attempt - 1)))
 
 
+def request_host(parts: Any, url: str) -> str:
+    """The host a request for ``url`` goes to (lower case, no trailing dot), from its parsed
+    ``parts`` (anything with ``scheme`` and ``hostname``); BlockedRequest unless it is http(s)
+    with a host. Shared by :class:`SafetyMiddleware` and the image fetcher, on every hop."""
+    if parts.scheme not in HTTP_SCHEMES:
+        raise BlockedRequest("blocked:scheme", f"{parts.scheme or '(none)'}: {url}")
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not host:
+        raise BlockedRequest("blocked:no-host", url)
+    return host
+
+
 async def check_host(host: str, *, proxy: str, resolve: Callable[[str], Awaitable[IPAddress | None]]) -> None:
     """Raise BlockedRequest unless a crawler may connect to ``host`` (lower case, no port).
 
@@ -171,12 +183,7 @@ class SafetyMiddleware:
         return cls(allow_private=s.getbool("COPYHUNT_ALLOW_PRIVATE"), proxy=s.get("COPYHUNT_PROXY") or "")
 
     async def process_request(self, request: Request) -> None:
-        parts = urlparse_cached(request)
-        if parts.scheme not in HTTP_SCHEMES:
-            raise BlockedRequest("blocked:scheme", f"{parts.scheme or '(none)'}: {request.url}")
-        host = (parts.hostname or "").lower().rstrip(".")
-        if not host:
-            raise BlockedRequest("blocked:no-host", request.url)
+        host = request_host(urlparse_cached(request), request.url)
         if not self.allow_private:
             await self._check_host(host)
         if self.proxy:
