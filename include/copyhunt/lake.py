@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -61,6 +62,15 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def write_parquet_atomically(table: pa.Table, path: Path) -> Path:
+    """Write ``table`` with the deterministic WRITER_OPTIONS, atomically (``atomic_write_bytes``);
+    returns ``path``."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **WRITER_OPTIONS)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

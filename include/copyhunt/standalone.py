@@ -9,7 +9,6 @@ directory keeps its own blob store of reference images for verification.
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from copyhunt.config import Settings
 from copyhunt.fingerprint import FINGERPRINT_COLUMNS
 from copyhunt.imaging import BadImage
 from copyhunt.index import ENTRY_COLUMNS, build_index
-from copyhunt.lake import WRITER_OPTIONS, atomic_write_bytes, to_table
+from copyhunt.lake import to_table, write_parquet_atomically
 from copyhunt.references import describe_reference, features_store
 
 LOCAL_CUSTOMER = "local"
@@ -71,9 +70,7 @@ def build_index_from_folder(images: Path, out: Path, shard_size: int, settings: 
 
 
 def _write_parquet(path: Path, frame: pd.DataFrame, keys: list[str]) -> None:
-    buf = io.BytesIO()
-    pq.write_table(to_table(frame, keys), buf, **WRITER_OPTIONS)
-    atomic_write_bytes(path, buf.getvalue())
+    write_parquet_atomically(to_table(frame, keys), path)
 
 
 def fingerprint_folder(files: list[Path], blobs: LocalBlobStore, settings: Settings, progress: Callable[..., Iterable],

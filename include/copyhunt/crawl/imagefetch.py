@@ -34,9 +34,9 @@ import pyarrow as pa
 
 from copyhunt.crawl.blobwriter import grow_pipe
 from copyhunt.crawl.results import CrawlResults, CrawlRun, FetchedImage
-from copyhunt.crawl.outputs import ERRORS_SCHEMA, write_parquet_atomically
+from copyhunt.crawl.outputs import ERRORS_SCHEMA
 from copyhunt.crawl.validators import VALIDATORS_SCHEMA, read_image_rows
-from copyhunt.lake import to_table
+from copyhunt.lake import to_table, write_parquet_atomically
 
 logger = logging.getLogger(__name__)
 

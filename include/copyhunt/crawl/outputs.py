@@ -17,8 +17,6 @@ pyarrow is imported here, so reading results back does not load Scrapy.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from copyhunt.lake import WRITER_OPTIONS, to_table
+from copyhunt.lake import to_table, write_parquet_atomically
 
 PAGES_SCHEMA = pa.schema(
     [
@@ -86,21 +84,6 @@ def write_table(out_dir: Path, name: str, rows: Iterable[Mapping[str, Any]]) -> 
     schema, keys = TABLES[name]
     table = to_table(pa.Table.from_pylist(list(rows), schema=schema), sort_by=keys)
     return write_parquet_atomically(table, output_path(out_dir, name))
-
-
-def write_parquet_atomically(table: pa.Table, path: Path) -> Path:
-    """Write ``table`` with the lake's deterministic options to a temp file beside ``path``,
-    fsync it and rename it into place; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp, **WRITER_OPTIONS)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def remove_outputs(out_dir: Path) -> None:

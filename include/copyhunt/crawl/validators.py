@@ -22,8 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from copyhunt.blobs import LocalBlobStore
-from copyhunt.crawl.outputs import write_parquet_atomically
-from copyhunt.lake import Lake, to_table
+from copyhunt.lake import Lake, to_table, write_parquet_atomically
 
 VALIDATORS_SCHEMA = pa.schema(
     [
