@@ -31,6 +31,7 @@ import random
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -118,15 +119,22 @@ def measure_fingerprints(files: list[Path], rounds: int = 5) -> tuple[float, flo
             gray, _ = load_gray(f.read_bytes(), 64_000_000, HASH_WORKING_SIZE)
             hasher.hash_windows(gray, np.array([[0, 0, gray.shape[1], gray.shape[0]]]))
 
-    best = {"ours": float("inf"), "naive": float("inf"), "whole": float("inf")}
     with one_core():
         ours(), naive(), whole()  # warm the page cache and the imports
-        for _ in range(rounds):
-            for name, run in (("naive", naive), ("ours", ours), ("whole", whole)):
-                t = time.perf_counter()
-                run()
-                best[name] = min(best[name], time.perf_counter() - t)
+        best = best_seconds({"naive": naive, "ours": ours, "whole": whole}, rounds)
     return len(files) / best["ours"], len(files) / best["naive"], len(files) / best["whole"]
+
+
+def best_seconds(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """The best wall time of each run over ``rounds`` rounds, the runs alternating in each round
+    (so that every one meets the same moments of a shared machine)."""
+    best = {name: float("inf") for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
 
 
 @contextmanager
@@ -143,37 +151,30 @@ def one_core():
             os.sched_setaffinity(0, before)
 
 
-def fingerprint_stages(files: list[Path], rounds: int = 3) -> dict[str, float]:
+def fingerprint_stages(files: list[Path], rounds: int = 3) -> tuple[dict[str, float], float]:
     """Milliseconds per image of each stage of ``fingerprint_image`` (best of ``rounds``): where
-    the time goes, next to the naive figure."""
+    the time goes, next to the naive figure; and the mean number of window hashes (fingerprint
+    rows) an image gets."""
     from copyhunt.fingerprint import HASH_WORKING_SIZE, QUERY_BLOBS, blob_windows, fingerprint_image, paste_windows
     from copyhunt.imaging import load_gray
 
     datas = [f.read_bytes() for f in files]
     grays = [load_gray(d, 64_000_000, HASH_WORKING_SIZE)[0] for d in datas]
-    stages = {
+    windows: list[int] = []
+
+    def everything() -> None:
+        windows[:] = [len(fingerprint_image("bench", d, 64_000_000)[0]) for d in datas]
+
+    best = best_seconds({
         "decode and trim": lambda: [load_gray(d, 64_000_000, HASH_WORKING_SIZE) for d in datas],
         "blob windows": lambda: [blob_windows(g, QUERY_BLOBS) for g in grays],
         "paste proposals": lambda: [paste_windows(g) for g in grays],
-        "all": lambda: [fingerprint_image("bench", d, 64_000_000) for d in datas],
-    }
-    best = {name: float("inf") for name in stages}
-    for _ in range(rounds):
-        for name, run in stages.items():
-            t = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - t)
+        "all": everything,
+    }, rounds)
     ms = {name: 1000 * v / len(files) for name, v in best.items()}
     total = ms.pop("all")
     ms["window hashes, trimming, rows"] = max(0.0, total - sum(ms.values()))
-    return {k: round(v, 3) for k, v in ms.items()}
-
-
-def windows_per_image(files: list[Path]) -> float:
-    """Mean number of window hashes (fingerprint rows) an image gets."""
-    from copyhunt.fingerprint import fingerprint_image
-
-    return float(np.mean([len(fingerprint_image("bench", f.read_bytes(), 64_000_000)[0]) for f in files]))
+    return {k: round(v, 3) for k, v in ms.items()}, float(np.mean(windows))
 
 
 # ---- 2. matching against large indexes -----------------------------------------------------------
@@ -400,8 +401,8 @@ def run_throughput(settings: Settings, out_dir: Path, assets: Path, quick: bool 
     ours, naive, whole = measure_fingerprints(mp_files, rounds=3 if quick else 5)
     report = ThroughputReport(round(ours, 1), round(naive, 1), round(ours / naive, 2), whole_image_per_second=round(whole, 1))
     with one_core():
-        report.fingerprint_stages_ms = fingerprint_stages(mp_files)
-    report.fingerprint_windows = round(windows_per_image(mp_files), 1)
+        report.fingerprint_stages_ms, windows = fingerprint_stages(mp_files)
+    report.fingerprint_windows = round(windows, 1)
 
     # The stream matched in 2. and 4.: unrelated 1-MP JPEGs, and 10% copies from the suite.
     suite = build_suite(assets, work / "suite", variants=1, distractor_variants=1)
