@@ -153,12 +153,7 @@ class _HttpProtocol(asyncio.Protocol):
 def serve_site(pages: int) -> None:
     """Serve the site on a free loopback port: print the port, stop when stdin closes, then print
     the request counts (one JSON line). Runs in the child process SiteServer starts."""
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # plain asyncio is slower but works
-        pass
+    from copyhunt.crawl.imageclient import run_event_loop
 
     async def main() -> None:
         site = GeneratedSite(pages)
@@ -170,7 +165,7 @@ def serve_site(pages: int) -> None:
         server.close()
         print(json.dumps(counts), flush=True)
 
-    asyncio.run(main())
+    run_event_loop(main())
 
 
 class SiteServer:
@@ -352,13 +347,10 @@ def server_ceiling(pages: int = DEFAULT_PAGES, concurrency: int = DEFAULT_CONCUR
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             return requests / (time.monotonic() - started)
 
-    with SiteServer(pages) as server:
-        try:
-            import uvloop
+    from copyhunt.crawl.imageclient import run_event_loop
 
-            return uvloop.run(run(server.url))
-        except ImportError:  # pragma: no cover
-            return asyncio.run(run(server.url))
+    with SiteServer(pages) as server:
+        return run_event_loop(run(server.url))
 
 
 def noop_scrapy_ceiling(pages: int = DEFAULT_PAGES, concurrency: int = DEFAULT_CONCURRENCY) -> float:

@@ -31,9 +31,9 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -52,8 +52,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 READ_CHUNK = 256 * 1024
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on uvloop where it is installed (faster), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - plain asyncio is slower but works
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 class FetchFailed(Exception):

@@ -96,7 +96,7 @@ def run_image_fetcher(settings: Any, run: CrawlRun, out_dir: Path, source: Calla
     ``run.validators`` the earlier downloads to revalidate. Stops taking requests after
     ``CLOSESPIDER_TIMEOUT`` seconds; what was in flight or still queued is reported ``cancelled``.
     """
-    from copyhunt.crawl.imageclient import FetchPolicy, ImageClient, fetch_all
+    from copyhunt.crawl.imageclient import FetchPolicy, ImageClient, fetch_all, run_event_loop
     from copyhunt.crawl.pipelines import CrawlOutputPipeline
 
     policy = FetchPolicy.from_settings(settings)
@@ -110,13 +110,7 @@ def run_image_fetcher(settings: Any, run: CrawlRun, out_dir: Path, source: Calla
             finish_reason = await fetch_all(source(), client, policy.close_after)
         return finish_reason, client.stats
 
-    try:
-        import uvloop
-
-        run_loop: Callable[[Any], tuple[str, Counter[str]]] = uvloop.run
-    except ImportError:  # pragma: no cover - plain asyncio is slower but works
-        run_loop = asyncio.run
-    finish_reason, stats = run_loop(main())
+    finish_reason, stats = run_event_loop(main())
     pipeline.close_spider()
     write_fetch_results(run.results, out_dir)
     logger.info("image fetcher: %s; %d images fetched, %d errors; %s", finish_reason, len(run.results.fetched), len(run.results.errors), dict(stats))
