@@ -18,13 +18,14 @@ from scrapy import signals
 from scrapy.extensions.corestats import CoreStats
 from scrapy.extensions.logstats import LogStats
 
+from copyhunt.crawl.pipelines import ITEMS_STAT
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
     from scrapy.crawler import Crawler
 
 RESPONSES_STAT = "downloader/response_count"
-ITEMS_STAT = "item_scraped_count"
 
 
 class RunStats(CoreStats):

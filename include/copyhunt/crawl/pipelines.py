@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+ITEMS_STAT = "item_scraped_count"  # Scrapy's name; counted here, not from its per-item signal (copyhunt.crawl.extensions)
+
 class CrawlOutputPipeline:
     def __init__(self, *, run: CrawlRun, out_dir: Path, blob_root: Path, max_image_bytes: int, max_image_pixels: int, owns_run: bool = False,
                  stats: Any = None):
@@ -68,7 +70,7 @@ class CrawlOutputPipeline:
 
     def process_item(self, item: Any) -> Any:
         if self.stats is not None:
-            self.stats.inc_value("item_scraped_count")
+            self.stats.inc_value(ITEMS_STAT)
         if isinstance(item, PageItem):
             self._page(item)
         elif isinstance(item, ImageFetchItem):
