@@ -83,9 +83,7 @@ RETRYABLE = (asyncio.TimeoutError, aiohttp.ClientConnectionError, aiohttp.Client
 def failure_reason(exc: BaseException) -> tuple[str, str]:
     """``(reason, detail)`` for an exception that ended one attempt, in the Scrapy crawl's terms."""
     detail = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-    if isinstance(exc, FetchFailed):
-        return exc.reason, exc.detail
-    if isinstance(exc, BlockedRequest):
+    if isinstance(exc, (FetchFailed, BlockedRequest)):
         return exc.reason, exc.detail
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return "timeout", detail or "TimeoutError"
