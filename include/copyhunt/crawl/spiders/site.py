@@ -121,8 +121,8 @@ class SiteSpider(scrapy.Spider):
 
     def parse_image(self, response: Response) -> Iterator[Any]:
         url = response.meta[META_URL]
-        etag = _header(response, b"ETag")
-        last_modified = _header(response, b"Last-Modified")
+        etag = clean_validator(response.headers.get(b"ETag"))
+        last_modified = clean_validator(response.headers.get(b"Last-Modified"))
         earlier = response.meta.get(META_VALIDATOR)
         if response.status == 304 and earlier is not None:
             yield ImageFetchItem(image_url=url, final_url=response.url, body=b"", etag=etag, last_modified=last_modified, not_modified=earlier)
@@ -150,6 +150,3 @@ def referer_for(page_url: str, target_url: str) -> str | None:
     netloc = page.netloc.rsplit("@", 1)[-1]
     return urlunsplit((page.scheme, netloc, page.path, page.query, ""))
 
-
-def _header(response: Response, name: bytes) -> str | None:
-    return clean_validator(response.headers.get(name))
