@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from copyhunt.matching import CANDIDATE_SCHEMA, MATCH_SCHEMA, MatchParams, arrow_match_schema, search_batches, verify_image
+from copyhunt.matching import CANDIDATE_SCHEMA, MATCH_SCHEMA, PAIR_KEY, PAIR_ORDER, MatchParams, arrow_match_schema, search_batches, verify_image
 
 
 def transform(fingerprints, params: MatchParams):
@@ -35,9 +35,7 @@ def transform(fingerprints, params: MatchParams):
     candidates = fingerprints.mapInPandas(lambda it: search_batches(it, params), CANDIDATE_SCHEMA)
     # The closest few window pairs per (found image, reference), ties broken by names so the
     # choice never depends on partitioning.
-    order = Window.partitionBy("image_sha256", "customer_id", "image_id", "ref_sha256").orderBy(
-        F.col("distance").asc(), F.col("mirrored").asc(), F.col("window").asc(), F.col("ref_window").asc()
-    )
+    order = Window.partitionBy(*PAIR_KEY).orderBy(*(F.col(c).asc() for c in PAIR_ORDER))
     best = candidates.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= params.pairs_per_reference).drop("_rank")
     # One group per found image: it is decoded once for all its candidate references.
     return best.groupBy("image_sha256").applyInPandas(lambda pdf: verify_image(pdf, params), MATCH_SCHEMA)

@@ -38,6 +38,9 @@ MATCH_SCHEMA = (
 CANDIDATE_COLUMNS = [part.split()[0] for part in CANDIDATE_SCHEMA.split(",")]
 MATCH_COLUMNS = [part.split()[0] for part in MATCH_SCHEMA.split(",")]
 PAIR_KEY = ["image_sha256", "customer_id", "image_id", "ref_sha256"]
+# The order of a (found image, reference)'s window pairs: closest first, ties broken by names, so
+# the pairs tried never depend on partitioning (best_pairs, verify_query and jobs/match.py).
+PAIR_ORDER = ["distance", "mirrored", "window", "ref_window"]
 PART_WINDOW = "blob"  # window names of parts of a picture (fingerprint.blob_windows); others are whole pictures
 
 
@@ -132,7 +135,7 @@ def best_pairs(candidates: pd.DataFrame, per_reference: int) -> pd.DataFrame:
     order (distance, then names), so the choice never depends on partitioning."""
     if candidates.empty:
         return candidates
-    ordered = candidates.sort_values([*PAIR_KEY, "distance", "mirrored", "window", "ref_window"], kind="mergesort")
+    ordered = candidates.sort_values([*PAIR_KEY, *PAIR_ORDER], kind="mergesort")
     return ordered.groupby(PAIR_KEY, sort=False).head(per_reference).reset_index(drop=True)
 
 
@@ -219,8 +222,8 @@ def _pairs_to_verify(pdf: pd.DataFrame, per_reference: int) -> list[tuple]:
     return kept
 
 
-# Candidate columns in the order verify_query reads them; the first four are PAIR_KEY.
-_VERIFY_INPUT = [*PAIR_KEY, "distance", "mirrored", "window", "ref_window", "qx0", "qy0", "qx1", "qy1",
+# Candidate columns in the order verify_query reads them: PAIR_KEY, PAIR_ORDER, then the rest.
+_VERIFY_INPUT = [*PAIR_KEY, *PAIR_ORDER, "qx0", "qy0", "qx1", "qy1",
                  "rx0", "ry0", "rx1", "ry1", "trim_x0", "trim_y0", "trim_x1", "trim_y1", "shard", "annoy_id"]
 
 
