@@ -8,10 +8,14 @@ Submit with::
         --query-blobs LAKE/_blobs --ref-blobs LAKE/_blobs \
         (--out matches.parquet | --lake LAKE --run-date D)
 
-extract (read fingerprints) -> ``transform`` (ANN search per partition with each executor opening
-the memory-mapped shards once; the best few window pairs per image and reference; then, per found
-image, ORB + RANSAC verification guided by the hash evidence) -> load (sorted, deterministic
-Parquet, written atomically by the driver).
+extract (read fingerprints) -> ``transform`` (the rows of each found image brought together in one
+partition, then per batch: one ANN search of every window hash, with each executor opening the
+memory-mapped shards once, and ORB + RANSAC verification of each image's best window pairs) ->
+load (sorted, deterministic Parquet, written atomically by the driver).
+
+One stage, not a search stage and a verification stage joined by a shuffle: the candidates are
+produced and consumed by the same worker, and an image is decoded once for all its references
+without a group per image (a pandas group costs about as much as verifying an image).
 """
 
 from __future__ import annotations
@@ -24,21 +28,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from copyhunt.matching import CANDIDATE_SCHEMA, MATCH_SCHEMA, PAIR_KEY, PAIR_ORDER, MatchParams, arrow_match_schema, search_batches, verify_image
+from copyhunt.matching import MATCH_SCHEMA, MatchParams, arrow_match_schema, match_batches
+
+# Fingerprint rows per partition: a few thousand images, so that the images with candidates
+# (the costly ones) spread evenly over the executors.
+ROWS_PER_PARTITION = 50_000
+PARTITIONS_PER_CORE = 4
 
 
-def transform(fingerprints, params: MatchParams):
-    """fingerprints (one row per found-image window) -> verified matches, one per image pair."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
+def transform(fingerprints, params: MatchParams, partitions: int):
+    """fingerprints (one row per found-image window) -> verified matches, one per image pair.
+    The result does not depend on ``partitions`` or on how the input was partitioned."""
+    by_image = fingerprints.repartition(partitions, "image_sha256").sortWithinPartitions("image_sha256")
+    return by_image.mapInPandas(lambda batches: match_batches(batches, params), MATCH_SCHEMA)
 
-    candidates = fingerprints.mapInPandas(lambda it: search_batches(it, params), CANDIDATE_SCHEMA)
-    # The closest few window pairs per (found image, reference), ties broken by names so the
-    # choice never depends on partitioning.
-    order = Window.partitionBy(*PAIR_KEY).orderBy(*(F.col(c).asc() for c in PAIR_ORDER))
-    best = candidates.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= params.pairs_per_reference).drop("_rank")
-    # One group per found image: it is decoded once for all its candidate references.
-    return best.groupBy("image_sha256").applyInPandas(lambda pdf: verify_image(pdf, params), MATCH_SCHEMA)
+
+def partition_count(rows: int, cores: int) -> int:
+    return max(PARTITIONS_PER_CORE * cores, -(-rows // ROWS_PER_PARTITION))
 
 
 def spark_session(master: str | None = None, app: str = "copyhunt-match"):
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     spark = spark_session(args.master)
     try:
         fingerprints = spark.read.parquet(args.fingerprints)
-        matches = transform(fingerprints, params).toPandas()
+        partitions = partition_count(fingerprints.count(), spark.sparkContext.defaultParallelism)
+        matches = transform(fingerprints, params, partitions).toPandas()
     finally:
         spark.stop()
     return matches

@@ -65,7 +65,7 @@ def test_transform_finds_planted_copies_and_nothing_else(tmp_path, spark):
         rows += fingerprint_one((str(blobs.root), sha, 10**8))[1]
     fps = spark.createDataFrame(pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS))
     params = MatchParams(index_dir=str(tmp_path / "index"), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(blobs.root))
-    out = job.transform(fps.repartition(3), params).toPandas()
+    out = job.transform(fps.repartition(3), params, partitions=5).toPandas()
     by_query = {name: set(out[out.image_sha256 == sha]["image_id"]) for name, sha in shas.items()}
     assert by_query == {"mirror": {CUSTOMER_IMAGES[1].stem}, "crop": {CUSTOMER_IMAGES[1].stem}, "unrelated": set(), "unregistered": set()}
     mirror = out[out.image_sha256 == shas["mirror"]].iloc[0]
@@ -73,7 +73,7 @@ def test_transform_finds_planted_copies_and_nothing_else(tmp_path, spark):
     crop = out[out.image_sha256 == shas["crop"]].iloc[0]
     assert crop["ref_overlap"] == pytest.approx(0.64, abs=0.08)  # the crop kept 80% x 80% of the reference
     # Same input, different partitioning: same answer.
-    again = job.transform(fps.repartition(1), params).toPandas()
+    again = job.transform(fps.repartition(1), params, partitions=1).toPandas()
     cols = list(out.columns)
     pd.testing.assert_frame_equal(out.sort_values(cols).reset_index(drop=True), again.sort_values(cols).reset_index(drop=True))
 
@@ -127,8 +127,9 @@ def encode(im, fmt):
 
 
 def test_matching_without_spark_is_deterministic(tmp_path):
-    """The functions the Spark job runs give the same rows, in any order of the input."""
-    from copyhunt.matching import match_frame
+    """The functions the Spark job runs give the same rows, in any order of the input, and in
+    batches that cut images in two (as Arrow batches of a partition do)."""
+    from copyhunt.matching import match_batches, match_frame
 
     blobs = LocalBlobStore(tmp_path / "blobs")
     entries = []
@@ -153,6 +154,11 @@ def test_matching_without_spark_is_deterministic(tmp_path):
     assert sorted(first["image_id"]) == sorted(p.stem for p in CUSTOMER_IMAGES[:5])
     cols = list(first.columns)
     pd.testing.assert_frame_equal(first.sort_values(cols).reset_index(drop=True), again.sort_values(cols).reset_index(drop=True))
+    by_image = fps.sort_values("image_sha256", kind="mergesort").reset_index(drop=True)
+    for size in (7, 40, len(by_image)):  # 7 rows: every image spans several batches
+        batches = [by_image.iloc[i:i + size] for i in range(0, len(by_image), size)] + [by_image.iloc[:0]]
+        batched = pd.concat(list(match_batches(iter(batches), params)), ignore_index=True)
+        pd.testing.assert_frame_equal(first.sort_values(cols).reset_index(drop=True), batched.sort_values(cols).reset_index(drop=True))
 
 
 def _entries_of(gray):

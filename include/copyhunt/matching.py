@@ -3,12 +3,13 @@
 Kept in the library, not in the job file, so executors import it by name, and tests and
 benchmarks call it without Spark:
 
-* ``search_batches``: mapInPandas body; each Python worker opens the memory-mapped shards once
-  and looks up every window hash of a batch;
-* ``verify_image``: applyInPandas body, one found image with its candidate references; the image
-  is decoded once, each reference's features come from the index's feature store. A reference
-  reached by a single distant window pair (nearly always chance) goes to ORB only if a
-  ``second_opinion`` from its other windows, hashed where the pair puts them, agrees.
+* ``match_batches``: mapInPandas body over fingerprint rows that arrive grouped by found image;
+  each Python worker opens the memory-mapped shards once, looks up every window hash of a batch
+  in one call (``search_frame``), then verifies each found image of the batch;
+* ``verify_image``: one found image with its candidate references; the image is decoded once,
+  each reference's features come from the index's feature store. A reference reached by a
+  single distant window pair (nearly always chance) goes to ORB only if a ``second_opinion``
+  from its other windows, hashed where the pair puts them, agrees.
 """
 
 from __future__ import annotations
@@ -22,12 +23,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-CANDIDATE_SCHEMA = (
-    "image_sha256 string, window string, qx0 double, qy0 double, qx1 double, qy1 double, "
-    "trim_x0 double, trim_y0 double, trim_x1 double, trim_y1 double, "
-    "customer_id string, image_id string, ref_sha256 string, ref_window string, mirrored boolean, "
-    "rx0 double, ry0 double, rx1 double, ry1 double, distance int, shard string, annoy_id long"
-)
+# A candidate: a found image's window, a reference window within max_distance bits, and both boxes.
+CANDIDATE_COLUMNS = ["image_sha256", "window", "qx0", "qy0", "qx1", "qy1", "trim_x0", "trim_y0", "trim_x1", "trim_y1",
+                     "customer_id", "image_id", "ref_sha256", "ref_window", "mirrored", "rx0", "ry0", "rx1", "ry1", "distance", "shard", "annoy_id"]
 MATCH_SCHEMA = (
     "image_sha256 string, customer_id string, image_id string, ref_sha256 string, "
     "query_window string, ref_window string, mirrored boolean, distance int, inliers int, "
@@ -35,11 +33,10 @@ MATCH_SCHEMA = (
     "ref_x0 double, ref_y0 double, ref_x1 double, ref_y1 double, query_overlap double, ref_overlap double, "
     "prediction_error double"
 )
-CANDIDATE_COLUMNS = [part.split()[0] for part in CANDIDATE_SCHEMA.split(",")]
 MATCH_COLUMNS = [part.split()[0] for part in MATCH_SCHEMA.split(",")]
 PAIR_KEY = ["image_sha256", "customer_id", "image_id", "ref_sha256"]
 # The order of a (found image, reference)'s window pairs: closest first, ties broken by names, so
-# the pairs tried never depend on partitioning (best_pairs, verify_query and jobs/match.py).
+# the pairs tried never depend on partitioning (best_pairs and verify_query).
 PAIR_ORDER = ["distance", "mirrored", "window", "ref_window"]
 PART_WINDOW = "blob"  # window names of parts of a picture (fingerprint.blob_windows); others are whole pictures
 
@@ -122,10 +119,27 @@ def same_kind(query_window: pd.Series, ref_window: pd.Series) -> np.ndarray:
     return query_part == ref_part
 
 
-def search_batches(batches: Iterable[pd.DataFrame], params: MatchParams) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: ANN candidates for every window hash in each batch."""
+def match_batches(batches: Iterable[pd.DataFrame], params: MatchParams) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: verified matches of the found images in a stream of fingerprint batches.
+
+    The rows of one found image must be consecutive (the job partitions by image and sorts
+    within partitions). A batch ends anywhere, so its last image waits for the next batch: every
+    image is searched and verified once, with all of its windows.
+    """
+    waiting = None
     for pdf in batches:
-        out = search_frame(pdf, params)
+        if waiting is not None:
+            pdf = pd.concat([waiting, pdf], ignore_index=True)
+        if pdf.empty:
+            continue
+        shas = pdf["image_sha256"].to_numpy()
+        last = shas == shas[-1]
+        waiting = pdf[last]
+        out = match_frame(pdf[~last], params)
+        if not out.empty:
+            yield out
+    if waiting is not None:
+        out = match_frame(waiting, params)
         if not out.empty:
             yield out
 
@@ -192,8 +206,8 @@ class QueryImage:
 
 
 def verify_image(pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
-    """applyInPandas body: the candidates of one found image -> verified matches, one row per
-    reference at most (its best verified window pair)."""
+    """The candidates of one found image -> verified matches, one row per reference at most (its
+    best verified window pair)."""
     from copyhunt.imaging import BadImage
 
     if pdf.empty:
@@ -343,8 +357,10 @@ def arrow_match_schema():
 
 
 def match_frame(fingerprints: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
-    """The whole matching stage without Spark, for tests and benchmarks: the same functions the
-    Spark job runs, on one frame."""
+    """Verified matches of the found images in a frame of fingerprint rows (every window of each
+    image): what the Spark job runs on each batch, and tests and benchmarks run without Spark."""
+    if fingerprints.empty:
+        return pd.DataFrame(columns=MATCH_COLUMNS)
     candidates = search_frame(fingerprints, params)
     if candidates.empty:
         return pd.DataFrame(columns=MATCH_COLUMNS)
