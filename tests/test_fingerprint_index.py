@@ -25,7 +25,7 @@ from copyhunt.fingerprint import (
     reference_hashes,
 )
 from copyhunt.imaging import load_gray
-from copyhunt.index import ENTRY_COLUMNS, ShardSearcher, build_index, current_shards
+from copyhunt.index import ENTRY_COLUMNS, CodedStrings, ShardSearcher, build_index, current_shards
 
 
 def norm(im):
@@ -282,6 +282,22 @@ def test_image_entries_are_every_window_of_the_found_reference(tmp_path):
         expected = entries[entries["image_id"] == row.image_id]
         assert sorted(got["phash"].tolist()) == sorted(expected["phash"].tolist())
         assert set(got["image_id"]) == {row.image_id}
+
+
+def test_coded_side_table_strings_read_back_across_row_groups(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Row groups of 8 rows: each has its own dictionary, in its own order.
+    names = [f"img{(i * 7) % 11:02d}" for i in range(50)]
+    pq.write_table(pa.table({"image_id": names}), tmp_path / "side.parquet", row_group_size=8)
+    coded = CodedStrings.from_arrow(pq.read_table(tmp_path / "side.parquet", read_dictionary=["image_id"]).column("image_id"))
+    assert len(coded) == 50 and len(coded.values) == 11
+    assert coded[np.arange(50)].tolist() == names
+    assert coded[[49, 0, 8]].tolist() == [names[49], names[0], names[8]]
+    assert coded[10:20].tolist() == names[10:20]
+    pq.write_table(pa.table({"image_id": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    assert len(CodedStrings.from_arrow(pq.read_table(tmp_path / "empty.parquet", read_dictionary=["image_id"]).column("image_id"))) == 0
 
 
 def test_an_index_of_another_fingerprint_version_is_refused_and_rebuilt(tmp_path):
