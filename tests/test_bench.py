@@ -75,5 +75,7 @@ def test_bench_commands_run_quick(tmp_path):
     assert figures["fingerprint_per_second"] > 0 and figures["naive_per_second"] > 0
     assert set(figures["match"]) == {"300", "1200"} and figures["match"]["1200"]["copies_found"] > 0.5
     assert figures["end_to_end"]["per_second"] > 0 and figures["end_to_end"]["matches"] > 0
+    # The production path ran the real Spark job: the stream's copies were found through it.
+    assert figures["pipeline"]["images"] == 200 and figures["pipeline"]["matches"] >= 10 and figures["pipeline"]["per_second"] > 0
     assert (tmp_path / "data" / "bench" / "throughput.png").read_bytes().startswith(b"\x89PNG")
     assert "matched query images/s" in proc.stdout
