@@ -145,6 +145,25 @@ def test_fingerprint_rows_and_reasons():
     assert fingerprint_image("c" * 64, encode(flat), 10**8) == ([], "no-detail")
 
 
+def test_fingerprint_chunks_are_one_sorted_table_in_pieces(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from copyhunt import hunt
+    from copyhunt.blobs import LocalBlobStore
+
+    blobs = LocalBlobStore(tmp_path)
+    datas = [p.read_bytes() for p in CUSTOMER_IMAGES[:4] + UNRELATED_IMAGES[:2]] + [b"\xff\xd8 truncated", encode(Image.new("L", (90, 90), 128))]
+    shas = sorted({blobs.put(d) for d in datas}) + ["0" * 64]  # and a blob the store does not have
+    whole, whole_errors = zip(*hunt.fingerprint_chunks(str(tmp_path), shas, 10**8, workers=2))
+    monkeypatch.setattr(hunt, "FINGERPRINT_CHUNK", 3)
+    parts = list(hunt.fingerprint_chunks(str(tmp_path), shas, 10**8, workers=2))
+    assert len(whole) == 1 and len(parts) == 3
+    assert pa.concat_tables([t for t, _ in parts]).equals(whole[0])
+    assert whole[0].column("image_sha256").to_pylist() == sorted(whole[0].column("image_sha256").to_pylist())
+    errors = {sha: reason for _, bad in parts for sha, reason in bad.items()}
+    assert errors == whole_errors[0] and sorted(errors.values()) == ["missing-blob", "no-detail", "not-an-image"]
+
+
 def test_copies_are_close_and_unrelated_photos_are_far():
     src = Image.open(CUSTOMER_IMAGES[0]).convert("RGB")
     w, h = src.size

@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -44,19 +45,15 @@ def test_manifest_lists_files_rows_and_sha(tmp_path):
 def test_killed_writer_leaves_old_partition_intact(tmp_path):
     lake = Lake(tmp_path)
     good = lake.write_partition("pages", "2026-11-21", frame(10)).read_bytes()
-    # A writer killed between staging and the rename: simulate with a process that dies mid-write.
+    # A writer killed mid-write (SIGKILL after the first of two chunks: no cleanup, no handlers).
     script = textwrap.dedent(f"""
-        import os, pandas as pd, pyarrow.parquet as pq
+        import pandas as pd, pyarrow as pa
         from copyhunt import lake as L
-        real = pq.write_table
-        def dying(table, where, **kw):
-            real(table, where, **kw)
-            os._exit(9)  # SIGKILL-like: no cleanup, no exception handlers
-        L.pq.write_table = dying
-        L.Lake({str(tmp_path)!r}).write_partition("pages", "2026-11-21", pd.DataFrame({{"url": ["x"], "n": [1]}}))
+        chunks = (pa.table({{"url": [u], "n": [i]}}) for i, u in enumerate("xy"))
+        L.Lake({str(tmp_path)!r}).write_partition_chunks("pages", "2026-11-21", chunks, pa.schema([("url", pa.string()), ("n", pa.int64())]))
     """)
-    proc = subprocess.run([sys.executable, "-c", script])
-    assert proc.returncode == 9
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "COPYHUNT_FAILPOINTS": "lake.chunk_written:pages"})
+    assert proc.returncode == -signal.SIGKILL
     assert lake.partition_file("pages", "2026-11-21").read_bytes() == good
     assert lake.has_partition("pages", "2026-11-21")
     staged = list((tmp_path / "pages").glob(".staging-*"))
@@ -73,3 +70,18 @@ def test_missing_partition_and_bad_dates(tmp_path):
         parse_run_date("21/11/2026")
     with pytest.raises(ValueError):
         lake.partition_dir("../etc", "2026-11-21")
+
+
+def test_partition_written_in_chunks_reads_back_whole_and_same_bytes_again(tmp_path):
+    import pyarrow as pa
+
+    lake = Lake(tmp_path)
+    schema = pa.schema([("url", pa.string()), ("n", pa.int64())])
+    chunks = lambda: (pa.table({"url": [f"u{i}-{j}" for j in range(3)], "n": [i * 3 + j for j in range(3)]}) for i in range(4))  # noqa: E731
+    path = lake.write_partition_chunks("pages", "2026-11-21", chunks(), schema)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 4
+    assert lake.read_frame("pages", "2026-11-21")["n"].tolist() == list(range(12))
+    first = path.read_bytes()
+    assert lake.write_partition_chunks("pages", "2026-11-21", chunks(), schema).read_bytes() == first
+    empty = lake.write_partition_chunks("pages", "2026-11-22", iter(()), schema)
+    assert lake.read_table("pages", "2026-11-22").schema.equals(schema) and pq.read_metadata(empty).num_rows == 0

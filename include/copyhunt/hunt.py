@@ -14,16 +14,17 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.demo.customers import load_customers
 from copyhunt.fingerprint import FINGERPRINT_COLUMNS, fingerprint_image
-from copyhunt.lake import Lake
+from copyhunt.lake import Lake, to_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MATCH_JOB = REPO_ROOT / "jobs" / "match.py"
@@ -95,26 +96,57 @@ def fingerprint_one(args: tuple[str, str, int]) -> tuple[str, list[dict], str | 
     return sha, rows, error
 
 
-def fingerprint(settings: Settings, run_date: dt.date, progress: Progress = _plain, workers: int | None = None) -> dict:
-    """Window hashes of every distinct image downloaded by the crawl (each blob hashed once)."""
+# Images fingerprinted per chunk: the rows of one chunk are held, sorted and written at a time, so
+# a day of millions of images (~20 rows each) never sits in memory whole.
+FINGERPRINT_CHUNK = 4096
+FINGERPRINT_SCHEMA = pa.schema([(c, pa.string() if c in ("image_sha256", "window") else pa.int64() if c == "phash" else pa.float64())
+                                for c in FINGERPRINT_COLUMNS])
+FINGERPRINT_SORT = ["image_sha256", "window"]
+
+
+def fingerprint_chunks(blob_root: str, shas: list[str], max_pixels: int, workers: int, progress: Progress = _plain,
+                       description: str = "fingerprint images") -> Iterator[tuple[pa.Table, dict[str, str]]]:
+    """Fingerprint the blobs ``shas`` (sorted) in a process pool: per chunk of FINGERPRINT_CHUNK
+    images, their rows as a sorted table, and the reason for each that could not be used.
+    Concatenated, the tables are the rows of all ``shas`` sorted by FINGERPRINT_SORT."""
     from concurrent.futures import ProcessPoolExecutor
 
+    def results():
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(shas), FINGERPRINT_CHUNK):
+                jobs = [(blob_root, sha, max_pixels) for sha in shas[start:start + FINGERPRINT_CHUNK]]
+                yield from pool.map(fingerprint_one, jobs, chunksize=8)
+
+    rows: list[dict] = []
+    errors: dict[str, str] = {}
+    for done, (sha, found, error) in enumerate(progress(results(), total=len(shas), description=description), 1):
+        rows.extend(found)
+        if error:
+            errors[sha] = error
+        if done % FINGERPRINT_CHUNK == 0 or done == len(shas):
+            yield to_table(pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS), FINGERPRINT_SORT, FINGERPRINT_SCHEMA), errors
+            rows, errors = [], {}
+
+
+def fingerprint(settings: Settings, run_date: dt.date, progress: Progress = _plain, workers: int | None = None) -> dict:
+    """Window hashes of every distinct image downloaded by the crawl (each blob hashed once)."""
     lake = Lake(settings.lake)
     images = lake.read_frame("images", run_date, columns=["blob_sha256"])
     shas = sorted(set(images["blob_sha256"].dropna()))
-    jobs = [(str(settings.blob_root), s, settings.max_image_pixels) for s in shas]
-    rows: list[dict] = []
+    workers = workers or min(len(shas), os.cpu_count() or 1) or 1
     errors: list[dict] = []
-    workers = workers or min(len(jobs), os.cpu_count() or 1) or 1
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for sha, found, error in progress(pool.map(fingerprint_one, jobs, chunksize=8), total=len(jobs), description="fingerprint images"):
-            rows.extend(found)
-            if error:
-                errors.append({"image_sha256": sha, "reason": error})
-    frame = pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS).astype({"phash": "int64"})
-    lake.write_partition("image_fingerprints", run_date, frame, sort_by=["image_sha256", "window"])
+    windows = 0
+
+    def tables() -> Iterator[pa.Table]:
+        nonlocal windows
+        for table, bad in fingerprint_chunks(str(settings.blob_root), shas, settings.max_image_pixels, workers, progress):
+            windows += table.num_rows
+            errors.extend({"image_sha256": sha, "reason": reason} for sha, reason in bad.items())
+            yield table
+
+    lake.write_partition_chunks("image_fingerprints", run_date, tables(), FINGERPRINT_SCHEMA)
     lake.write_partition("fingerprint_errors", run_date, pd.DataFrame(errors, columns=["image_sha256", "reason"]), sort_by=["image_sha256"])
-    return {"images": len(shas), "windows": len(frame), "errors": len(errors)}
+    return {"images": len(shas), "windows": windows, "errors": len(errors)}
 
 
 # ---- match -------------------------------------------------------------------------------------

@@ -142,13 +142,29 @@ class Lake:
     ) -> Path:
         """Write one partition atomically; returns the partition's Parquet file path."""
         table = to_table(frame, sort_by, schema)
+        return self.write_partition_chunks(dataset, run_date, [table], table.schema, extra_files)
+
+    def write_partition_chunks(
+        self,
+        dataset: str,
+        run_date: str | dt.date,
+        tables: Iterable[pa.Table],
+        schema: pa.Schema,
+        extra_files: dict[str, bytes] | None = None,
+    ) -> Path:
+        """Write one partition atomically from tables made one after another (each becomes row
+        groups of the file, in order): a day's rows need not fit in memory at once. The caller
+        keeps the order deterministic (``to_table`` on each chunk of a sorted input)."""
         target = self.partition_dir(dataset, run_date)
         target.parent.mkdir(parents=True, exist_ok=True)
         self._clean_stale_staging(target.parent)
         staging = target.parent / f".staging-{target.name}-{uuid.uuid4().hex}"
         staging.mkdir()
         try:
-            pq.write_table(table, staging / PART_FILE, **WRITER_OPTIONS)
+            with pq.ParquetWriter(staging / PART_FILE, schema.remove_metadata(), **WRITER_OPTIONS) as writer:
+                for table in tables:
+                    writer.write_table(table.cast(schema.remove_metadata()))
+                    failpoint("lake.chunk_written", dataset)  # crash tests: die with the file half written
             for name, data in sorted((extra_files or {}).items()):
                 (staging / name).write_bytes(data)
             (staging / "_SUCCESS").write_bytes(b"")

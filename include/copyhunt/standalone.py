@@ -79,21 +79,17 @@ def fingerprint_folder(files: list[Path], blobs: LocalBlobStore, settings: Setti
 
     Returns (file name, sha256) pairs, the fingerprint rows, and the reason per unusable blob.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
-    from copyhunt.hunt import fingerprint_one
+    from copyhunt.hunt import fingerprint_chunks
 
     names = [(f.name, blobs.put(f.read_bytes())) for f in files]
     shas = sorted({sha for _, sha in names})
-    jobs = [(str(blobs.root), sha, settings.max_image_pixels) for sha in shas]
-    rows: list[dict] = []
-    errors: dict[str, str] = {}
-    with ProcessPoolExecutor(max_workers=workers or min(len(jobs), os.cpu_count() or 1) or 1) as pool:
-        for sha, found, error in progress(pool.map(fingerprint_one, jobs, chunksize=8), total=len(jobs), description="fingerprint queries"):
-            rows.extend(found)
-            if error:
-                errors[sha] = error
-    return names, pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS).astype({"phash": "int64"}), errors
+    workers = workers or min(len(shas), os.cpu_count() or 1) or 1
+    tables, errors = [], {}
+    for table, bad in fingerprint_chunks(str(blobs.root), shas, settings.max_image_pixels, workers, progress, "fingerprint queries"):
+        tables.append(table)
+        errors.update(bad)
+    rows = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=FINGERPRINT_COLUMNS)
+    return names, rows.astype({"phash": "int64"}), errors
 
 
 def match_folder(index: Path, images: Path, out: Path, settings: Settings, progress: Callable[..., Iterable]) -> tuple[int, dict[str, int]]:
