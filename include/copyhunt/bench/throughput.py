@@ -387,20 +387,26 @@ def measure_pipeline(settings: Settings, paths: list[Path], params, work: Path) 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from copyhunt import standalone
+    import pyarrow.compute as pc
+
     from copyhunt.blobs import LocalBlobStore
-    from copyhunt.hunt import run_spark_job
+    from copyhunt.hunt import fingerprint_chunks, run_spark_job
 
     blobs = LocalBlobStore(work / "pipeline-blobs")
+    shas = sorted({blobs.put(p.read_bytes()) for p in paths})  # the crawl stores the images: not timed
     t = time.perf_counter()
-    names, fingerprints, unusable = standalone.fingerprint_folder(paths, blobs, settings, lambda items, **_: items, workers=2)
+    tables, unusable = [], {}
+    for table, bad in fingerprint_chunks(str(blobs.root), shas, settings.max_image_pixels, workers=2):  # as the fingerprint task does
+        tables.append(table)
+        unusable.update(bad)
     fingerprint_seconds = time.perf_counter() - t
-    third = {sha for _, sha in names[: len(names) // 3]}
-    inputs = {"third": (len(names) // 3, fingerprints[fingerprints["image_sha256"].isin(third)]), "all": (len(names), fingerprints)}
+    fingerprints = pa.concat_tables(tables)
+    third = shas[: len(shas) // 3]
+    inputs = {"third": (len(third), fingerprints.filter(pc.is_in(fingerprints["image_sha256"], pa.array(third)))), "all": (len(shas), fingerprints)}
     wall, matching, matches = {}, {}, 0
-    for name, (_, frame) in inputs.items():
+    for name, (_, table) in inputs.items():
         source, out, log = (work / f"pipeline-{what}-{name}.{ext}" for what, ext in (("fingerprints", "parquet"), ("matches", "parquet"), ("spark", "log")))
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), source)
+        pq.write_table(table, source)
         t = time.perf_counter()
         run_spark_job(settings, ["--fingerprints", str(source), "--index-dir", params.index_dir, "--query-blobs", str(blobs.root),
                                  "--ref-blobs", params.ref_blobs, "--out", str(out)], log)
