@@ -104,12 +104,15 @@ FINGERPRINT_SCHEMA = pa.schema([(c, pa.string() if c in ("image_sha256", "window
 FINGERPRINT_SORT = ["image_sha256", "window"]
 
 
-def fingerprint_chunks(blob_root: str, shas: list[str], max_pixels: int, workers: int, progress: Progress = _plain,
+def fingerprint_chunks(blob_root: str, shas: list[str], max_pixels: int, workers: int | None = None, progress: Progress = _plain,
                        description: str = "fingerprint images") -> Iterator[tuple[pa.Table, dict[str, str]]]:
-    """Fingerprint the blobs ``shas`` (sorted) in a process pool: per chunk of FINGERPRINT_CHUNK
-    images, their rows as a sorted table, and the reason for each that could not be used.
-    Concatenated, the tables are the rows of all ``shas`` sorted by FINGERPRINT_SORT."""
+    """Fingerprint the blobs ``shas`` (sorted) in a process pool (default: a worker per core):
+    per chunk of FINGERPRINT_CHUNK images, their rows as a sorted table, and the reason for each
+    that could not be used. Concatenated, the tables are the rows of all ``shas`` sorted by
+    FINGERPRINT_SORT."""
     from concurrent.futures import ProcessPoolExecutor
+
+    workers = workers or min(len(shas), os.cpu_count() or 1) or 1
 
     def results():
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -133,7 +136,6 @@ def fingerprint(settings: Settings, run_date: dt.date, progress: Progress = _pla
     lake = Lake(settings.lake)
     images = lake.read_frame("images", run_date, columns=["blob_sha256"])
     shas = sorted(set(images["blob_sha256"].dropna()))
-    workers = workers or min(len(shas), os.cpu_count() or 1) or 1
     errors: list[dict] = []
     windows = 0
 

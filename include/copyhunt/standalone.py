@@ -9,7 +9,6 @@ directory keeps its own blob store of reference images for verification.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
@@ -20,7 +19,6 @@ import pyarrow.parquet as pq
 
 from copyhunt.blobs import LocalBlobStore, sha256_bytes
 from copyhunt.config import Settings
-from copyhunt.fingerprint import FINGERPRINT_COLUMNS
 from copyhunt.imaging import BadImage
 from copyhunt.index import ENTRY_COLUMNS, build_index
 from copyhunt.lake import to_table, write_parquet_atomically
@@ -79,17 +77,22 @@ def fingerprint_folder(files: list[Path], blobs: LocalBlobStore, settings: Setti
 
     Returns (file name, sha256) pairs, the fingerprint rows, and the reason per unusable blob.
     """
-    from copyhunt.hunt import fingerprint_chunks
-
     names = [(f.name, blobs.put(f.read_bytes())) for f in files]
-    shas = sorted({sha for _, sha in names})
-    workers = workers or min(len(shas), os.cpu_count() or 1) or 1
+    rows, errors = fingerprint_blobs(blobs, sorted({sha for _, sha in names}), settings, progress, workers)
+    return names, rows.to_pandas(), errors
+
+
+def fingerprint_blobs(blobs: LocalBlobStore, shas: list[str], settings: Settings, progress: Callable[..., Iterable],
+                      workers: int | None = None) -> tuple[pa.Table, dict[str, str]]:
+    """The fingerprint rows of the stored blobs ``shas`` (sorted), as the fingerprint task makes
+    them, and the reason per unusable blob."""
+    from copyhunt.hunt import FINGERPRINT_SCHEMA, fingerprint_chunks
+
     tables, errors = [], {}
     for table, bad in fingerprint_chunks(str(blobs.root), shas, settings.max_image_pixels, workers, progress, "fingerprint queries"):
         tables.append(table)
         errors.update(bad)
-    rows = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=FINGERPRINT_COLUMNS)
-    return names, rows.astype({"phash": "int64"}), errors
+    return pa.concat_tables(tables) if tables else FINGERPRINT_SCHEMA.empty_table(), errors
 
 
 def match_folder(index: Path, images: Path, out: Path, settings: Settings, progress: Callable[..., Iterable]) -> tuple[int, dict[str, int]]:

@@ -391,17 +391,14 @@ def measure_pipeline(settings: Settings, paths: list[Path], params, work: Path, 
     import pyarrow.compute as pc
 
     from copyhunt.blobs import LocalBlobStore
-    from copyhunt.hunt import fingerprint_chunks, run_spark_job
+    from copyhunt.hunt import run_spark_job
+    from copyhunt.standalone import fingerprint_blobs
 
     blobs = LocalBlobStore(work / "pipeline-blobs")
     shas = sorted({blobs.put(p.read_bytes()) for p in paths})  # the crawl stores the images: not timed
     t = time.perf_counter()
-    tables, unusable = [], {}
-    for table, bad in fingerprint_chunks(str(blobs.root), shas, settings.max_image_pixels, workers=2):  # as the fingerprint task does
-        tables.append(table)
-        unusable.update(bad)
+    fingerprints, unusable = fingerprint_blobs(blobs, shas, settings, lambda items, **_: items, workers=2)
     fingerprint_seconds = time.perf_counter() - t
-    fingerprints = pa.concat_tables(tables)
     third = shas[: len(shas) // 3]
     inputs = {"third": (len(third), fingerprints.filter(pc.is_in(fingerprints["image_sha256"], pa.array(third)))), "all": (len(shas), fingerprints)}
     wall = {name: float("inf") for name in inputs}
