@@ -13,9 +13,11 @@ partition, then per batch: one ANN search of every window hash, with each execut
 memory-mapped shards once, and ORB + RANSAC verification of each image's best window pairs) ->
 load (sorted, deterministic Parquet, written atomically by the driver).
 
-One stage, not a search stage and a verification stage joined by a shuffle: the candidates are
-produced and consumed by the same worker, and an image is decoded once for all its references
-without a group per image (a pandas group costs about as much as verifying an image).
+One stage, not a search stage and a verification stage joined by a shuffle of the candidates: the
+candidates are made and used by the same worker, an image is decoded once for all its references
+without a pandas group per image, and the work is spread over at least PARTITIONS_PER_CORE tasks
+per core (a day's fingerprint file is read as one split, and Spark coalesces a small shuffle
+into one task: the two-stage plan ran 3,000 images on one core).
 """
 
 from __future__ import annotations
