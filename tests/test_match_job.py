@@ -2,8 +2,10 @@
 
 import importlib.util
 import io
+import pickle
 import subprocess
 import sys
+import textwrap
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -154,6 +156,21 @@ def test_matching_without_spark_is_deterministic(tmp_path):
     assert sorted(first["image_id"]) == sorted(p.stem for p in CUSTOMER_IMAGES[:5])
     cols = list(first.columns)
     pd.testing.assert_frame_equal(first.sort_values(cols).reset_index(drop=True), again.sort_values(cols).reset_index(drop=True))
+    # A damaged features file (a truncated write, a bad disk block) costs a new description of
+    # that reference, not the run: the same matches. In a fresh process, as a new Spark worker.
+    store = features_store(tmp_path / "index")
+    damaged = store.path(blobs.put(CUSTOMER_IMAGES[0].read_bytes()))
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    script = textwrap.dedent(f"""
+        import pickle, sys
+        from copyhunt.matching import match_frame
+        fps, params = pickle.load(open(sys.argv[1], "rb"))
+        pickle.dump(match_frame(fps, params), open(sys.argv[2], "wb"))
+    """)
+    pickle.dump((fps, params), open(tmp_path / "in.pkl", "wb"))
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "in.pkl"), str(tmp_path / "out.pkl")], check=True)
+    repaired = pickle.load(open(tmp_path / "out.pkl", "rb"))
+    pd.testing.assert_frame_equal(first.sort_values(cols).reset_index(drop=True), repaired.sort_values(cols).reset_index(drop=True))
     by_image = fps.sort_values("image_sha256", kind="mergesort").reset_index(drop=True)
     for size in (7, 40, len(by_image)):  # 7 rows: every image spans several batches
         batches = [by_image.iloc[i:i + size] for i in range(0, len(by_image), size)] + [by_image.iloc[:0]]

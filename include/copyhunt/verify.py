@@ -88,6 +88,8 @@ class Features:
         if magic != b"CHF1":
             raise ValueError("not a copyhunt features file")
         off = struct.calcsize("<4sIII")
+        if len(data) != off + n * (8 + 32):
+            raise ValueError(f"features file of {len(data)} bytes, {off + n * 40} expected for {n} keypoints")
         points = np.frombuffer(data, "<f4", n * 2, off).reshape(n, 2).astype(np.float32)
         descriptors = np.frombuffer(data, np.uint8, n * 32, off + n * 8).reshape(n, 32)
         return Features(width, height, points, descriptors)
@@ -113,17 +115,24 @@ class FeatureStore:
         return self.root / FEATURES_VERSION / ref_sha256[:2] / f"{ref_sha256}.orb"
 
     def has(self, ref_sha256: str) -> bool:
-        return self.path(ref_sha256).exists()
+        """Whether readable features are stored (a damaged file counts as none, so the next
+        index build describes the reference again and replaces it)."""
+        try:
+            self.get(ref_sha256)
+        except KeyError:
+            return False
+        return True
 
     def put(self, ref_sha256: str, features: Features) -> None:
-        path = self.path(ref_sha256)
-        if not path.exists():
-            atomic_write_bytes(path, features.to_bytes())
+        if not self.has(ref_sha256):
+            atomic_write_bytes(self.path(ref_sha256), features.to_bytes())
 
     def get(self, ref_sha256: str) -> Features:
+        """The stored features; KeyError when there are none, or none that can be read (a
+        truncated or damaged file): the caller describes the reference again from its image."""
         try:
             return Features.from_bytes(self.path(ref_sha256).read_bytes())
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError, struct.error):
             raise KeyError(ref_sha256) from None
 
 
