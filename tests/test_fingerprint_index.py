@@ -164,6 +164,40 @@ def test_fingerprint_chunks_are_one_sorted_table_in_pieces(tmp_path, monkeypatch
     assert errors == whole_errors[0] and sorted(errors.values()) == ["missing-blob", "no-detail", "not-an-image"]
 
 
+def test_an_image_crawled_again_is_not_fingerprinted_again(settings):
+    import dataclasses
+    import datetime as dt
+
+    from copyhunt import hunt
+    from copyhunt.blobs import LocalBlobStore
+    from copyhunt.lake import Lake, sha256_file
+
+    blobs, lake = LocalBlobStore(settings.blob_root), Lake(settings.lake)
+    day1, day2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+    old = [blobs.put(p.read_bytes()) for p in CUSTOMER_IMAGES[:3]] + [blobs.put(b"\xff\xd8 not a jpeg")]
+    new = [blobs.put(p.read_bytes()) for p in UNRELATED_IMAGES[:2]]
+    lake.write_partition("images", day1, pd.DataFrame({"blob_sha256": old}))
+    lake.write_partition("images", day2, pd.DataFrame({"blob_sha256": old + new}))
+    assert hunt.fingerprint(settings, day1, workers=2)["reused"] == 0
+    # Day 2 does not decode the images of day 1 again: they need not even be in the store.
+    for sha in old:
+        blobs.path(sha).unlink()
+    reran = hunt.fingerprint(settings, day2, workers=2)
+    assert reran["reused"] == 4 and reran["errors"] == 1 and reran["images"] == 6
+    day2_rows = lake.read_frame("image_fingerprints", day2)
+    assert set(day2_rows["image_sha256"]) == set(old[:3] + new)
+    reused_file = sha256_file(lake.partition_file("image_fingerprints", day2))
+    # The same bytes as fingerprinting day 2 from scratch (day 1 made under another key).
+    for sha, path in zip(old, CUSTOMER_IMAGES[:3]):
+        blobs.put(path.read_bytes())
+    (lake.partition_dir("image_fingerprints", day1) / hunt.FINGERPRINT_KEY_FILE).write_text("another key")
+    assert hunt.fingerprint(settings, day2, workers=2)["reused"] == 0
+    assert sha256_file(lake.partition_file("image_fingerprints", day2)) == reused_file
+    # Another pixel limit is another key: nothing is reused.
+    hunt.fingerprint(settings, day1, workers=2)
+    assert hunt.fingerprint(dataclasses.replace(settings, max_image_pixels=10**6), day2, workers=2)["reused"] == 0
+
+
 def test_copies_are_close_and_unrelated_photos_are_far():
     src = Image.open(CUSTOMER_IMAGES[0]).convert("RGB")
     w, h = src.size
