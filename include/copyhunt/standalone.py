@@ -77,9 +77,14 @@ def fingerprint_folder(files: list[Path], blobs: LocalBlobStore, settings: Setti
 
     Returns (file name, sha256) pairs, the fingerprint rows, and the reason per unusable blob.
     """
-    names = [(f.name, blobs.put(f.read_bytes())) for f in files]
+    names = store_files(files, blobs)
     rows, errors = fingerprint_blobs(blobs, sorted({sha for _, sha in names}), settings, progress, workers)
     return names, rows.to_pandas(), errors
+
+
+def store_files(files: list[Path], blobs: LocalBlobStore) -> list[tuple[str, str]]:
+    """(file name, sha256) of each file, stored as a blob (a second copy of the same bytes is free)."""
+    return [(f.name, blobs.put(f.read_bytes())) for f in files]
 
 
 def fingerprint_blobs(blobs: LocalBlobStore, shas: list[str], settings: Settings, progress: Callable[..., Iterable],
@@ -107,9 +112,11 @@ def match_folder(index: Path, images: Path, out: Path, settings: Settings, progr
     with tempfile.TemporaryDirectory(prefix="copyhunt-match-") as tmp:
         tmpdir = Path(tmp)
         blobs = LocalBlobStore(tmpdir / "blobs")
-        names, fingerprints, bad = fingerprint_folder(files, blobs, settings, progress)
+        # The rows go to the Spark job as Arrow, as fingerprint_blobs makes them (no pandas detour).
+        names = store_files(files, blobs)
+        fingerprints, bad = fingerprint_blobs(blobs, sorted({sha for _, sha in names}), settings, progress)
         fp = tmpdir / "fingerprints.parquet"
-        pq.write_table(pa.Table.from_pandas(fingerprints, preserve_index=False), fp)
+        pq.write_table(fingerprints, fp)
         raw = tmpdir / "matches.parquet"
         run_spark_job(settings, ["--fingerprints", str(fp), "--index-dir", str(index), "--query-blobs", str(blobs.root),
                                  "--ref-blobs", str(Path(index) / "blobs"), "--out", str(raw)])

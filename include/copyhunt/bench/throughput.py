@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import re
@@ -386,16 +387,15 @@ def measure_pipeline(settings: Settings, paths: list[Path], params, work: Path, 
     two match times (the job's own figure, without the JVM's and session's start and stop; best
     of ``rounds``) is its per-image cost; the rest of its wall time is fixed cost."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     from copyhunt.blobs import LocalBlobStore
     from copyhunt.hunt import run_spark_job
-    from copyhunt.standalone import fingerprint_blobs
+    from copyhunt.standalone import fingerprint_blobs, store_files
 
     blobs = LocalBlobStore(work / "pipeline-blobs")
-    shas = sorted({blobs.put(p.read_bytes()) for p in paths})  # the crawl stores the images: not timed
+    shas = sorted({sha for _, sha in store_files(paths, blobs)})  # the crawl stores the images: not timed
     t = time.perf_counter()
     fingerprints, unusable = fingerprint_blobs(blobs, shas, settings, lambda items, **_: items, workers=2)
     fingerprint_seconds = time.perf_counter() - t
@@ -566,7 +566,7 @@ def write_chart(report: ThroughputReport, path: Path) -> Path:
               + ["end to end/s\n(2 cores)", "production path/s\nsustained (2 cores)"])
     sustained = report.pipeline.get("sustained_per_second", 0.0)
     values = ([report.fingerprint_per_second, report.naive_per_second] + [v["per_second"] for v in report.match.values()]
-              + [report.end_to_end.get("per_second", 0.0), sustained if sustained == sustained else 0.0])
+              + [report.end_to_end.get("per_second", 0.0), 0.0 if math.isnan(sustained) else sustained])
     colours = ["#2b6cb0", "#c0c0c0"] + ["#2f855a"] * len(report.match) + ["#805ad5", "#805ad5"]
     fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
     ax.bar(range(len(values)), values, color=colours)
