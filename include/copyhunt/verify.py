@@ -124,8 +124,8 @@ class FeatureStore:
         return True
 
     def put(self, ref_sha256: str, features: Features) -> None:
-        if not self.has(ref_sha256):
-            atomic_write_bytes(self.path(ref_sha256), features.to_bytes())
+        """Store the features, replacing any file there (callers ask ``has`` first)."""
+        atomic_write_bytes(self.path(ref_sha256), features.to_bytes())
 
     def get(self, ref_sha256: str) -> Features:
         """The stored features; KeyError when there are none, or none that can be read (a
