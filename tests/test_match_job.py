@@ -161,7 +161,7 @@ def test_matching_without_spark_is_deterministic(tmp_path):
     store = features_store(tmp_path / "index")
     damaged = store.path(blobs.put(CUSTOMER_IMAGES[0].read_bytes()))
     damaged.write_bytes(damaged.read_bytes()[:50])
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import pickle, sys
         from copyhunt.matching import match_frame
         fps, params = pickle.load(open(sys.argv[1], "rb"))

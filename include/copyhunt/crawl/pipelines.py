@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 ITEMS_STAT = "item_scraped_count"  # Scrapy's name; counted here, not from its per-item signal (copyhunt.crawl.extensions)
 
+
 class CrawlOutputPipeline:
     def __init__(self, *, run: CrawlRun, out_dir: Path, blob_root: Path, max_image_bytes: int, max_image_pixels: int, owns_run: bool = False,
                  stats: Any = None):
