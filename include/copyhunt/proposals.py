@@ -41,8 +41,11 @@ rectangles (a facade of windows, shelves) are the ones still missed.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
+from numba import njit
 
 from copyhunt.arrays import true_indices
 
@@ -57,7 +60,6 @@ OUTSIDE_WEIGHT = 0.25  # corner: weight of the sides' continuation past it
 EXTENSION_WEIGHT = 0.5  # rectangle: weight of the steps along its sides' continuations
 RIDGE_WEIGHT = 0.5  # side evidence less this times the stronger parallel line RIDGE_PX away
 RIDGE_PX = 3  # px: past a boundary blurred over two pixels by resampling
-CORNER_POWER = 0.5  # rectangle score times (mean inner-corner quality, 0..1) to this power
 ALTERNATIVE_MIN_MOVE = 3  # px: a side's other position is another line, not the same one
 # Scores are in pixels of side evidence; as fractions of the image's width + height:
 MIN_SCORE = 0.05  # below this a rectangle is not worth a window hash...
@@ -174,56 +176,82 @@ def _step_sums(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``vsum[y, x]``: steps across the boundary left of column x (0 < x < w), rows 0..y-1;
     ``hsum[y, x]``: steps across the boundary above row y (0 < y < h), columns 0..x-1.
     """
+    return _step_sums_kernel(np.ascontiguousarray(gray, np.uint8), int(STEP_CAP))
+
+
+@njit(cache=True, nogil=True)
+def _step_sums_kernel(gray: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
     h, w = gray.shape
-    cap = int(STEP_CAP)
-    vertical = np.zeros((h, w + 1), np.uint8)
-    np.minimum(cv2.absdiff(gray[:, 1:], gray[:, :-1]), cap, out=vertical[:, 1:w])
-    horizontal = np.zeros((h + 1, w), np.uint8)
-    np.minimum(cv2.absdiff(gray[1:, :], gray[:-1, :]), cap, out=horizontal[1:h, :])
-    # One-axis prefix sums as differences of OpenCV's integral images (far faster than cumsum).
-    vsum = np.diff(cv2.integral(vertical, sdepth=cv2.CV_32S), axis=1).astype(np.float32)
-    hsum = np.diff(cv2.integral(horizontal, sdepth=cv2.CV_32S), axis=0).astype(np.float32)
-    vsum *= 1.0 / cap
-    hsum *= 1.0 / cap
+    scale = np.float32(1.0 / cap)
+    vsum = np.zeros((h + 1, w + 1), np.float32)
+    hsum = np.zeros((h + 1, w + 1), np.float32)
+    column = np.zeros(w + 1, np.int32)  # integer running sums: exact, then scaled as float32
+    for y in range(h):
+        for x in range(1, w):
+            column[x] += min(abs(np.int32(gray[y, x]) - np.int32(gray[y, x - 1])), cap)
+            vsum[y + 1, x] = np.float32(column[x]) * scale
+    for y in range(1, h):
+        row = np.int32(0)
+        for x in range(w):
+            row += min(abs(np.int32(gray[y, x]) - np.int32(gray[y - 1, x])), cap)
+            hsum[y, x + 1] = np.float32(row) * scale
     return vsum, hsum
 
 
-def _arms(vsum: np.ndarray, hsum: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Mean step along the k px from every lattice point, in each direction: ``down``, ``up``,
-    ``right`` and ``left`` (0 where the arm would leave the image)."""
+@njit(cache=True, nogil=True)
+def _arms(vsum: np.ndarray, hsum: np.ndarray, k: int) -> np.ndarray:
+    """Mean step along the k px from every lattice point, in each direction: down, up, right
+    and left, stacked (0 where the arm would leave the image)."""
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
-    down, up = np.zeros((h + 1, w + 1), np.float32), np.zeros((h + 1, w + 1), np.float32)
-    right, left = np.zeros((h + 1, w + 1), np.float32), np.zeros((h + 1, w + 1), np.float32)
+    out = np.zeros((4, h + 1, w + 1), np.float32)
+    inverse = np.float32(1.0 / k)
     if k <= h:
-        np.subtract(vsum[k:], vsum[:-k], out=down[:-k])
-        down *= 1.0 / k
-        up[k:] = down[:-k]
+        for y in range(h + 1 - k):
+            for x in range(w + 1):
+                mean = (vsum[y + k, x] - vsum[y, x]) * inverse
+                out[0, y, x] = mean
+                out[1, y + k, x] = mean
     if k <= w:
-        np.subtract(hsum[:, k:], hsum[:, :-k], out=right[:, :-k])
-        right *= 1.0 / k
-        left[:, k:] = right[:, :-k]
-    return {"down": down, "up": up, "right": right, "left": left}
+        for y in range(h + 1):
+            for x in range(w + 1 - k):
+                mean = (hsum[y, x + k] - hsum[y, x]) * inverse
+                out[2, y, x] = mean
+                out[3, y, x + k] = mean
+    return out
 
 
-# Corner kinds in the order _corners returns them: (vertical arm, horizontal arm) of each.
-_CORNER_ARMS = (("down", "right"), ("down", "left"), ("up", "right"), ("up", "left"))
-_OPPOSITE = {"down": "up", "up": "down", "right": "left", "left": "right"}
+# Corner kinds in the order _corners returns them: top-left, top-right, bottom-left, bottom-right,
+# as (vertical arm, horizontal arm), indices into _arms' stack (down, up, right, left).
+_CORNER_ARMS = ((0, 2), (0, 3), (1, 2), (1, 3))
+
+
+@njit(cache=True, nogil=True)
+def _corner_responses(vsum: np.ndarray, hsum: np.ndarray, arm: int, longest_weight: float, outside_weight: float) -> np.ndarray:
+    """(4, h + 1, w + 1) corner response of each kind at every lattice point, 0 on the border:
+    both sides leave the corner, over the arm and longer ones, and neither goes on past it."""
+    h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
+    base, twice, longest = _arms(vsum, hsum, arm), _arms(vsum, hsum, 2 * arm), _arms(vsum, hsum, 4 * arm)
+    longest_weight32, outside_weight32 = np.float32(longest_weight), np.float32(outside_weight)
+    out = np.zeros((4, h + 1, w + 1), np.float32)
+    for kind in range(4):
+        vertical, horizontal = _CORNER_ARMS[kind]
+        past_vertical, past_horizontal = 1 - vertical, 5 - horizontal  # the opposite directions
+        for y in range(1, h):
+            for x in range(1, w):
+                response = min(base[vertical, y, x], base[horizontal, y, x])
+                response += min(twice[vertical, y, x], twice[horizontal, y, x])
+                response += longest_weight32 * min(longest[vertical, y, x], longest[horizontal, y, x])
+                response -= outside_weight32 * max(base[past_vertical, y, x], base[past_horizontal, y, x])
+                out[kind, y, x] = response
+    return out
 
 
 def _corners(vsum: np.ndarray, hsum: np.ndarray, arm: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(x, y) of the strongest corners of each kind: top-left, top-right, bottom-left, bottom-right."""
-    arms = [(_arms(vsum, hsum, factor * arm), weight) for factor, weight in ((1, None), (2, 1.0), (4, LONGEST_ARM_WEIGHT))]
-    base = arms[0][0]
+    responses = _corner_responses(vsum, hsum, arm, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
     kernel = np.ones((5, 5), np.uint8)
     out = []
-    for vertical, horizontal in _CORNER_ARMS:
-        # Both sides leave the corner, over the arm and longer ones...
-        response = np.minimum(base[vertical], base[horizontal])
-        for longer, weight in arms[1:]:
-            response += weight * np.minimum(longer[vertical], longer[horizontal])
-        # ...and neither goes on past it.
-        response -= OUTSIDE_WEIGHT * np.maximum(base[_OPPOSITE[vertical]], base[_OPPOSITE[horizontal]])
-        response[:, 0] = response[:, -1] = response[0, :] = response[-1, :] = 0
+    for response in responses:
         peak = (response >= cv2.dilate(response, kernel)) & (response > MIN_SIDE)
         ys, xs = true_indices(peak)
         keep = np.lexsort((xs, ys, -response[ys, xs]))[:CORNERS_PER_KIND]
@@ -307,60 +335,115 @@ def _peaks(profile: np.ndarray, border: bool) -> np.ndarray:
 
 def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1, floor: float = -np.inf) -> np.ndarray:
     """Evidence that each box is a pasted picture's outline; negative: not a proposal (nor is a
-    box that cannot reach ``floor``, which is not scored in full)."""
+    box that cannot reach ``floor``, which is not scored in full).
+
+    Per box: the mean step along each side inside the image less RIDGE_WEIGHT times the
+    stronger parallel line RIDGE_PX away (a boundary is a ridge; in a striped or diagonal texture
+    every line steps alike), above SIDE_BASELINE, times the side's length; less EXTENSION_WEIGHT
+    times the steps along the sides' continuations past the corners; all times the square root of
+    the mean quality of its inner corners (both their sides inside the image). Possible only
+    with three sides inside the image, one of them maybe faint, or two clear ones meeting at a
+    corner.
+    """
+    as_int = [np.ascontiguousarray(v, np.int64) for v in (x0, y0, x1, y1)]
+    return _score_kernel(vsum, hsum, *as_int, float(floor))
+
+
+@njit(cache=True, nogil=True)
+def _score_kernel(vsum, hsum, x0s, y0s, x1s, y1s, floor):
+    # Mirrors the vectorised numpy arithmetic this replaced, dtype for dtype (steps and corner
+    # qualities in float32, the rest in float64), so the same boxes win.
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
-    height, width = y1 - y0, x1 - x0
-    sides = np.stack([(vsum[y1, x0] - vsum[y0, x0]) / height, (vsum[y1, x1] - vsum[y0, x1]) / height,
-                      (hsum[y0, x1] - hsum[y0, x0]) / width, (hsum[y1, x1] - hsum[y1, x0]) / width], axis=1)
-    inside = np.stack([x0 > 0, x1 < w, y0 > 0, y1 < h], axis=1)
-    lengths = np.stack([height, height, width, width], axis=1)
-    faint = (inside & (sides < MIN_SIDE)).sum(axis=1)
-    inner_sides = inside.sum(axis=1)
-    # Three sides inside the image, one of them maybe faint; or two clear ones making a corner.
-    corner_case = (inner_sides == 2) & inside[:, :2].any(axis=1) & inside[:, 2:].any(axis=1) & (faint == 0)
-    possible = ((inner_sides >= 3) & (faint <= MAX_FAINT_SIDES)) | corner_case
-    # Everything below only lowers a positive score (the ridge term too): the sides' raw steps
-    # bound it, and most rectangles cannot reach ``floor`` even so.
-    bound = np.where(inside, (sides - SIDE_BASELINE) * lengths, 0.0).sum(axis=1)
-    out = np.full(len(x0), -1.0)
-    valid = np.flatnonzero(possible & (bound >= floor))
-    if not len(valid):
-        return out
-    x0, y0, x1, y1, sides, inside = x0[valid], y0[valid], x1[valid], y1[valid], sides[valid], inside[valid]
-    height, width, lengths = height[valid], width[valid], lengths[valid]
-    # A boundary is a ridge: the parallel lines RIDGE_PX away on either side step far less (in a
-    # striped or diagonal texture every line steps alike).
-    d = RIDGE_PX
-    xl0, xr0 = np.maximum(x0 - d, 0), np.minimum(x0 + d, w)
-    xl1, xr1 = np.maximum(x1 - d, 0), np.minimum(x1 + d, w)
-    yl0, yr0 = np.maximum(y0 - d, 0), np.minimum(y0 + d, h)
-    yl1, yr1 = np.maximum(y1 - d, 0), np.minimum(y1 + d, h)
-    near = np.stack([
-        np.maximum(vsum[y1, xl0] - vsum[y0, xl0], vsum[y1, xr0] - vsum[y0, xr0]) / height,
-        np.maximum(vsum[y1, xl1] - vsum[y0, xl1], vsum[y1, xr1] - vsum[y0, xr1]) / height,
-        np.maximum(hsum[yl0, x1] - hsum[yl0, x0], hsum[yr0, x1] - hsum[yr0, x0]) / width,
-        np.maximum(hsum[yl1, x1] - hsum[yl1, x0], hsum[yr1, x1] - hsum[yr1, x0]) / width], axis=1)
-    sides = sides - RIDGE_WEIGHT * near
-    # Everything below only lowers a positive score: this much of it bounds it.
-    reach = np.where(inside, (sides - SIDE_BASELINE) * lengths, 0.0).sum(axis=1) >= floor
-    if not reach.all():
-        valid, x0, y0, x1, y1, sides, inside = valid[reach], x0[reach], y0[reach], x1[reach], y1[reach], sides[reach], inside[reach]
-        height, width, lengths = height[reach], width[reach], lengths[reach]
-    if not len(valid):
-        return out
-    k = CORNER_ARM
-    beyond = np.stack([_along_column(vsum, x0, y0 - k, y0) + _along_column(vsum, x0, y1, y1 + k),
-                       _along_column(vsum, x1, y0 - k, y0) + _along_column(vsum, x1, y1, y1 + k),
-                       _along_row(hsum, y0, x0 - k, x0) + _along_row(hsum, y0, x1, x1 + k),
-                       _along_row(hsum, y1, x0 - k, x0) + _along_row(hsum, y1, x1, x1 + k)], axis=1)
-    total = (np.where(inside, (sides - SIDE_BASELINE) * lengths - EXTENSION_WEIGHT * beyond, 0.0)).sum(axis=1)
-    # Inner corners (both their sides inside the image): a pasted picture's sides stop there.
-    quality = np.stack([_corner_quality(vsum, hsum, x0, y0, 1, 1), _corner_quality(vsum, hsum, x1, y0, 1, -1),
-                        _corner_quality(vsum, hsum, x0, y1, -1, 1), _corner_quality(vsum, hsum, x1, y1, -1, -1)], axis=1)
-    inner = np.stack([inside[:, 0] & inside[:, 2], inside[:, 1] & inside[:, 2], inside[:, 0] & inside[:, 3], inside[:, 1] & inside[:, 3]], axis=1)
-    mean_quality = np.where(inner, quality, 0.0).sum(axis=1) / np.maximum(inner.sum(axis=1), 1)
-    out[valid] = total * np.clip(mean_quality, 0.0, 1.0) ** CORNER_POWER
+    k, d = CORNER_ARM, RIDGE_PX
+    out = np.full(len(x0s), -1.0)
+    sides = np.empty(4)
+    inside = np.empty(4, np.bool_)
+    lengths = np.empty(4)
+    for i in range(len(x0s)):
+        x0, y0, x1, y1 = x0s[i], y0s[i], x1s[i], y1s[i]
+        height, width = y1 - y0, x1 - x0
+        sides[0] = np.float64(vsum[y1, x0] - vsum[y0, x0]) / height
+        sides[1] = np.float64(vsum[y1, x1] - vsum[y0, x1]) / height
+        sides[2] = np.float64(hsum[y0, x1] - hsum[y0, x0]) / width
+        sides[3] = np.float64(hsum[y1, x1] - hsum[y1, x0]) / width
+        inside[0], inside[1], inside[2], inside[3] = x0 > 0, x1 < w, y0 > 0, y1 < h
+        lengths[0], lengths[1], lengths[2], lengths[3] = height, height, width, width
+        faint, inner_sides = 0, 0
+        for j in range(4):
+            if inside[j]:
+                inner_sides += 1
+                if sides[j] < MIN_SIDE:
+                    faint += 1
+        corner_case = inner_sides == 2 and (inside[0] or inside[1]) and (inside[2] or inside[3]) and faint == 0
+        if not ((inner_sides >= 3 and faint <= MAX_FAINT_SIDES) or corner_case):
+            continue
+        # Everything below only lowers a positive score: the sides' raw steps bound it, and most
+        # boxes cannot reach ``floor`` even so.
+        bound = 0.0
+        for j in range(4):
+            bound += (sides[j] - SIDE_BASELINE) * lengths[j] if inside[j] else 0.0
+        if not bound >= floor:
+            continue
+        xl0, xr0, xl1, xr1 = max(x0 - d, 0), min(x0 + d, w), max(x1 - d, 0), min(x1 + d, w)
+        yl0, yr0, yl1, yr1 = max(y0 - d, 0), min(y0 + d, h), max(y1 - d, 0), min(y1 + d, h)
+        sides[0] -= RIDGE_WEIGHT * (np.float64(max(vsum[y1, xl0] - vsum[y0, xl0], vsum[y1, xr0] - vsum[y0, xr0])) / height)
+        sides[1] -= RIDGE_WEIGHT * (np.float64(max(vsum[y1, xl1] - vsum[y0, xl1], vsum[y1, xr1] - vsum[y0, xr1])) / height)
+        sides[2] -= RIDGE_WEIGHT * (np.float64(max(hsum[yl0, x1] - hsum[yl0, x0], hsum[yr0, x1] - hsum[yr0, x0])) / width)
+        sides[3] -= RIDGE_WEIGHT * (np.float64(max(hsum[yl1, x1] - hsum[yl1, x0], hsum[yr1, x1] - hsum[yr1, x0])) / width)
+        reach = 0.0
+        for j in range(4):
+            reach += (sides[j] - SIDE_BASELINE) * lengths[j] if inside[j] else 0.0
+        if not reach >= floor:
+            continue
+        beyond0 = _along_column_at(vsum, x0, y0 - k, y0) + _along_column_at(vsum, x0, y1, y1 + k)
+        beyond1 = _along_column_at(vsum, x1, y0 - k, y0) + _along_column_at(vsum, x1, y1, y1 + k)
+        beyond2 = _along_row_at(hsum, y0, x0 - k, x0) + _along_row_at(hsum, y0, x1, x1 + k)
+        beyond3 = _along_row_at(hsum, y1, x0 - k, x0) + _along_row_at(hsum, y1, x1, x1 + k)
+        total = 0.0
+        total += (sides[0] - SIDE_BASELINE) * lengths[0] - np.float32(EXTENSION_WEIGHT) * beyond0 if inside[0] else 0.0
+        total += (sides[1] - SIDE_BASELINE) * lengths[1] - np.float32(EXTENSION_WEIGHT) * beyond1 if inside[1] else 0.0
+        total += (sides[2] - SIDE_BASELINE) * lengths[2] - np.float32(EXTENSION_WEIGHT) * beyond2 if inside[2] else 0.0
+        total += (sides[3] - SIDE_BASELINE) * lengths[3] - np.float32(EXTENSION_WEIGHT) * beyond3 if inside[3] else 0.0
+        quality, corners = np.float32(0.0), 0
+        if inside[0] and inside[2]:
+            quality += _corner_quality_at(vsum, hsum, x0, y0, 1, 1)
+            corners += 1
+        if inside[1] and inside[2]:
+            quality += _corner_quality_at(vsum, hsum, x1, y0, 1, -1)
+            corners += 1
+        if inside[0] and inside[3]:
+            quality += _corner_quality_at(vsum, hsum, x0, y1, -1, 1)
+            corners += 1
+        if inside[1] and inside[3]:
+            quality += _corner_quality_at(vsum, hsum, x1, y1, -1, -1)
+            corners += 1
+        mean_quality = np.float64(quality) / max(corners, 1)
+        out[i] = total * math.sqrt(min(max(mean_quality, 0.0), 1.0))
     return out
+
+
+@njit(cache=True, nogil=True)
+def _along_column_at(vsum, x, a, b):
+    h = vsum.shape[0] - 1
+    return vsum[min(max(b, 0), h), x] - vsum[min(max(a, 0), h), x]
+
+
+@njit(cache=True, nogil=True)
+def _along_row_at(hsum, y, a, b):
+    w = hsum.shape[1] - 1
+    return hsum[y, min(max(b, 0), w)] - hsum[y, min(max(a, 0), w)]
+
+
+@njit(cache=True, nogil=True)
+def _corner_quality_at(vsum, hsum, x, y, down, right):
+    # _corner_quality at one lattice point (float32 throughout, as there).
+    k = CORNER_ARM
+    scale = np.float32(k)
+    below, above = _along_column_at(vsum, x, y, y + k) / scale, _along_column_at(vsum, x, y - k, y) / scale
+    after, before = _along_row_at(hsum, y, x, x + k) / scale, _along_row_at(hsum, y, x - k, x) / scale
+    vertical, past_v = (below, above) if down > 0 else (above, below)
+    horizontal, past_h = (after, before) if right > 0 else (before, after)
+    return min(vertical, horizontal) - max(past_v, past_h)
 
 
 def _refine(vsum: np.ndarray, hsum: np.ndarray, box: Box) -> Box:
