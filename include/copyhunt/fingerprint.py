@@ -33,9 +33,9 @@ from typing import Iterable, Protocol
 
 import cv2
 import numpy as np
+from numba import njit
 from PIL import Image
 
-from copyhunt.arrays import true_indices
 from copyhunt.imaging import PAD_DARK, PAD_LIGHT, BadImage, content_box, load_gray
 from copyhunt.proposals import paste_boxes
 
@@ -86,12 +86,11 @@ BLOB_OCTAVES = 4  # blob scales 4.5..57 px on the working image (windows 18..228
 BLOB_PER_OCTAVE = 3
 BLOB_BALANCED = True
 BLOB_MIN_RESPONSE = 1.5  # |DoG| in grey levels; weaker blobs are texture noise
-_OCTAVE_SIGMAS = [2.0 * 2 ** (i / BLOB_PER_OCTAVE) for i in range(-1, BLOB_PER_OCTAVE + 2)]
+_OCTAVE_SIGMAS = tuple(2.0 * 2 ** (i / BLOB_PER_OCTAVE) for i in range(-1, BLOB_PER_OCTAVE + 2))
 _OCTAVE_STEPS = [_OCTAVE_SIGMAS[0]] + [float(np.sqrt(b * b - a * a)) for a, b in zip(_OCTAVE_SIGMAS, _OCTAVE_SIGMAS[1:])]
-_NEIGHBOURS = np.ones((3, 3), np.uint8)
 # (level, y, x) steps to a DoG peak, then to its neighbours left, right, above, below, one scale
 # finer and one coarser: the samples its sub-pixel position and scale are fitted on.
-_NEIGHBOUR_STEPS = np.array([[0, 0, 0], [0, 0, -1], [0, 0, 1], [0, -1, 0], [0, 1, 0], [-1, 0, 0], [1, 0, 0]])
+_NEIGHBOUR_STEPS = ((0, 0, 0), (0, 0, -1), (0, 0, 1), (0, -1, 0), (0, 1, 0), (-1, 0, 0), (1, 0, 0))
 MAX_DEROTATION_DEGREES = 20  # tilted copies beyond this are rare; blob windows still see them
 # Collage proposals in found images: (rows, columns) grids; cells are trimmed of gutters.
 QUERY_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 3))
@@ -388,38 +387,22 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
         small = cv2.resize(small, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
         if min(small.shape) < 5:
             break
-        # The octave's arrays are stacked (level, y, x) and filled in place: at thumbnail sizes
+        # The octave's blurs are stacked (level, y, x) and filled in place: at thumbnail sizes
         # the cost is in the number of calls, not in the pixels.
         blurred = np.empty((len(_OCTAVE_STEPS), *small.shape), np.float32)
         cv2.GaussianBlur(small.astype(np.float32), (0, 0), _OCTAVE_STEPS[0], dst=blurred[0])
         for i, step in enumerate(_OCTAVE_STEPS[1:], 1):  # each blur from the previous one: small kernels
             cv2.GaussianBlur(blurred[i - 1], (0, 0), step, dst=blurred[i])
-        dog = np.abs(blurred[1:] - blurred[:-1])
-        spatial = np.empty_like(dog)
-        for i in range(len(dog)):
-            cv2.dilate(dog[i], _NEIGHBOURS, dst=spatial[i])
-        # A peak beats its 26 neighbours in space and scale; border pixels are never peaks.
-        centre = dog[1:-1, 1:-1, 1:-1]
-        around = np.maximum(np.maximum(spatial[:-2, 1:-1, 1:-1], spatial[1:-1, 1:-1, 1:-1]), spatial[2:, 1:-1, 1:-1])
-        level, ys, xs = true_indices((centre >= around) & (centre > BLOB_MIN_RESPONSE))
-        if level.size == 0:
-            continue
-        level, ys, xs = level + 1, ys + 1, xs + 1
+        level, ys, xs, strength, samples = _dog_peaks(blurred, factor, w, h)
         # Only the strongest windows that fit can be chosen: refine no more than the count (and a
-        # margin), judging the fit leniently before refinement moves centres and scales a little.
-        radius = BLOB_SIDE * _OCTAVE_SIGMAS[0] * 2 ** ((level + 0.5) / BLOB_PER_OCTAVE) * factor * 0.85
-        cx, cy = (xs + 0.5) * factor, (ys + 0.5) * factor
-        may_fit = (2 * radius >= MIN_WINDOW_PX) & (cx >= radius) & (cy >= radius) & (cx + radius <= w) & (cy + radius <= h)
-        level, ys, xs = level[may_fit], ys[may_fit], xs[may_fit]
-        strength = dog[level, ys, xs]
+        # margin).
         if len(strength) > count + 8:
             keep = np.lexsort((level, xs, ys, -strength))[: count + 8]
-            level, ys, xs = level[keep], ys[keep], xs[keep]
+            level, ys, xs, samples = level[keep], ys[keep], xs[keep], samples[:, keep]
         if level.size == 0:
             continue
-        # Each peak and its six neighbours (x, y and scale) in one gather; the sub-pixel fits are
-        # made once for all octaves below (the arrays are small: the cost is in the calls).
-        samples = dog[level + _NEIGHBOUR_STEPS[:, 0:1], ys + _NEIGHBOUR_STEPS[:, 1:2], xs + _NEIGHBOUR_STEPS[:, 2:3]]
+        # The sub-pixel fits are made once for all octaves below (the arrays are small: the cost
+        # is in the calls).
         parts.append((samples, level, xs, ys, np.full(len(xs), factor), np.full(len(xs), octave)))
     if not parts:
         return []
@@ -446,6 +429,61 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
         order = np.lexsort((octave_of, rank))
     order = order[:count]
     return [Window(f"blob{i:02d}", (x[j] - r[j]) / w, (y[j] - r[j]) / h, (x[j] + r[j]) / w, (y[j] + r[j]) / h) for i, j in enumerate(order)]
+
+
+@njit(cache=True, nogil=True)
+def _dog_peaks(blurred: np.ndarray, factor: int, w: int, h: int):
+    """Peaks of one octave's difference-of-Gaussians scale space (``blurred``: its blurs,
+    stacked), as (level, y, x, strength, samples), in (level, y, x) order.
+
+    A peak is a DoG level's pixel, not on a border, at least BLOB_MIN_RESPONSE and at least its 26
+    neighbours in space and scale. Only peaks whose window may fit in the w x h image are kept,
+    judged leniently (before refinement moves centres and scales a little). ``samples`` are the
+    peak and its six neighbours (_NEIGHBOUR_STEPS), which its sub-pixel fit uses.
+    """
+    levels, sh, sw = blurred.shape
+    dog = np.empty((levels - 1, sh, sw), np.float32)
+    for level in range(levels - 1):
+        for y in range(sh):
+            for x in range(sw):
+                dog[level, y, x] = abs(blurred[level + 1, y, x] - blurred[level, y, x])
+    found_level, found_y, found_x = [], [], []
+    for level in range(1, levels - 2):
+        radius = BLOB_SIDE * _OCTAVE_SIGMAS[0] * 2.0 ** ((level + 0.5) / BLOB_PER_OCTAVE) * factor * 0.85
+        if 2 * radius < MIN_WINDOW_PX:
+            continue
+        for y in range(1, sh - 1):
+            cy = (y + 0.5) * factor
+            if cy < radius or cy + radius > h:
+                continue
+            for x in range(1, sw - 1):
+                centre = dog[level, y, x]
+                if not centre > BLOB_MIN_RESPONSE:
+                    continue
+                cx = (x + 0.5) * factor
+                if cx < radius or cx + radius > w:
+                    continue
+                peak = True
+                for dl in range(-1, 2):
+                    for dy in range(-1, 2):
+                        for dx in range(-1, 2):
+                            if dog[level + dl, y + dy, x + dx] > centre:
+                                peak = False
+                if peak:
+                    found_level.append(level)
+                    found_y.append(y)
+                    found_x.append(x)
+    n = len(found_level)
+    levels_out, ys, xs = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    strength = np.empty(n, np.float32)
+    samples = np.empty((len(_NEIGHBOUR_STEPS), n), np.float32)
+    for i in range(n):
+        levels_out[i], ys[i], xs[i] = found_level[i], found_y[i], found_x[i]
+        strength[i] = dog[found_level[i], found_y[i], found_x[i]]
+        for j in range(len(_NEIGHBOUR_STEPS)):
+            dl, dy, dx = _NEIGHBOUR_STEPS[j]
+            samples[j, i] = dog[found_level[i] + dl, found_y[i] + dy, found_x[i] + dx]
+    return levels_out, ys, xs, strength, samples
 
 
 def _parabola_peak(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
