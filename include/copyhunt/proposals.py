@@ -47,7 +47,6 @@ import cv2
 import numpy as np
 from numba import njit
 
-from copyhunt.arrays import true_indices
 
 STEP_CAP = 24.0  # grey levels: a step of at least this counts fully; smaller ones in proportion
 CORNER_ARM = 16  # px along each side a corner is judged on (and twice that)
@@ -81,8 +80,7 @@ def paste_boxes(gray: np.ndarray, count: int, min_side: int) -> list[Box]:
     if count <= 0 or min(h, w) < 2 * min_side:
         return []
     vsum, hsum = _step_sums(gray)
-    corners = _corners_from_thumbnail(gray, vsum, hsum)
-    x0, y0, x1, y1 = _rectangles(corners, vsum, hsum, min_side)
+    x0, y0, x1, y1 = _rectangles(vsum, hsum, *_corners_from_thumbnail(gray, vsum, hsum), min_side)
     if not len(x0):
         return []
     least = MIN_SCORE_DENSE * (w + h)
@@ -246,91 +244,137 @@ def _corner_responses(vsum: np.ndarray, hsum: np.ndarray, arm: int, longest_weig
     return out
 
 
-def _corners(vsum: np.ndarray, hsum: np.ndarray, arm: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(x, y) of the strongest corners of each kind: top-left, top-right, bottom-left, bottom-right."""
-    responses = _corner_responses(vsum, hsum, arm, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
-    kernel = np.ones((5, 5), np.uint8)
-    out = []
-    for response in responses:
-        peak = (response >= cv2.dilate(response, kernel)) & (response > MIN_SIDE)
-        ys, xs = true_indices(peak)
-        keep = np.lexsort((xs, ys, -response[ys, xs]))[:CORNERS_PER_KIND]
-        out.append((xs[keep].astype(np.int64), ys[keep].astype(np.int64)))
-    return out
-
-
-def _corners_from_thumbnail(gray: np.ndarray, vsum: np.ndarray, hsum: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def _corners_from_thumbnail(gray: np.ndarray, vsum: np.ndarray, hsum: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Corners found on the half-size image (a quarter of the work), then placed on the working
-    image: each moved to the column where its vertical side is strongest and the row where its
-    horizontal side is, within two pixels."""
+    image: (x, y, count), x and y (4, CORNERS_PER_KIND) by kind (top-left, top-right,
+    bottom-left, bottom-right), strongest first; ``count`` of each kind are set."""
     h, w = gray.shape
     thumb = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    found = _corners(*_step_sums(thumb), CORNER_ARM // 2)
-    k = CORNER_ARM
-    offsets = np.arange(-2, 3)
-    out = []
-    for (xs, ys), down, right in zip(found, (True, True, False, False), (True, False, True, False)):
-        xs, ys = 2 * xs, 2 * ys
-        cols = np.clip(xs[:, None] + offsets, 1, w - 1)
-        rows = np.clip(ys[:, None] + offsets, 1, h - 1)
-        # the vertical side's mean step over the k rows it runs from the corner, per column
-        a, b = (ys, np.minimum(ys + k, h)) if down else (np.maximum(ys - k, 0), ys)
-        vertical = vsum[b[:, None], cols] - vsum[a[:, None], cols]
-        a, b = (xs, np.minimum(xs + k, w)) if right else (np.maximum(xs - k, 0), xs)
-        horizontal = hsum[rows, b[:, None]] - hsum[rows, a[:, None]]
-        pick = np.arange(len(xs))
-        out.append((cols[pick, vertical.argmax(axis=1)], rows[pick, horizontal.argmax(axis=1)]))
-    return out
+    thumb_vsum, thumb_hsum = _step_sums(thumb)
+    responses = _corner_responses(thumb_vsum, thumb_hsum, CORNER_ARM // 2, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
+    xs, ys, counts = _strongest_corners(responses)
+    return _placed_corners(vsum, hsum, 2 * xs, 2 * ys, counts)
 
 
-def _cross(n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
+def _strongest_corners(responses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of each kind, up to CORNERS_PER_KIND points over MIN_SIDE and at least every response in
+    their 5x5 neighbourhood: strongest first, ties in (y, x) order."""
+    kernel = np.ones((5, 5), np.uint8)
+    neighbourhood = np.stack([cv2.dilate(response, kernel) for response in responses])  # SIMD
+    return _strongest_peaks(responses, neighbourhood)
 
 
-def _rectangles(corners, vsum: np.ndarray, hsum: np.ndarray, min_side: int) -> tuple[np.ndarray, ...]:
+@njit(cache=True, nogil=True)
+def _strongest_peaks(responses: np.ndarray, neighbourhood: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    kinds, h, w = responses.shape
+    keep = CORNERS_PER_KIND
+    xs, ys = np.zeros((kinds, keep), np.int64), np.zeros((kinds, keep), np.int64)
+    values = np.zeros(keep, np.float32)
+    counts = np.zeros(kinds, np.int64)
+    for kind in range(kinds):
+        n = 0  # the strongest so far, in order, scanning in (y, x) order: a tie stays behind
+        for y in range(h):
+            for x in range(w):
+                value = responses[kind, y, x]
+                if not (value > MIN_SIDE and value >= neighbourhood[kind, y, x]):
+                    continue
+                if n == keep and not value > values[keep - 1]:
+                    continue
+                at = min(n, keep - 1)
+                while at > 0 and value > values[at - 1]:
+                    if at < keep:
+                        values[at], xs[kind, at], ys[kind, at] = values[at - 1], xs[kind, at - 1], ys[kind, at - 1]
+                    at -= 1
+                values[at], xs[kind, at], ys[kind, at] = value, x, y
+                n = min(n + 1, keep)
+        counts[kind] = n
+    return xs, ys, counts
+
+
+@njit(cache=True, nogil=True)
+def _placed_corners(vsum: np.ndarray, hsum: np.ndarray, xs: np.ndarray, ys: np.ndarray, counts: np.ndarray):
+    """Each corner moved, within two pixels, to the column where its vertical side (over the
+    CORNER_ARM px it runs from the corner) steps most and the row where its horizontal side does."""
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
-    (tlx, tly), (trx, try_), (blx, bly), (brx, bry) = corners
-    parts = []
-    i, j = _cross(len(tlx), len(brx))
-    parts.append((tlx[i], tly[i], brx[j], bry[j]))
-    i, j = _cross(len(blx), len(trx))
-    parts.append((blx[i], try_[j], trx[j], bly[i]))
-    # One corner, the picture pasted into a corner of the image.
-    parts.append((tlx, tly, np.full_like(tlx, w), np.full_like(tly, h)))
-    parts.append((np.zeros_like(trx), try_, trx, np.full_like(try_, h)))
-    parts.append((blx, np.zeros_like(bly), np.full_like(blx, w), bly))
-    parts.append((np.zeros_like(brx), np.zeros_like(bry), brx, bry))
-    # Two corners on one side (same row or column, within a pixel); the opposite side wherever the
-    # step along it peaks (it may be too faint to make corners: sky pasted on a pale wall).
-    for (ax, ay), (bx, by), side in (((tlx, tly), (trx, try_), "top"), ((blx, bly), (brx, bry), "bottom"),
-                                     ((tlx, tly), (blx, bly), "left"), ((trx, try_), (brx, bry), "right")):
-        i, j = _cross(len(ax), len(bx))
-        if side in ("top", "bottom"):
-            keep = (np.abs(ay[i] - by[j]) <= 1) & (bx[j] - ax[i] >= min_side)
-            x0, x1, y = ax[i[keep]], bx[j[keep]], ay[i[keep]]
-            profile = (hsum[:, x1] - hsum[:, x0]).T  # (pairs, rows): the step along each row
-            n, other = true_indices(_peaks(profile, border=True))
-            parts.append((x0[n], y[n], x1[n], other) if side == "top" else (x0[n], other, x1[n], y[n]))
-        else:
-            keep = (np.abs(ax[i] - bx[j]) <= 1) & (by[j] - ay[i] >= min_side)
-            y0, y1, x = ay[i[keep]], by[j[keep]], ax[i[keep]]
-            profile = vsum[y1, :] - vsum[y0, :]  # (pairs, columns)
-            n, other = true_indices(_peaks(profile, border=True))
-            parts.append((x[n], y0[n], other, y1[n]) if side == "left" else (other, y0[n], x[n], y1[n]))
-    x0, y0, x1, y1 = (np.concatenate([part[k] for part in parts]) for k in range(4))
-    ok = (x1 - x0 >= min_side) & (y1 - y0 >= min_side) & ((x1 - x0) * (y1 - y0) <= MAX_AREA * w * h)
-    return x0[ok], y0[ok], x1[ok], y1[ok]
+    k = CORNER_ARM
+    out_x, out_y = np.zeros_like(xs), np.zeros_like(ys)
+    for kind in range(4):
+        down, right = kind < 2, kind % 2 == 0
+        for i in range(counts[kind]):
+            x, y = xs[kind, i], ys[kind, i]
+            a, b = (y, min(y + k, h)) if down else (max(y - k, 0), y)
+            best, best_col = np.float32(-np.inf), 0
+            for offset in range(-2, 3):
+                col = min(max(x + offset, 1), w - 1)
+                value = vsum[b, col] - vsum[a, col]
+                if value > best:
+                    best, best_col = value, col
+            a, b = (x, min(x + k, w)) if right else (max(x - k, 0), x)
+            best, best_row = np.float32(-np.inf), 0
+            for offset in range(-2, 3):
+                row = min(max(y + offset, 1), h - 1)
+                value = hsum[row, b] - hsum[row, a]
+                if value > best:
+                    best, best_row = value, row
+            out_x[kind, i], out_y[kind, i] = best_col, best_row
+    return out_x, out_y, counts
 
 
-def _peaks(profile: np.ndarray, border: bool) -> np.ndarray:
-    """Where each row of ``profile`` is at least as high as its two neighbours; with ``border``
-    the two ends always (the image's edge is a side of a picture pasted against it)."""
-    out = np.ones(profile.shape, bool)
-    out[:, 1:] &= profile[:, 1:] >= profile[:, :-1]
-    out[:, :-1] &= profile[:, :-1] >= profile[:, 1:]
-    if border:
-        out[:, 0] = out[:, -1] = True
-    return out
+@njit(cache=True, nogil=True)
+def _rectangles(vsum: np.ndarray, hsum: np.ndarray, xs: np.ndarray, ys: np.ndarray, counts: np.ndarray, min_side: int):
+    """Candidate boxes (x0, y0, x1, y1) from the corners (``_corners_from_thumbnail``): opposite
+    corners; one corner and the image's edges (a picture in a corner of the page); two corners
+    on one side (same row or column, within a pixel) and the opposite side wherever the step
+    along it peaks (it may be too faint to make corners: sky pasted on a pale wall), or lies on
+    the image's edge. Only boxes at least ``min_side`` on a side and under MAX_AREA of the image."""
+    h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
+    TL, TR, BL, BR = 0, 1, 2, 3
+    boxes = []
+    for i in range(counts[TL]):
+        for j in range(counts[BR]):
+            boxes.append((xs[TL, i], ys[TL, i], xs[BR, j], ys[BR, j]))
+    for i in range(counts[BL]):
+        for j in range(counts[TR]):
+            boxes.append((xs[BL, i], ys[TR, j], xs[TR, j], ys[BL, i]))
+    for i in range(counts[TL]):
+        boxes.append((xs[TL, i], ys[TL, i], w, h))
+    for i in range(counts[TR]):
+        boxes.append((0, ys[TR, i], xs[TR, i], h))
+    for i in range(counts[BL]):
+        boxes.append((xs[BL, i], 0, w, ys[BL, i]))
+    for i in range(counts[BR]):
+        boxes.append((0, 0, xs[BR, i], ys[BR, i]))
+    # Two corners on one side.
+    for a_kind, b_kind, side in ((TL, TR, 0), (BL, BR, 1), (TL, BL, 2), (TR, BR, 3)):
+        for i in range(counts[a_kind]):
+            ax, ay = xs[a_kind, i], ys[a_kind, i]
+            for j in range(counts[b_kind]):
+                bx, by = xs[b_kind, j], ys[b_kind, j]
+                if side < 2:  # top or bottom: the other side is a row
+                    if abs(ay - by) > 1 or bx - ax < min_side:
+                        continue
+                    for other in range(h + 1):
+                        if 0 < other < h:  # the image's edges always count
+                            here = hsum[other, bx] - hsum[other, ax]
+                            if here < hsum[other - 1, bx] - hsum[other - 1, ax] or here < hsum[other + 1, bx] - hsum[other + 1, ax]:
+                                continue
+                        boxes.append((ax, ay, bx, other) if side == 0 else (ax, other, bx, ay))
+                else:  # left or right: the other side is a column
+                    if abs(ax - bx) > 1 or by - ay < min_side:
+                        continue
+                    for other in range(w + 1):
+                        if 0 < other < w:
+                            here = vsum[by, other] - vsum[ay, other]
+                            if here < vsum[by, other - 1] - vsum[ay, other - 1] or here < vsum[by, other + 1] - vsum[ay, other + 1]:
+                                continue
+                        boxes.append((ax, ay, other, by) if side == 2 else (other, ay, ax, by))
+    out = np.empty((4, len(boxes)), np.int64)
+    n = 0
+    for x0, y0, x1, y1 in boxes:
+        if x1 - x0 >= min_side and y1 - y0 >= min_side and (x1 - x0) * (y1 - y0) <= MAX_AREA * w * h:
+            out[0, n], out[1, n], out[2, n], out[3, n] = x0, y0, x1, y1
+            n += 1
+    return out[:, :n]
 
 
 def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1, floor: float = -np.inf) -> np.ndarray:
