@@ -447,6 +447,20 @@ def _dog_peaks(blurred: np.ndarray, factor: int, w: int, h: int):
         for y in range(sh):
             for x in range(sw):
                 dog[level, y, x] = abs(blurred[level + 1, y, x] - blurred[level, y, x])
+    # Each level's 3x3 maximum (inside the border), in two passes: plain loops that vectorise.
+    spatial = np.zeros((levels - 1, sh, sw), np.float32)
+    across = np.zeros((sh, sw), np.float32)
+    for level in range(levels - 1):
+        for y in range(sh):
+            for x in range(1, sw - 1):
+                a, b, c = dog[level, y, x - 1], dog[level, y, x], dog[level, y, x + 1]
+                ab = a if a > b else b
+                across[y, x] = ab if ab > c else c
+        for y in range(1, sh - 1):
+            for x in range(1, sw - 1):
+                a, b, c = across[y - 1, x], across[y, x], across[y + 1, x]
+                ab = a if a > b else b
+                spatial[level, y, x] = ab if ab > c else c
     found_level, found_y, found_x = [], [], []
     for level in range(1, levels - 2):
         radius = BLOB_SIDE * _OCTAVE_SIGMAS[0] * 2.0 ** ((level + 0.5) / BLOB_PER_OCTAVE) * factor * 0.85
@@ -458,18 +472,11 @@ def _dog_peaks(blurred: np.ndarray, factor: int, w: int, h: int):
                 continue
             for x in range(1, sw - 1):
                 centre = dog[level, y, x]
-                if not centre > BLOB_MIN_RESPONSE:
+                if not (centre > BLOB_MIN_RESPONSE and centre >= spatial[level, y, x]
+                        and centre >= spatial[level - 1, y, x] and centre >= spatial[level + 1, y, x]):
                     continue
                 cx = (x + 0.5) * factor
-                if cx < radius or cx + radius > w:
-                    continue
-                peak = True
-                for dl in range(-1, 2):
-                    for dy in range(-1, 2):
-                        for dx in range(-1, 2):
-                            if dog[level + dl, y + dy, x + dx] > centre:
-                                peak = False
-                if peak:
+                if cx >= radius and cx + radius <= w:
                     found_level.append(level)
                     found_y.append(y)
                     found_x.append(x)
