@@ -140,26 +140,44 @@ def dct_blocks(gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndar
     n = len(boxes)
     if n == 0:
         return np.zeros((0, DCT_KEEP, DCT_KEEP), np.float32), np.zeros(0, np.float32)
-    h, w = gray.shape
-    flat = cv2.integral(gray, sdepth=cv2.CV_64F).ravel()  # (h + 1) x (w + 1)
-    b = np.asarray(boxes, np.float64)
-    xs = b[:, 0:1] + (b[:, 2:3] - b[:, 0:1]) * _CELL_EDGES  # (n, 33) cell edges in pixels
-    ys = b[:, 1:2] + (b[:, 3:4] - b[:, 1:2]) * _CELL_EDGES
-    x0 = np.minimum(xs.astype(np.int64), w - 1)
-    y0 = np.minimum(ys.astype(np.int64), h - 1)
-    fx, fy = (xs - x0)[:, None, :], (ys - y0)[:, :, None]
-    at = (y0 * (w + 1))[:, :, None] + x0[:, None, :]
-    # Each of the four neighbours gathered once, with take (faster than fancy indexing).
-    top_left, top_right = flat.take(at), flat.take(at + 1)
-    bottom_left, bottom_right = flat.take(at + (w + 1)), flat.take(at + (w + 2))
-    top = top_left + (top_right - top_left) * fx
-    bottom = bottom_left + (bottom_right - bottom_left) * fx
-    corner = top + (bottom - top) * fy  # integral image at every cell corner, (n, 33, 33)
-    sums = corner[:, 1:, 1:] - corner[:, :-1, 1:] - corner[:, 1:, :-1] + corner[:, :-1, :-1]
-    cell_area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / (HASH_INPUT * HASH_INPUT)
-    small = (sums / cell_area[:, None, None]).astype(np.float32)
+    small = _cell_means(cv2.integral(gray, sdepth=cv2.CV_64F), np.asarray(boxes, np.float64), _CELL_EDGES)
     std = small.reshape(n, -1).std(axis=1)
     return _DCT @ small @ _DCT.T, std
+
+
+@njit(cache=True, nogil=True)
+def _cell_means(integral: np.ndarray, boxes: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(n, 32, 32) mean of each of the HASH_INPUT x HASH_INPUT cells of each box: the integral
+    image bilinearly interpolated at the cells' corners, 0..1 across a box at ``edges`` (float64,
+    in the order of the numpy expression this replaced, so the hashes are the same bits)."""
+    h, w = integral.shape[0] - 1, integral.shape[1] - 1
+    n, cells = len(boxes), HASH_INPUT
+    out = np.empty((n, cells, cells), np.float32)
+    corner = np.empty((cells + 1, cells + 1))
+    x0s, fxs = np.empty(cells + 1, np.int64), np.empty(cells + 1)
+    for i in range(n):
+        bx0, by0, bx1, by1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        for c in range(cells + 1):
+            x = bx0 + (bx1 - bx0) * edges[c]
+            x0s[c] = min(np.int64(x), w - 1)
+            fxs[c] = x - x0s[c]
+        for r in range(cells + 1):
+            y = by0 + (by1 - by0) * edges[r]
+            y0 = min(np.int64(y), h - 1)
+            fy = y - y0
+            for c in range(cells + 1):
+                x0, fx = x0s[c], fxs[c]
+                top_left, top_right = integral[y0, x0], integral[y0, x0 + 1]
+                bottom_left, bottom_right = integral[y0 + 1, x0], integral[y0 + 1, x0 + 1]
+                top = top_left + (top_right - top_left) * fx
+                bottom = bottom_left + (bottom_right - bottom_left) * fx
+                corner[r, c] = top + (bottom - top) * fy
+        cell_area = (bx1 - bx0) * (by1 - by0) / (cells * cells)
+        for r in range(cells):
+            for c in range(cells):
+                total = corner[r + 1, c + 1] - corner[r, c + 1] - corner[r + 1, c] + corner[r, c]
+                out[i, r, c] = np.float32(total / cell_area)
+    return out
 
 
 def hashes_from_blocks(blocks: np.ndarray) -> np.ndarray:
