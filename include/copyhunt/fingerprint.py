@@ -396,7 +396,7 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
     h, w = gray.shape
     if min(h, w) < MIN_WINDOW_PX:
         return []
-    parts: list[np.ndarray] = []  # rows of (strength, x, y, sigma) in working pixels
+    found_samples, found_at = [], []
     # Octave o works on the image shrunk by f = 2^(o + BLOB_FIRST_OCTAVE); its blurs sigma 2..4
     # there are sigma 2f..4f here.
     small = gray
@@ -411,53 +411,87 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
         cv2.GaussianBlur(small.astype(np.float32), (0, 0), _OCTAVE_STEPS[0], dst=blurred[0])
         for i, step in enumerate(_OCTAVE_STEPS[1:], 1):  # each blur from the previous one: small kernels
             cv2.GaussianBlur(blurred[i - 1], (0, 0), step, dst=blurred[i])
-        level, ys, xs, strength, samples = _dog_peaks(blurred, factor, w, h)
         # Only the strongest windows that fit can be chosen: refine no more than the count (and a
         # margin).
-        if len(strength) > count + 8:
-            keep = np.lexsort((level, xs, ys, -strength))[: count + 8]
-            level, ys, xs, samples = level[keep], ys[keep], xs[keep], samples[:, keep]
-        if level.size == 0:
-            continue
-        # The sub-pixel fits are made once for all octaves below (the arrays are small: the cost
-        # is in the calls).
-        parts.append((samples, level, xs, ys, np.full(len(xs), factor), np.full(len(xs), octave)))
-    if not parts:
+        samples, at = _dog_peaks(blurred, octave, factor, w, h, count + 8)
+        found_samples.append(samples)
+        found_at.append(at)
+    if not found_samples:
         return []
-    samples, level, xs, ys, factor, octave_of = (np.concatenate(column, axis=-1) for column in zip(*parts))
-    centre = samples[0]
-    dx = _parabola_peak(samples[1], centre, samples[2])
-    dy = _parabola_peak(samples[3], centre, samples[4])
-    ds = _parabola_peak(samples[5], centre, samples[6])
-    # DoG level i lies between blurs i and i+1: its scale is their geometric mean.
-    sigma = _OCTAVE_SIGMAS[0] * 2 ** ((level + 0.5 + ds) / BLOB_PER_OCTAVE) * factor
-    strength, x, y = centre.astype(np.float64), (xs + 0.5 + dx) * factor, (ys + 0.5 + dy) * factor
-    octave_of = octave_of.astype(np.float64)
-    r = BLOB_SIDE * sigma
-    fits = (2 * r >= MIN_WINDOW_PX) & (x - r >= 0) & (y - r >= 0) & (x + r <= w) & (y + r <= h)
-    strength, x, y, r, octave_of = strength[fits], x[fits], y[fits], r[fits], octave_of[fits]
-    order = np.lexsort((np.round(r, 2), np.round(x, 2), np.round(y, 2), -np.round(strength, 4)))
-    if BLOB_BALANCED:
-        # Round robin over octaves, strongest first within each: small and large windows alike.
-        # A picture pasted small into another keeps only the large windows of its original.
-        rank = np.empty(len(order), np.int64)
-        for o in np.unique(octave_of):
-            members = order[octave_of[order] == o]
-            rank[members] = np.arange(len(members))
-        order = np.lexsort((octave_of, rank))
-    order = order[:count]
-    return [Window(f"blob{i:02d}", (x[j] - r[j]) / w, (y[j] - r[j]) / h, (x[j] + r[j]) / w, (y[j] + r[j]) / h) for i, j in enumerate(order)]
+    x, y, r = _strongest_blobs(np.concatenate(found_samples, axis=1), np.concatenate(found_at), w, h, count)
+    return [Window(f"blob{i:02d}", (x[i] - r[i]) / w, (y[i] - r[i]) / h, (x[i] + r[i]) / w, (y[i] + r[i]) / h) for i in range(len(x))]
 
 
 @njit(cache=True, nogil=True)
-def _dog_peaks(blurred: np.ndarray, factor: int, w: int, h: int):
+def _strongest_blobs(samples: np.ndarray, at: np.ndarray, w: int, h: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centres (x, y) and half sides of the ``count`` blob windows chosen among the DoG peaks
+    (``_dog_peaks``' samples and (octave, factor, level, y, x) of every octave): each peak refined
+    to sub-pixel position and scale by fitting parabolas, those whose window fits in the image
+    taken strongest first (ties broken by position and scale), and with BLOB_BALANCED in a
+    round robin over octaves. Float32 and float64 steps as in the numpy code this replaced."""
+    n = len(at)
+    x, y, r = np.empty(n), np.empty(n), np.empty(n)
+    strength, octave = np.empty(n), np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        centre = samples[0, i]
+        dx = _parabola_peak(samples[1, i], centre, samples[2, i])
+        dy = _parabola_peak(samples[3, i], centre, samples[4, i])
+        ds = _parabola_peak(samples[5, i], centre, samples[6, i])
+        factor, level = at[i, 1], at[i, 2]
+        # DoG level i lies between blurs i and i+1: its scale is their geometric mean.
+        sigma = _OCTAVE_SIGMAS[0] * 2.0 ** ((level + 0.5 + ds) / BLOB_PER_OCTAVE) * factor
+        bx, by, br = (at[i, 4] + 0.5 + dx) * factor, (at[i, 3] + 0.5 + dy) * factor, BLOB_SIDE * sigma
+        if 2 * br >= MIN_WINDOW_PX and bx - br >= 0 and by - br >= 0 and bx + br <= w and by + br <= h:
+            x[m], y[m], r[m], strength[m], octave[m] = bx, by, br, np.float64(centre), at[i, 0]
+            m += 1
+    # Strongest first, then by position and scale, on rounded values (numpy's rounding: scale,
+    # rint, unscale): a stable insertion sort of the few dozen peaks.
+    keys = np.empty((m, 4))
+    for i in range(m):
+        keys[i, 0] = -(np.rint(strength[i] * 1e4) / 1e4)
+        keys[i, 1], keys[i, 2], keys[i, 3] = np.rint(y[i] * 100.0) / 100.0, np.rint(x[i] * 100.0) / 100.0, np.rint(r[i] * 100.0) / 100.0
+    order = np.arange(m)
+    for i in range(1, m):
+        j = i
+        while j > 0 and _key_before(keys, order[j], order[j - 1]):
+            order[j], order[j - 1] = order[j - 1], order[j]
+            j -= 1
+    if BLOB_BALANCED:
+        # Round robin over octaves, strongest first within each: small and large windows alike.
+        # A picture pasted small into another keeps only the large windows of its original.
+        rank, seen = np.empty(m, np.int64), np.zeros(BLOB_OCTAVES, np.int64)
+        for j in order:
+            rank[j] = seen[octave[j]]
+            seen[octave[j]] += 1
+        order = np.arange(m)
+        for i in range(1, m):
+            j = i
+            while j > 0 and (rank[order[j]], octave[order[j]]) < (rank[order[j - 1]], octave[order[j - 1]]):
+                order[j], order[j - 1] = order[j - 1], order[j]
+                j -= 1
+    order = order[:count]
+    return x[order], y[order], r[order]
+
+
+@njit(cache=True, nogil=True)
+def _key_before(keys: np.ndarray, a: int, b: int) -> bool:
+    for k in range(keys.shape[1]):
+        if keys[a, k] != keys[b, k]:
+            return keys[a, k] < keys[b, k]
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of one octave's difference-of-Gaussians scale space (``blurred``: its blurs,
-    stacked), as (level, y, x, strength, samples), in (level, y, x) order.
+    stacked): ``samples``, (7, n) the peak and its six neighbours (_NEIGHBOUR_STEPS), which its
+    sub-pixel fit uses; and ``at``, (n, 5) its octave, factor, DoG level, y and x.
 
     A peak is a DoG level's pixel, not on a border, at least BLOB_MIN_RESPONSE and at least its 26
     neighbours in space and scale. Only peaks whose window may fit in the w x h image are kept,
-    judged leniently (before refinement moves centres and scales a little). ``samples`` are the
-    peak and its six neighbours (_NEIGHBOUR_STEPS), which its sub-pixel fit uses.
+    judged leniently (before refinement moves centres and scales a little), and of those the
+    ``keep`` strongest.
     """
     levels, sh, sw = blurred.shape
     dog = np.empty((levels - 1, sh, sw), np.float32)
@@ -498,24 +532,43 @@ def _dog_peaks(blurred: np.ndarray, factor: int, w: int, h: int):
                     found_level.append(level)
                     found_y.append(y)
                     found_x.append(x)
+    # The strongest ``keep`` (ties broken by position and level), or all in (level, y, x) order.
     n = len(found_level)
-    levels_out, ys, xs = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-    strength = np.empty(n, np.float32)
-    samples = np.empty((len(_NEIGHBOUR_STEPS), n), np.float32)
-    for i in range(n):
-        levels_out[i], ys[i], xs[i] = found_level[i], found_y[i], found_x[i]
-        strength[i] = dog[found_level[i], found_y[i], found_x[i]]
+    order = np.arange(n)
+    if n > keep:
+        for i in range(1, n):
+            j = i
+            while j > 0 and _peak_before(dog, found_level, found_y, found_x, order[j], order[j - 1]):
+                order[j], order[j - 1] = order[j - 1], order[j]
+                j -= 1
+        order = order[:keep]
+    samples = np.empty((len(_NEIGHBOUR_STEPS), len(order)), np.float32)
+    at = np.empty((len(order), 5), np.int64)
+    for i in range(len(order)):
+        level, y, x = found_level[order[i]], found_y[order[i]], found_x[order[i]]
+        at[i, 0], at[i, 1], at[i, 2], at[i, 3], at[i, 4] = octave, factor, level, y, x
         for j in range(len(_NEIGHBOUR_STEPS)):
             dl, dy, dx = _NEIGHBOUR_STEPS[j]
-            samples[j, i] = dog[found_level[i] + dl, found_y[i] + dy, found_x[i] + dx]
-    return levels_out, ys, xs, strength, samples
+            samples[j, i] = dog[level + dl, y + dy, x + dx]
+    return samples, at
 
 
-def _parabola_peak(left: np.ndarray, centre: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Offset (-0.5..0.5) of the vertex of the parabola through three samples at -1, 0, 1."""
-    curvature = left - 2 * centre + right
-    safe = np.where(curvature != 0, curvature, 1.0)
-    return np.clip(np.where(curvature != 0, 0.5 * (left - right) / safe, 0.0), -0.5, 0.5)
+@njit(cache=True, nogil=True)
+def _peak_before(dog, levels, ys, xs, a: int, b: int) -> bool:
+    """Peak a before b: stronger, or as strong and higher up, then further left, then finer."""
+    strength_a, strength_b = dog[levels[a], ys[a], xs[a]], dog[levels[b], ys[b], xs[b]]
+    if strength_a != strength_b:
+        return strength_a > strength_b
+    return (ys[a], xs[a], levels[a]) < (ys[b], xs[b], levels[b])
+
+
+@njit(cache=True, nogil=True)
+def _parabola_peak(left: np.float32, centre: np.float32, right: np.float32) -> np.float32:
+    """Offset (-0.5..0.5) of the vertex of the parabola through three samples at -1, 0, 1 (float32)."""
+    curvature = left - np.float32(2.0) * centre + right
+    if curvature == 0:
+        return np.float32(0.0)
+    return min(max(np.float32(0.5) * (left - right) / curvature, np.float32(-0.5)), np.float32(0.5))
 
 
 # ---- hashing an image ----------------------------------------------------------------------------
