@@ -112,17 +112,20 @@ FINGERPRINT_KEY_FILE = "_FINGERPRINT_KEY"
 
 def fingerprint_key(max_pixels: int) -> str:
     """Everything a found image's fingerprint rows depend on besides its bytes: the code that makes
-    them, the libraries that decode and filter its pixels, and the pixel limit."""
+    them, the libraries that decode and filter its pixels (and numba, which compiles the kernels),
+    and the pixel limit."""
     import cv2
+    import numba
     import numpy
     import PIL
 
-    from copyhunt import arrays, fingerprint, imaging, proposals
+    from copyhunt import fingerprint, imaging, proposals
 
     h = hashlib.sha256()
-    for module in (arrays, fingerprint, imaging, proposals):
+    for module in (fingerprint, imaging, proposals):
         h.update(Path(module.__file__).read_bytes())
-    h.update(json.dumps({"pillow": PIL.__version__, "opencv": cv2.__version__, "numpy": numpy.__version__, "max_pixels": max_pixels},
+    h.update(json.dumps({"pillow": PIL.__version__, "opencv": cv2.__version__, "numpy": numpy.__version__, "numba": numba.__version__,
+                        "max_pixels": max_pixels},
                         sort_keys=True).encode())
     return h.hexdigest()
 
