@@ -140,7 +140,7 @@ def dct_blocks(gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndar
     n = len(boxes)
     if n == 0:
         return np.zeros((0, DCT_KEEP, DCT_KEEP), np.float32), np.zeros(0, np.float32)
-    small = _cell_means(cv2.integral(gray, sdepth=cv2.CV_64F), np.asarray(boxes, np.float64), _CELL_EDGES)
+    small = _cell_means(cv2.integral(gray, sdepth=cv2.CV_64F), np.ascontiguousarray(boxes, np.float64), _CELL_EDGES)
     std = small.reshape(n, -1).std(axis=1)
     return _DCT @ small @ _DCT.T, std
 
@@ -713,6 +713,20 @@ def derotated_views(gray: np.ndarray, tolerance: int = 18) -> list[tuple[str, np
 def _rounded(hashes: list[WindowHash]) -> list[WindowHash]:
     # Four decimals: window coordinates are stored in Parquet and must not carry float noise.
     return [WindowHash(x.window, x.mirrored, round(x.x0, 4), round(x.y0, 4), round(x.x1, 4), round(x.y1, 4), x.phash) for x in hashes]
+
+
+def compile_kernels() -> None:
+    """Compile every numba kernel of the fingerprint, or load it from numba's on-disk cache
+    (``__pycache__`` beside the source, else NUMBA_CACHE_DIR or the user's cache): a first
+    compile takes seconds, a cached load a fraction of one. Called before a process pool forks,
+    so that its workers inherit the kernels instead of each compiling them, and when a
+    production image is built."""
+    rng = np.random.default_rng(0)
+    picture = cv2.GaussianBlur((rng.random((180, 240)) * 255).astype(np.uint8), (0, 0), 2.0)
+    page = np.full((300, 400), 250, np.uint8)
+    page[60:240, 100:340] = picture  # a pasted picture, so the proposal kernels run too
+    query_hashes(page)
+    reference_hashes(picture)
 
 
 # ---- a found image, from bytes to rows -----------------------------------------------------------

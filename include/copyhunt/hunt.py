@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.demo.customers import load_customers
-from copyhunt.fingerprint import FINGERPRINT_COLUMNS, fingerprint_image
+from copyhunt.fingerprint import FINGERPRINT_COLUMNS, compile_kernels, fingerprint_image
 from copyhunt.lake import Lake, to_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -177,6 +177,7 @@ def fingerprint_chunks(blob_root: str, shas: list[str], max_pixels: int, workers
     from concurrent.futures import ProcessPoolExecutor
 
     workers = workers or min(len(shas), os.cpu_count() or 1) or 1
+    compile_kernels()  # once here, not in every forked worker
 
     def results():
         with ProcessPoolExecutor(max_workers=workers) as pool:
