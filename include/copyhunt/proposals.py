@@ -129,43 +129,23 @@ def _alternatives(vsum: np.ndarray, hsum: np.ndarray, box: Box, min_side: int) -
     return out
 
 
+@njit(cache=True, nogil=True)
 def _side_with_corners(vsum: np.ndarray, hsum: np.ndarray, boxes: np.ndarray, side: int) -> np.ndarray:
     """How much one side of each box looks like a pasted picture's edge: its mean step above the
     baseline, plus half the quality of the two corners at its ends."""
-    x0, y0, x1, y1 = boxes.T
-    if side in (0, 2):
-        x, across = (x0, 1) if side == 0 else (x1, -1)
-        mean = (vsum[y1, x] - vsum[y0, x]) / (y1 - y0)
-        ends = _corner_quality(vsum, hsum, x, y0, 1, across) + _corner_quality(vsum, hsum, x, y1, -1, across)
-    else:
-        y, down = (y0, 1) if side == 1 else (y1, -1)
-        mean = (hsum[y, x1] - hsum[y, x0]) / (x1 - x0)
-        ends = _corner_quality(vsum, hsum, x0, y, down, 1) + _corner_quality(vsum, hsum, x1, y, down, -1)
-    return mean - SIDE_BASELINE + 0.5 * ends
-
-
-def _corner_quality(vsum: np.ndarray, hsum: np.ndarray, x, y, down: int, right: int) -> np.ndarray:
-    """-1..1 at lattice points (x, y): the weaker of the two sides leaving the point (downwards
-    if ``down`` > 0, else upwards; rightwards if ``right`` > 0) less the stronger of their
-    continuations past it, each the mean step over CORNER_ARM px (clipped at the image edge)."""
-    k = CORNER_ARM
-    below, above = _along_column(vsum, x, y, y + k) / k, _along_column(vsum, x, y - k, y) / k
-    after, before = _along_row(hsum, y, x, x + k) / k, _along_row(hsum, y, x - k, x) / k
-    vertical, past_v = (below, above) if down > 0 else (above, below)
-    horizontal, past_h = (after, before) if right > 0 else (before, after)
-    return np.minimum(vertical, horizontal) - np.maximum(past_v, past_h)
-
-
-def _along_column(vsum: np.ndarray, x, a, b) -> np.ndarray:
-    """Summed steps across column boundary ``x`` over rows ``a``..``b``, clipped to the image."""
-    h = vsum.shape[0] - 1
-    return vsum[np.minimum(np.maximum(b, 0), h), x] - vsum[np.minimum(np.maximum(a, 0), h), x]
-
-
-def _along_row(hsum: np.ndarray, y, a, b) -> np.ndarray:
-    """Summed steps across row boundary ``y`` over columns ``a``..``b``, clipped to the image."""
-    w = hsum.shape[1] - 1
-    return hsum[y, np.minimum(np.maximum(b, 0), w)] - hsum[y, np.minimum(np.maximum(a, 0), w)]
+    out = np.empty(len(boxes))
+    for i in range(len(boxes)):
+        x0, y0, x1, y1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+        if side == 0 or side == 2:
+            x, across = (x0, 1) if side == 0 else (x1, -1)
+            mean = np.float64(vsum[y1, x] - vsum[y0, x]) / (y1 - y0)
+            ends = _corner_quality(vsum, hsum, x, y0, 1, across) + _corner_quality(vsum, hsum, x, y1, -1, across)
+        else:
+            y, down = (y0, 1) if side == 1 else (y1, -1)
+            mean = np.float64(hsum[y, x1] - hsum[y, x0]) / (x1 - x0)
+            ends = _corner_quality(vsum, hsum, x0, y, down, 1) + _corner_quality(vsum, hsum, x1, y, down, -1)
+        out[i] = mean - SIDE_BASELINE + np.float32(0.5) * ends
+    return out
 
 
 def _step_sums(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -282,8 +262,7 @@ def _strongest_peaks(responses: np.ndarray, neighbourhood: np.ndarray) -> tuple[
                     continue
                 at = min(n, keep - 1)
                 while at > 0 and value > values[at - 1]:
-                    if at < keep:
-                        values[at], xs[kind, at], ys[kind, at] = values[at - 1], xs[kind, at - 1], ys[kind, at - 1]
+                    values[at], xs[kind, at], ys[kind, at] = values[at - 1], xs[kind, at - 1], ys[kind, at - 1]
                     at -= 1
                 values[at], xs[kind, at], ys[kind, at] = value, x, y
                 n = min(n + 1, keep)
@@ -303,21 +282,23 @@ def _placed_corners(vsum: np.ndarray, hsum: np.ndarray, xs: np.ndarray, ys: np.n
         for i in range(counts[kind]):
             x, y = xs[kind, i], ys[kind, i]
             a, b = (y, min(y + k, h)) if down else (max(y - k, 0), y)
-            best, best_col = np.float32(-np.inf), 0
-            for offset in range(-2, 3):
-                col = min(max(x + offset, 1), w - 1)
-                value = vsum[b, col] - vsum[a, col]
-                if value > best:
-                    best, best_col = value, col
+            out_x[kind, i] = _strongest_line_near(vsum, x, a, b, w)
             a, b = (x, min(x + k, w)) if right else (max(x - k, 0), x)
-            best, best_row = np.float32(-np.inf), 0
-            for offset in range(-2, 3):
-                row = min(max(y + offset, 1), h - 1)
-                value = hsum[row, b] - hsum[row, a]
-                if value > best:
-                    best, best_row = value, row
-            out_x[kind, i], out_y[kind, i] = best_col, best_row
+            out_y[kind, i] = _strongest_line_near(hsum.T, y, a, b, h)  # rows of hsum are columns of its transpose
     return out_x, out_y, counts
+
+
+@njit(cache=True, nogil=True)
+def _strongest_line_near(prefix: np.ndarray, at: int, a: int, b: int, limit: int) -> int:
+    """Of the lines within two of ``at`` (kept inside 1..limit-1), the one whose steps from ``a``
+    to ``b`` sum highest (the first of equals); ``prefix[i, line]``: the line's steps before i."""
+    best, best_line = np.float32(-np.inf), 0
+    for offset in range(-2, 3):
+        line = min(max(at + offset, 1), limit - 1)
+        value = prefix[b, line] - prefix[a, line]
+        if value > best:
+            best, best_line = value, line
+    return best_line
 
 
 @njit(cache=True, nogil=True)
@@ -439,10 +420,10 @@ def _score_kernel(vsum, hsum, x0s, y0s, x1s, y1s, floor):
             reach += (sides[j] - SIDE_BASELINE) * lengths[j] if inside[j] else 0.0
         if not reach >= floor:
             continue
-        beyond0 = _along_column_at(vsum, x0, y0 - k, y0) + _along_column_at(vsum, x0, y1, y1 + k)
-        beyond1 = _along_column_at(vsum, x1, y0 - k, y0) + _along_column_at(vsum, x1, y1, y1 + k)
-        beyond2 = _along_row_at(hsum, y0, x0 - k, x0) + _along_row_at(hsum, y0, x1, x1 + k)
-        beyond3 = _along_row_at(hsum, y1, x0 - k, x0) + _along_row_at(hsum, y1, x1, x1 + k)
+        beyond0 = _along_column(vsum, x0, y0 - k, y0) + _along_column(vsum, x0, y1, y1 + k)
+        beyond1 = _along_column(vsum, x1, y0 - k, y0) + _along_column(vsum, x1, y1, y1 + k)
+        beyond2 = _along_row(hsum, y0, x0 - k, x0) + _along_row(hsum, y0, x1, x1 + k)
+        beyond3 = _along_row(hsum, y1, x0 - k, x0) + _along_row(hsum, y1, x1, x1 + k)
         total = 0.0
         total += (sides[0] - SIDE_BASELINE) * lengths[0] - np.float32(EXTENSION_WEIGHT) * beyond0 if inside[0] else 0.0
         total += (sides[1] - SIDE_BASELINE) * lengths[1] - np.float32(EXTENSION_WEIGHT) * beyond1 if inside[1] else 0.0
@@ -450,16 +431,16 @@ def _score_kernel(vsum, hsum, x0s, y0s, x1s, y1s, floor):
         total += (sides[3] - SIDE_BASELINE) * lengths[3] - np.float32(EXTENSION_WEIGHT) * beyond3 if inside[3] else 0.0
         quality, corners = np.float32(0.0), 0
         if inside[0] and inside[2]:
-            quality += _corner_quality_at(vsum, hsum, x0, y0, 1, 1)
+            quality += _corner_quality(vsum, hsum, x0, y0, 1, 1)
             corners += 1
         if inside[1] and inside[2]:
-            quality += _corner_quality_at(vsum, hsum, x1, y0, 1, -1)
+            quality += _corner_quality(vsum, hsum, x1, y0, 1, -1)
             corners += 1
         if inside[0] and inside[3]:
-            quality += _corner_quality_at(vsum, hsum, x0, y1, -1, 1)
+            quality += _corner_quality(vsum, hsum, x0, y1, -1, 1)
             corners += 1
         if inside[1] and inside[3]:
-            quality += _corner_quality_at(vsum, hsum, x1, y1, -1, -1)
+            quality += _corner_quality(vsum, hsum, x1, y1, -1, -1)
             corners += 1
         mean_quality = np.float64(quality) / max(corners, 1)
         out[i] = total * math.sqrt(min(max(mean_quality, 0.0), 1.0))
@@ -467,24 +448,28 @@ def _score_kernel(vsum, hsum, x0s, y0s, x1s, y1s, floor):
 
 
 @njit(cache=True, nogil=True)
-def _along_column_at(vsum, x, a, b):
+def _along_column(vsum: np.ndarray, x: int, a: int, b: int) -> np.float32:
+    """Summed steps across column boundary ``x`` over rows ``a``..``b``, clipped to the image."""
     h = vsum.shape[0] - 1
     return vsum[min(max(b, 0), h), x] - vsum[min(max(a, 0), h), x]
 
 
 @njit(cache=True, nogil=True)
-def _along_row_at(hsum, y, a, b):
+def _along_row(hsum: np.ndarray, y: int, a: int, b: int) -> np.float32:
+    """Summed steps across row boundary ``y`` over columns ``a``..``b``, clipped to the image."""
     w = hsum.shape[1] - 1
     return hsum[y, min(max(b, 0), w)] - hsum[y, min(max(a, 0), w)]
 
 
 @njit(cache=True, nogil=True)
-def _corner_quality_at(vsum, hsum, x, y, down, right):
-    # _corner_quality at one lattice point (float32 throughout, as there).
+def _corner_quality(vsum: np.ndarray, hsum: np.ndarray, x: int, y: int, down: int, right: int) -> np.float32:
+    """-1..1 at lattice point (x, y): the weaker of the two sides leaving the point (downwards
+    if ``down`` > 0, else upwards; rightwards if ``right`` > 0) less the stronger of their
+    continuations past it, each the mean step over CORNER_ARM px (clipped at the image edge)."""
     k = CORNER_ARM
     scale = np.float32(k)
-    below, above = _along_column_at(vsum, x, y, y + k) / scale, _along_column_at(vsum, x, y - k, y) / scale
-    after, before = _along_row_at(hsum, y, x, x + k) / scale, _along_row_at(hsum, y, x - k, x) / scale
+    below, above = _along_column(vsum, x, y, y + k) / scale, _along_column(vsum, x, y - k, y) / scale
+    after, before = _along_row(hsum, y, x, x + k) / scale, _along_row(hsum, y, x - k, x) / scale
     vertical, past_v = (below, above) if down > 0 else (above, below)
     horizontal, past_h = (after, before) if right > 0 else (before, after)
     return min(vertical, horizontal) - max(past_v, past_h)
