@@ -134,8 +134,8 @@ def dct_blocks(gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndar
 
     Every window is shrunk to 32x32 by area averaging (what cv2's INTER_AREA does), all at once,
     from one integral image: the sum over any rectangle, fractional edges included, is a
-    bilinear interpolation of the integral image at its corners. One vectorised pass instead of
-    a resize call per window.
+    bilinear interpolation of the integral image at its corners. One compiled pass over all the
+    windows instead of a resize call per window.
     """
     n = len(boxes)
     if n == 0:
