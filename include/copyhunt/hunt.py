@@ -177,14 +177,21 @@ def fingerprint_chunks(blob_root: str, shas: list[str], max_pixels: int, workers
     from concurrent.futures import ProcessPoolExecutor
 
     workers = workers or min(len(shas), os.cpu_count() or 1) or 1
-    compile_kernels()  # once here, not in every forked worker
 
     def results():
+        compiled = False
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(shas), FINGERPRINT_CHUNK):
                 chunk = shas[start:start + FINGERPRINT_CHUNK]
                 known = earlier.known(chunk) if earlier is not None else {}
-                computed = pool.map(fingerprint_one, [(blob_root, sha, max_pixels) for sha in chunk if sha not in known], chunksize=8)
+                todo = [(blob_root, sha, max_pixels) for sha in chunk if sha not in known]
+                if todo and not compiled:
+                    # Here, before the pool's first task forks its workers: they inherit the
+                    # kernels instead of each compiling them. A day taken whole from an earlier
+                    # one needs none.
+                    compile_kernels()
+                    compiled = True
+                computed = pool.map(fingerprint_one, todo, chunksize=8)
                 for sha in chunk:
                     yield (sha, *known[sha]) if sha in known else next(computed)
 
