@@ -37,9 +37,7 @@ def _edge_cases(tmp_path):
 
     made = []
     for name, size in (("tiny", (16, 16)), ("thin", (400, 50)), ("narrow", (30, 200)), ("odd", (97, 131)), ("flat", (300, 200))):
-        im = Image.new("L", size, 200)
-        if name != "flat":
-            im = Image.effect_noise(size, 60).convert("L")
+        im = Image.new("L", size, 200) if name == "flat" else Image.effect_noise(size, 60).convert("L")
         path = tmp_path / f"{name}.png"
         im.save(path)
         made.append(path)
