@@ -8,7 +8,7 @@ from PIL import Image, ImageOps
 
 from conftest import CUSTOMER_IMAGES, IMAGES
 from copyhunt.fingerprint import PHasher, hamming
-from copyhunt.imaging import BadImage, load_gray, load_normalised, load_normalised_with_box, probe, sniff_format
+from copyhunt.imaging import BadImage, half_size, load_gray, load_normalised, load_normalised_with_box, probe, sniff_format
 
 MODES = ["1", "L", "LA", "P", "PA", "I", "F", "CMYK", "YCbCr", "RGBA", "I;16"]
 
@@ -165,3 +165,17 @@ def test_padding_trimmed_but_a_blue_sky_kept():
     sky.paste(src.resize((300, 120)), (0, 80))
     gray, box = load_gray(encode(sky, "PNG"), working_size=1000)
     assert box == (0.0, 0.0, 1.0, 1.0) and gray.shape == (200, 300)
+
+
+@pytest.mark.parametrize("path", CUSTOMER_IMAGES[:3], ids=lambda p: p.stem)
+def test_half_size_averages_whole_two_by_two_blocks(path):
+    """Blob octaves and the paste-proposal thumbnail map a pixel to exactly twice its
+    coordinates: an odd last row or column is dropped, never spread over its neighbours."""
+    gray = load_gray(path.read_bytes(), working_size=320)[0]
+    gray = gray[:, : gray.shape[1] // 2 * 2 - 1]  # an odd width
+    h, w = gray.shape
+    assert w % 2
+    blocks = gray[: h // 2 * 2, : w // 2 * 2].astype(np.int32).reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3))
+    half = half_size(gray)
+    assert half.shape == (h // 2, w // 2)
+    assert np.array_equal(half, ((blocks + 2) // 4).astype(np.uint8))  # the mean, rounded

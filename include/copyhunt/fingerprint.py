@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit
 from PIL import Image
 
-from copyhunt.imaging import PAD_DARK, PAD_LIGHT, BadImage, content_box, load_gray
+from copyhunt.imaging import PAD_DARK, PAD_LIGHT, BadImage, content_box, half_size, load_gray
 from copyhunt.proposals import paste_boxes
 
 
@@ -66,7 +66,7 @@ _keep_freed_memory()
 
 # Changes whenever the hashes of the same pixels change: index shards are keyed by it, so an old
 # index is rebuilt rather than searched with hashes made another way.
-FINGERPRINT_VERSION = 2  # 2: windows shrunk by exact area averaging from an integral image
+FINGERPRINT_VERSION = 3  # 2: windows shrunk by exact area averaging from an integral image; 3: blob octaves halve exactly
 HASH_BITS = 64
 HASH_INPUT = 32  # windows are resized to 32x32 before the DCT, as imagehash's pHash does
 DCT_KEEP = 8  # the 8x8 lowest frequencies give the 64 bits
@@ -412,14 +412,17 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
     if min(h, w) < MIN_WINDOW_PX:
         return []
     found_samples, found_at = [], []
-    # Octave o works on the image shrunk by f = 2^(o + BLOB_FIRST_OCTAVE); its blurs sigma 2..4
-    # there are sigma 2f..4f here.
+    # Octave o works on the image halved o + BLOB_FIRST_OCTAVE times, by f = 2^(o + BLOB_FIRST_OCTAVE);
+    # its blurs sigma 2..4 there are sigma 2f..4f here.
     small = gray
-    for octave in range(BLOB_OCTAVES):
-        factor = 2 ** (octave + BLOB_FIRST_OCTAVE)
-        small = cv2.resize(small, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
-        if min(small.shape) < 5:
-            break
+    for halvings in range(BLOB_FIRST_OCTAVE + BLOB_OCTAVES):
+        if halvings:
+            if min(small.shape) < 10:  # the half would be under 5 px on a side
+                break
+            small = half_size(small)
+        if halvings < BLOB_FIRST_OCTAVE:
+            continue
+        octave, factor = halvings - BLOB_FIRST_OCTAVE, 2 ** halvings
         # The octave's blurs are stacked (level, y, x) and filled in place: at thumbnail sizes
         # the cost is in the number of calls, not in the pixels.
         blurred = np.empty((len(_OCTAVE_STEPS), *small.shape), np.float32)

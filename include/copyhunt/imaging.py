@@ -217,6 +217,15 @@ def load_normalised_with_box(
     return rgb, tuple(round(v, 4) for v in box)  # type: ignore[return-value]
 
 
+def half_size(gray: np.ndarray) -> np.ndarray:
+    """A grey image at half size, each pixel the mean of a 2x2 block; an odd last row or column
+    is dropped. Exactly half, so that a pixel of the result maps to twice its coordinates: and at a
+    whole factor OpenCV's area resize takes a fast path, about 30x faster than at the factor an
+    odd size gives (0.11 ms against 4 us for a working-size image)."""
+    h, w = gray.shape
+    return cv2.resize(gray[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any PIL mode to RGB; transparency is composited over white (how pages show it)."""
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):

@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 from numba import njit
+
+from copyhunt.imaging import half_size
 
 
 STEP_CAP = 24.0  # grey levels: a step of at least this counts fully; smaller ones in proportion
@@ -228,24 +229,17 @@ def _corners_from_thumbnail(gray: np.ndarray, vsum: np.ndarray, hsum: np.ndarray
     """Corners found on the half-size image (a quarter of the work), then placed on the working
     image: (x, y, count), x and y (4, CORNERS_PER_KIND) by kind (top-left, top-right,
     bottom-left, bottom-right), strongest first; ``count`` of each kind are set."""
-    h, w = gray.shape
-    thumb = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    thumb = half_size(gray)
     thumb_vsum, thumb_hsum = _step_sums(thumb)
     responses = _corner_responses(thumb_vsum, thumb_hsum, CORNER_ARM // 2, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
     xs, ys, counts = _strongest_corners(responses)
     return _placed_corners(vsum, hsum, 2 * xs, 2 * ys, counts)
 
 
+@njit(cache=True, nogil=True)
 def _strongest_corners(responses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Of each kind, up to CORNERS_PER_KIND points over MIN_SIDE and at least every response in
-    their 5x5 neighbourhood: strongest first, ties in (y, x) order."""
-    kernel = np.ones((5, 5), np.uint8)
-    neighbourhood = np.stack([cv2.dilate(response, kernel) for response in responses])  # SIMD
-    return _strongest_peaks(responses, neighbourhood)
-
-
-@njit(cache=True, nogil=True)
-def _strongest_peaks(responses: np.ndarray, neighbourhood: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    their 5x5 neighbourhood (inside the image): strongest first, ties in (y, x) order."""
     kinds, h, w = responses.shape
     keep = CORNERS_PER_KIND
     xs, ys = np.zeros((kinds, keep), np.int64), np.zeros((kinds, keep), np.int64)
@@ -256,9 +250,13 @@ def _strongest_peaks(responses: np.ndarray, neighbourhood: np.ndarray) -> tuple[
         for y in range(h):
             for x in range(w):
                 value = responses[kind, y, x]
-                if not (value > MIN_SIDE and value >= neighbourhood[kind, y, x]):
+                if not value > MIN_SIDE:
                     continue
                 if n == keep and not value > values[keep - 1]:
+                    continue
+                # Judged only here, for the few points over MIN_SIDE: a 5x5 maximum filter of the
+                # whole response (cv2.dilate) cost more than the rest of the search.
+                if not _at_least_neighbours(responses[kind], y, x, value):
                     continue
                 at = min(n, keep - 1)
                 while at > 0 and value > values[at - 1]:
@@ -268,6 +266,16 @@ def _strongest_peaks(responses: np.ndarray, neighbourhood: np.ndarray) -> tuple[
                 n = min(n + 1, keep)
         counts[kind] = n
     return xs, ys, counts
+
+
+@njit(cache=True, nogil=True)
+def _at_least_neighbours(response: np.ndarray, y: int, x: int, value: np.float32) -> bool:
+    h, w = response.shape
+    for ny in range(max(y - 2, 0), min(y + 3, h)):
+        for nx in range(max(x - 2, 0), min(x + 3, w)):
+            if response[ny, nx] > value:
+                return False
+    return True
 
 
 @njit(cache=True, nogil=True)
