@@ -512,15 +512,21 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
     ``keep`` strongest.
     """
     levels, sh, sw = blurred.shape
-    dog = np.empty((levels - 1, sh, sw), np.float32)
-    for level in range(levels - 1):
+    # Peaks are sought on DoG levels 1..levels-3 whose windows can reach MIN_WINDOW_PX (on the
+    # first octave only the coarsest); a level below the finest of those is never looked at.
+    finest = levels - 2
+    for level in range(levels - 3, 0, -1):
+        if 2 * _peak_radius(level, factor) >= MIN_WINDOW_PX:
+            finest = level
+    dog = np.zeros((levels - 1, sh, sw), np.float32)
+    for level in range(finest - 1, levels - 1):
         for y in range(sh):
             for x in range(sw):
                 dog[level, y, x] = abs(blurred[level + 1, y, x] - blurred[level, y, x])
     # Each level's 3x3 maximum (inside the border), in two passes: plain loops that vectorise.
     spatial = np.zeros((levels - 1, sh, sw), np.float32)
     across = np.zeros((sh, sw), np.float32)
-    for level in range(levels - 1):
+    for level in range(finest - 1, levels - 1):
         for y in range(sh):
             for x in range(1, sw - 1):
                 a, b, c = dog[level, y, x - 1], dog[level, y, x], dog[level, y, x + 1]
@@ -532,10 +538,8 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
                 ab = a if a > b else b
                 spatial[level, y, x] = ab if ab > c else c
     found_level, found_y, found_x = [], [], []
-    for level in range(1, levels - 2):
-        radius = BLOB_SIDE * _OCTAVE_SIGMAS[0] * 2.0 ** ((level + 0.5) / BLOB_PER_OCTAVE) * factor * 0.85
-        if 2 * radius < MIN_WINDOW_PX:
-            continue
+    for level in range(finest, levels - 2):
+        radius = _peak_radius(level, factor)
         for y in range(1, sh - 1):
             cy = (y + 0.5) * factor
             if cy < radius or cy + radius > h:
@@ -569,6 +573,12 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
             dl, dy, dx = _NEIGHBOUR_STEPS[j]
             samples[j, i] = dog[level + dl, y + dy, x + dx]
     return samples, at
+
+
+@njit(cache=True, nogil=True)
+def _peak_radius(level: int, factor: int) -> float:
+    """A lenient (15% small) half side of the window of a peak on DoG ``level``, before refinement."""
+    return BLOB_SIDE * _OCTAVE_SIGMAS[0] * 2.0 ** ((level + 0.5) / BLOB_PER_OCTAVE) * factor * 0.85
 
 
 @njit(cache=True, nogil=True)
