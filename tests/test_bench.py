@@ -77,5 +77,7 @@ def test_bench_commands_run_quick(tmp_path):
     assert figures["end_to_end"]["per_second"] > 0 and figures["end_to_end"]["matches"] > 0
     # The production path ran the real Spark job: the stream's copies were found through it.
     assert figures["pipeline"]["images"] == 200 and figures["pipeline"]["matches"] >= 10 and figures["pipeline"]["per_second"] > 0
+    # The fingerprint workers' CPU time was counted (two workers cannot get more than two cores).
+    assert 0 < figures["pipeline"]["fingerprint_cores"] <= 2.05
     assert (tmp_path / "data" / "bench" / "throughput.png").read_bytes().startswith(b"\x89PNG")
     assert "matched query images/s" in proc.stdout

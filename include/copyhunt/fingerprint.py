@@ -66,7 +66,7 @@ _keep_freed_memory()
 
 # Changes whenever the hashes of the same pixels change: index shards are keyed by it, so an old
 # index is rebuilt rather than searched with hashes made another way.
-FINGERPRINT_VERSION = 3  # 2: windows shrunk by exact area averaging from an integral image; 3: blob octaves halve exactly
+FINGERPRINT_VERSION = 3  # 2: windows shrunk by exact area averaging from an integral image; 3: blob octaves halved exactly, blurs to 3 sigma
 HASH_BITS = 64
 HASH_INPUT = 32  # windows are resized to 32x32 before the DCT, as imagehash's pHash does
 DCT_KEEP = 8  # the 8x8 lowest frequencies give the 64 bits
