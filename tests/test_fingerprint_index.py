@@ -23,6 +23,7 @@ from copyhunt.fingerprint import (
     int64_to_bits,
     query_hashes,
     reference_hashes,
+    round4,
 )
 from copyhunt.imaging import load_gray
 from copyhunt.index import ENTRY_COLUMNS, CodedStrings, ShardSearcher, build_index, current_shards
@@ -35,6 +36,16 @@ def norm(im):
 def best_distance(query_img, ref_img):
     q, r = query_hashes(query_img), reference_hashes(ref_img)
     return min(hamming(a.phash, b.phash) for a in q for b in r)
+
+
+def test_window_coordinates_round_as_python_does():
+    """Stored coordinates are the floats round(v, 4) gives, halves included (0.00035 is a little
+    under a half in binary, so Python rounds it to 0.0003 where scale-rint-unscale gives 0.0004)."""
+    rng = np.random.default_rng(5)
+    values = np.concatenate([rng.random(5000), rng.random(500) * 3 - 1, (rng.integers(0, 20000, 5000) + 0.5) / 1e4, [0.0, -0.0, 1.0, 0.00035]])
+    rounded = round4(values)
+    assert rounded.tolist() == [round(float(v), 4) for v in values]
+    assert (rounded != np.rint(values * 1e4) / 1e4).any()  # the halves are the hard part
 
 
 def test_bits_round_trip():
