@@ -119,7 +119,6 @@ PASTE_BLOB_MARGIN = 0.05  # of the rectangle's side, on each side
 
 _DCT = np.array([[np.cos(np.pi * (2 * n + 1) * k / (2 * HASH_INPUT)) for n in range(HASH_INPUT)] for k in range(DCT_KEEP)], dtype=np.float32)
 _ALTERNATING = np.array([(-1.0) ** k for k in range(DCT_KEEP)], dtype=np.float32)
-_BIT_WEIGHTS = (1 << np.arange(HASH_BITS - 1, -1, -1, dtype=np.uint64)).astype(np.uint64)
 _CELL_EDGES = np.linspace(0.0, 1.0, HASH_INPUT + 1)  # edges of the 32x32 cells across a window, 0..1
 
 
@@ -193,13 +192,22 @@ def _cell_means(integral: np.ndarray, boxes: np.ndarray, edges: np.ndarray) -> t
 
 def hashes_from_blocks(blocks: np.ndarray) -> np.ndarray:
     """pHash bits (coefficient above the block's median), packed most significant bit first."""
-    flat = blocks.reshape(len(blocks), -1)
-    # np.median's own arithmetic (the mean of the two middle values of a partition) without its
-    # checks and axis handling, which cost three times the partition on a few dozen rows.
-    middle = HASH_BITS // 2
-    median = np.partition(flat, (middle - 1, middle), axis=1)[:, middle - 1:middle + 1].mean(axis=1, keepdims=True)
-    above = flat > median
-    return (above.astype(np.uint64) * _BIT_WEIGHTS).sum(axis=1, dtype=np.uint64).view(np.int64)
+    return _bits_above_median(np.ascontiguousarray(blocks.reshape(len(blocks), -1), np.float32)).view(np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _bits_above_median(flat: np.ndarray) -> np.ndarray:
+    # The median as np.median computes it in float32: the mean of the two middle values.
+    n, bits = flat.shape
+    out = np.empty(n, np.uint64)
+    for i in range(n):
+        ordered = np.sort(flat[i])
+        median = (ordered[bits // 2 - 1] + ordered[bits // 2]) / np.float32(2.0)
+        value = np.uint64(0)
+        for j in range(bits):
+            value = (value << np.uint64(1)) | np.uint64(flat[i, j] > median)
+        out[i] = value
+    return out
 
 
 def mirror_blocks(blocks: np.ndarray) -> np.ndarray:
