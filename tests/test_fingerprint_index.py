@@ -76,6 +76,12 @@ class HasherContract:
         assert min(hamming(a, b) for i, a in enumerate(others) for b in others[i + 1:]) >= 14
 
 
+    def test_no_boxes_no_hashes(self):
+        gray = norm(Image.open(CUSTOMER_IMAGES[0]))
+        hashes, usable = self.make().hash_windows(gray, np.zeros((0, 4), np.int64))
+        assert hashes.shape == usable.shape == (0,)
+
+
 class TestPHasher(HasherContract):
     def make(self):
         return PHasher()

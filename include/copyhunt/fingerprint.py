@@ -192,7 +192,7 @@ def _cell_means(integral: np.ndarray, boxes: np.ndarray, edges: np.ndarray) -> t
 
 def hashes_from_blocks(blocks: np.ndarray) -> np.ndarray:
     """pHash bits (coefficient above the block's median), packed most significant bit first."""
-    return _bits_above_median(np.ascontiguousarray(blocks.reshape(len(blocks), -1), np.float32)).view(np.int64)
+    return _bits_above_median(np.ascontiguousarray(blocks.reshape(len(blocks), HASH_BITS), np.float32)).view(np.int64)
 
 
 @njit(cache=True, nogil=True)
