@@ -304,7 +304,7 @@ def test_same_inputs_build_same_bytes_and_unchanged_shards_are_reused(tmp_path):
     rng = random.Random(7)
     refs = [rng.getrandbits(64) - (1 << 63) for _ in range(500)]
     first = build_index(entries_for(refs), tmp_path / "a", shard_size=200)
-    other = build_index(entries_for(refs), tmp_path / "b", shard_size=200)
+    build_index(entries_for(refs), tmp_path / "b", shard_size=200)  # the same inputs, elsewhere
     for sid in first.shards:
         assert (tmp_path / "a" / "shards" / f"{sid}.ann").read_bytes() == (tmp_path / "b" / "shards" / f"{sid}.ann").read_bytes()
     again = build_index(entries_for(refs), tmp_path / "a", shard_size=200)
