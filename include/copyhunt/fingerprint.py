@@ -197,17 +197,26 @@ def hashes_from_blocks(blocks: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _bits_above_median(flat: np.ndarray) -> np.ndarray:
-    # The median as np.median computes it in float32: the mean of the two middle values.
     n, bits = flat.shape
     out = np.empty(n, np.uint64)
     for i in range(n):
-        ordered = np.sort(flat[i])
-        median = (ordered[bits // 2 - 1] + ordered[bits // 2]) / np.float32(2.0)
+        median = _median_float32(flat[i])
         value = np.uint64(0)
         for j in range(bits):
             value = (value << np.uint64(1)) | np.uint64(flat[i, j] > median)
         out[i] = value
     return out
+
+
+@njit(cache=True, nogil=True)
+def _median_float32(values: np.ndarray) -> np.float32:
+    """np.median of a float32 array, to the bit: the middle value, or the two middle values'
+    float32 sum halved."""
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / np.float32(2.0)
 
 
 def mirror_blocks(blocks: np.ndarray) -> np.ndarray:
@@ -334,8 +343,7 @@ def _seam_strengths(gray: np.ndarray, axis: int) -> dict[int, float]:
 @njit(cache=True, nogil=True)
 def _seam_strengths_kernel(gray: np.ndarray, axis: int, reach: int) -> tuple[float, float]:
     # Mean |step| between neighbouring lines: integer sums (exact), divided in float32 as a
-    # float32 mean would be; numpy's median of float32 (the two middle values' float32 sum,
-    # halved).
+    # float32 mean would be.
     h, w = gray.shape
     length, across = (w, h) if axis == 1 else (h, w)
     steps = np.zeros(length - 1, np.float32)
@@ -346,10 +354,7 @@ def _seam_strengths_kernel(gray: np.ndarray, axis: int, reach: int) -> tuple[flo
             totals[x if axis == 1 else y] += step
     for i in range(length - 1):
         steps[i] = np.float32(totals[i]) / np.float32(across)
-    ordered = np.sort(steps)
-    middle = len(ordered) // 2
-    median = ordered[middle] if len(ordered) % 2 else np.float32(ordered[middle - 1] + ordered[middle]) / np.float32(2.0)
-    typical = np.float64(median) + 1e-3
+    typical = np.float64(_median_float32(steps)) + 1e-3
     out = [np.inf, np.inf]
     for parts in (2, 3):
         for k in range(1, parts):
@@ -483,32 +488,36 @@ def _strongest_blobs(samples: np.ndarray, at: np.ndarray, w: int, h: int, count:
             x[m], y[m], r[m], strength[m], octave[m] = bx, by, br, np.float64(centre), at[i, 0]
             m += 1
     # Strongest first, then by position and scale, on rounded values (numpy's rounding: scale,
-    # rint, unscale): a stable insertion sort of the few dozen peaks.
+    # rint, unscale).
     keys = np.empty((m, 4))
     for i in range(m):
         keys[i, 0] = -(np.rint(strength[i] * 1e4) / 1e4)
         keys[i, 1], keys[i, 2], keys[i, 3] = np.rint(y[i] * 100.0) / 100.0, np.rint(x[i] * 100.0) / 100.0, np.rint(r[i] * 100.0) / 100.0
-    order = np.arange(m)
-    for i in range(1, m):
+    order = _stable_order(keys)
+    if BLOB_BALANCED:
+        # Round robin over octaves, strongest first within each: small and large windows alike.
+        # A picture pasted small into another keeps only the large windows of its original.
+        seen = np.zeros(BLOB_OCTAVES, np.int64)
+        turns = np.empty((m, 2))  # (rank within its octave, octave)
+        for j in order:
+            turns[j, 0], turns[j, 1] = seen[octave[j]], octave[j]
+            seen[octave[j]] += 1
+        order = _stable_order(turns)
+    order = order[:count]
+    return x[order], y[order], r[order]
+
+
+@njit(cache=True, nogil=True)
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """The rows of ``keys`` in ascending lexicographic order, equal rows in their order: an
+    insertion sort, for the few dozen rows the blob code sorts."""
+    order = np.arange(len(keys))
+    for i in range(1, len(keys)):
         j = i
         while j > 0 and _key_before(keys, order[j], order[j - 1]):
             order[j], order[j - 1] = order[j - 1], order[j]
             j -= 1
-    if BLOB_BALANCED:
-        # Round robin over octaves, strongest first within each: small and large windows alike.
-        # A picture pasted small into another keeps only the large windows of its original.
-        rank, seen = np.empty(m, np.int64), np.zeros(BLOB_OCTAVES, np.int64)
-        for j in order:
-            rank[j] = seen[octave[j]]
-            seen[octave[j]] += 1
-        order = np.arange(m)
-        for i in range(1, m):
-            j = i
-            while j > 0 and (rank[order[j]], octave[order[j]]) < (rank[order[j - 1]], octave[order[j - 1]]):
-                order[j], order[j - 1] = order[j - 1], order[j]
-                j -= 1
-    order = order[:count]
-    return x[order], y[order], r[order]
+    return order
 
 
 @njit(cache=True, nogil=True)
@@ -573,16 +582,16 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
                     found_level.append(level)
                     found_y.append(y)
                     found_x.append(x)
-    # The strongest ``keep`` (ties broken by position and level), or all in (level, y, x) order.
+    # The strongest ``keep`` (ties broken by position: higher up, further left, then finer), or
+    # all in (level, y, x) order.
     n = len(found_level)
     order = np.arange(n)
     if n > keep:
-        for i in range(1, n):
-            j = i
-            while j > 0 and _peak_before(dog, found_level, found_y, found_x, order[j], order[j - 1]):
-                order[j], order[j - 1] = order[j - 1], order[j]
-                j -= 1
-        order = order[:keep]
+        keys = np.empty((n, 4))
+        for i in range(n):
+            level, y, x = found_level[i], found_y[i], found_x[i]
+            keys[i, 0], keys[i, 1], keys[i, 2], keys[i, 3] = -np.float64(dog[level, y, x]), y, x, level
+        order = _stable_order(keys)[:keep]
     samples = np.empty((len(_NEIGHBOUR_STEPS), len(order)), np.float32)
     at = np.empty((len(order), 5), np.int64)
     for i in range(len(order)):
@@ -598,15 +607,6 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
 def _peak_radius(level: int, factor: int) -> float:
     """A lenient (15% small) half side of the window of a peak on DoG ``level``, before refinement."""
     return BLOB_SIDE * _OCTAVE_SIGMAS[0] * 2.0 ** ((level + 0.5) / BLOB_PER_OCTAVE) * factor * 0.85
-
-
-@njit(cache=True, nogil=True)
-def _peak_before(dog, levels, ys, xs, a: int, b: int) -> bool:
-    """Peak a before b: stronger, or as strong and higher up, then further left, then finer."""
-    strength_a, strength_b = dog[levels[a], ys[a], xs[a]], dog[levels[b], ys[b], xs[b]]
-    if strength_a != strength_b:
-        return strength_a > strength_b
-    return (ys[a], xs[a], levels[a]) < (ys[b], xs[b], levels[b])
 
 
 @njit(cache=True, nogil=True)
