@@ -540,42 +540,55 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
     ``keep`` strongest.
     """
     levels, sh, sw = blurred.shape
+    if sh < 3 or sw < 3:  # no pixel off the border
+        return np.empty((len(_NEIGHBOUR_STEPS), 0), np.float32), np.empty((0, 5), np.int64)
     # Peaks are sought on DoG levels 1..levels-3 whose windows can reach MIN_WINDOW_PX (on the
     # first octave only the coarsest); a level below the finest of those is never looked at.
     finest = levels - 2
     for level in range(levels - 3, 0, -1):
         if 2 * _peak_radius(level, factor) >= MIN_WINDOW_PX:
             finest = level
-    dog = np.zeros((levels - 1, sh, sw), np.float32)
+    # The loops below run over rows taken as slices: LLVM vectorises those, not loops that index
+    # at x - 1 (a negative index would wrap). Only the levels and the inside that a peak test
+    # reads are filled.
+    dog = np.empty((levels - 1, sh, sw), np.float32)
     for level in range(finest - 1, levels - 1):
         for y in range(sh):
+            finer, coarser, out = blurred[level, y], blurred[level + 1, y], dog[level, y]
             for x in range(sw):
-                dog[level, y, x] = abs(blurred[level + 1, y, x] - blurred[level, y, x])
-    # Each level's 3x3 maximum (inside the border), in two passes: plain loops that vectorise.
-    spatial = np.zeros((levels - 1, sh, sw), np.float32)
-    across = np.zeros((sh, sw), np.float32)
+                out[x] = abs(coarser[x] - finer[x])
+    # Each level's 3x3 maximum (inside the border), in two passes.
+    spatial = np.empty((levels - 1, sh, sw), np.float32)
+    across = np.empty((sh, sw - 2), np.float32)  # across[y, x - 1]: the maximum over x - 1..x + 1
     for level in range(finest - 1, levels - 1):
         for y in range(sh):
-            for x in range(1, sw - 1):
-                a, b, c = dog[level, y, x - 1], dog[level, y, x], dog[level, y, x + 1]
+            row, out = dog[level, y], across[y]
+            left, centre, right = row[:sw - 2], row[1:sw - 1], row[2:]
+            for x in range(sw - 2):
+                a, b, c = left[x], centre[x], right[x]
                 ab = a if a > b else b
-                across[y, x] = ab if ab > c else c
+                out[x] = ab if ab > c else c
         for y in range(1, sh - 1):
-            for x in range(1, sw - 1):
-                a, b, c = across[y - 1, x], across[y, x], across[y + 1, x]
+            above, centre, below, out = across[y - 1], across[y], across[y + 1], spatial[level, y, 1:sw - 1]
+            for x in range(sw - 2):
+                a, b, c = above[x], centre[x], below[x]
                 ab = a if a > b else b
-                spatial[level, y, x] = ab if ab > c else c
+                out[x] = ab if ab > c else c
     found_level, found_y, found_x = [], [], []
+    peak = np.empty(max(sw - 2, 0), np.bool_)
     for level in range(finest, levels - 2):
         radius = _peak_radius(level, factor)
         for y in range(1, sh - 1):
             cy = (y + 0.5) * factor
             if cy < radius or cy + radius > h:
                 continue
+            centre = dog[level, y, 1:sw - 1]
+            here, finer, coarser = spatial[level, y, 1:sw - 1], spatial[level - 1, y, 1:sw - 1], spatial[level + 1, y, 1:sw - 1]
+            for x in range(sw - 2):  # without branches, so that it vectorises
+                value = centre[x]
+                peak[x] = (value > BLOB_MIN_RESPONSE) & (value >= here[x]) & (value >= finer[x]) & (value >= coarser[x])
             for x in range(1, sw - 1):
-                centre = dog[level, y, x]
-                if not (centre > BLOB_MIN_RESPONSE and centre >= spatial[level, y, x]
-                        and centre >= spatial[level - 1, y, x] and centre >= spatial[level + 1, y, x]):
+                if not peak[x - 1]:
                     continue
                 cx = (x + 0.5) * factor
                 if cx >= radius and cx + radius <= w:
