@@ -186,22 +186,35 @@ def _step_sums_kernel(gray: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarra
 @njit(cache=True, nogil=True)
 def _arms(vsum: np.ndarray, hsum: np.ndarray, k: int) -> np.ndarray:
     """Mean step along the k px from every lattice point, in each direction: down, up, right
-    and left, stacked (0 where the arm would leave the image)."""
+    and left, stacked (0 where the arm would leave the image).
+
+    Rows are taken as slices, whose loops LLVM vectorises (not loops indexing at x + k); only the
+    strips no arm fills are zeroed (zeroing the whole stack cost as much as filling it)."""
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
-    out = np.zeros((4, h + 1, w + 1), np.float32)
+    out = np.empty((4, h + 1, w + 1), np.float32)
     inverse = np.float32(1.0 / k)
-    if k <= h:
-        for y in range(h + 1 - k):
-            for x in range(w + 1):
-                mean = (vsum[y + k, x] - vsum[y, x]) * inverse
-                out[0, y, x] = mean
-                out[1, y + k, x] = mean
-    if k <= w:
-        for y in range(h + 1):
+    vertical = min(k, h + 1)  # rows of the down arms' bottom strip and the up arms' top strip
+    out[0, h + 1 - vertical:, :] = 0
+    out[1, :vertical, :] = 0
+    for y in range(h + 1 - k):
+        below, here, down, up = vsum[y + k], vsum[y], out[0, y], out[1, y + k]
+        for x in range(w + 1):
+            mean = (below[x] - here[x]) * inverse
+            down[x] = mean
+            up[x] = mean
+    horizontal = min(k, w + 1)
+    for y in range(h + 1):
+        right, left = out[2, y], out[3, y]
+        for x in range(horizontal):
+            right[w - x] = 0
+            left[x] = 0
+        if k <= w:
+            row = hsum[y]
+            ahead, here, right, left = row[k:], row[:w + 1 - k], right[:w + 1 - k], left[k:]
             for x in range(w + 1 - k):
-                mean = (hsum[y, x + k] - hsum[y, x]) * inverse
-                out[2, y, x] = mean
-                out[3, y, x + k] = mean
+                mean = (ahead[x] - here[x]) * inverse
+                right[x] = mean
+                left[x] = mean
     return out
 
 
@@ -217,17 +230,22 @@ def _corner_responses(vsum: np.ndarray, hsum: np.ndarray, arm: int, longest_weig
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
     base, twice, longest = _arms(vsum, hsum, arm), _arms(vsum, hsum, 2 * arm), _arms(vsum, hsum, 4 * arm)
     longest_weight32, outside_weight32 = np.float32(longest_weight), np.float32(outside_weight)
-    out = np.zeros((4, h + 1, w + 1), np.float32)
+    out = np.empty((4, h + 1, w + 1), np.float32)
+    out[:, 0, :], out[:, h, :], out[:, :, 0], out[:, :, w] = 0, 0, 0, 0
     for kind in range(4):
         vertical, horizontal = _CORNER_ARMS[kind]
         past_vertical, past_horizontal = 1 - vertical, 5 - horizontal  # the opposite directions
         for y in range(1, h):
-            for x in range(1, w):
-                response = min(base[vertical, y, x], base[horizontal, y, x])
-                response += min(twice[vertical, y, x], twice[horizontal, y, x])
-                response += longest_weight32 * min(longest[vertical, y, x], longest[horizontal, y, x])
-                response -= outside_weight32 * max(base[past_vertical, y, x], base[past_horizontal, y, x])
-                out[kind, y, x] = response
+            # The row's inside (x = 1..w-1) as slices, so that the loop vectorises.
+            bv, bh, tv, th = base[vertical, y, 1:w], base[horizontal, y, 1:w], twice[vertical, y, 1:w], twice[horizontal, y, 1:w]
+            lv, lh, pv, ph = longest[vertical, y, 1:w], longest[horizontal, y, 1:w], base[past_vertical, y, 1:w], base[past_horizontal, y, 1:w]
+            dst = out[kind, y, 1:w]
+            for x in range(w - 1):
+                response = min(bv[x], bh[x])
+                response += min(tv[x], th[x])
+                response += longest_weight32 * min(lv[x], lh[x])
+                response -= outside_weight32 * max(pv[x], ph[x])
+                dst[x] = response
     return out
 
 
