@@ -66,7 +66,7 @@ _keep_freed_memory()
 
 # Changes whenever the hashes of the same pixels change: index shards are keyed by it, so an old
 # index is rebuilt rather than searched with hashes made another way.
-FINGERPRINT_VERSION = 3  # 2: windows shrunk by exact area averaging from an integral image; 3: blob octaves halved exactly, blurs to 3 sigma
+FINGERPRINT_VERSION = 4  # 2: windows shrunk by exact area averaging from an integral image; 3: blob octaves halved exactly, blurs to 3 sigma; 4: an octave's first blurs are the previous octave's halved
 HASH_BITS = 64
 HASH_INPUT = 32  # windows are resized to 32x32 before the DCT, as imagehash's pHash does
 DCT_KEEP = 8  # the 8x8 lowest frequencies give the 64 bits
@@ -90,7 +90,11 @@ _OCTAVE_SIGMAS = tuple(2.0 * 2 ** (i / BLOB_PER_OCTAVE) for i in range(-1, BLOB_
 _OCTAVE_STEPS = [_OCTAVE_SIGMAS[0]] + [float(np.sqrt(b * b - a * a)) for a, b in zip(_OCTAVE_SIGMAS, _OCTAVE_SIGMAS[1:])]
 # Each blur's kernel reaches 3 sigma (OpenCV's default for float images is 4: a fifth more taps
 # for the last 0.3% of the weight; the blurs are most of a blob search's time).
-_OCTAVE_KERNELS = [(2 * math.ceil(3 * step) + 1,) * 2 for step in _OCTAVE_STEPS]
+def _kernel_size(sigma: float) -> tuple[int, int]:
+    return (2 * math.ceil(3 * sigma) + 1,) * 2
+
+
+_OCTAVE_KERNELS = [_kernel_size(step) for step in _OCTAVE_STEPS]
 # (level, y, x) steps to a DoG peak, then to its neighbours left, right, above, below, one scale
 # finer and one coarser: the samples its sub-pixel position and scale are fitted on.
 _NEIGHBOUR_STEPS = ((0, 0, 0), (0, 0, -1), (0, 0, 1), (0, -1, 0), (0, 1, 0), (-1, 0, 0), (1, 0, 0))
@@ -437,25 +441,31 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
         return []
     found_samples, found_at = [], []
     # Octave o works on the image halved o + BLOB_FIRST_OCTAVE times, by f = 2^(o + BLOB_FIRST_OCTAVE);
-    # its blurs sigma 2..4 there are sigma 2f..4f here.
+    # its blurs sigma 2..4 there are sigma 2f..4f here. As in SIFT, an octave's first three blurs
+    # are the previous octave's last three halved (their sigmas are twice the first three's), so
+    # only three are blurred anew; and the first octave starts at the finest blur its DoG peaks
+    # use (only the coarsest level can give a window of MIN_WINDOW_PX there).
     small = gray
-    for halvings in range(BLOB_FIRST_OCTAVE + BLOB_OCTAVES):
-        if halvings:
-            if min(small.shape) < 10:  # the half would be under 5 px on a side
+    for _ in range(BLOB_FIRST_OCTAVE):
+        small = half_size(small)
+    levels = len(_OCTAVE_SIGMAS)
+    start = _finest_dog_level(2 ** BLOB_FIRST_OCTAVE) - 1
+    blurred = np.empty((levels, *small.shape), np.float32)
+    cv2.GaussianBlur(small.astype(np.float32), _kernel_size(_OCTAVE_SIGMAS[start]), _OCTAVE_SIGMAS[start], dst=blurred[start])
+    for octave in range(BLOB_OCTAVES):
+        if octave:
+            if min(blurred.shape[1:]) < 10:  # the half would be under 5 px on a side
                 break
-            small = half_size(small)
-        if halvings < BLOB_FIRST_OCTAVE:
-            continue
-        octave, factor = halvings - BLOB_FIRST_OCTAVE, 2 ** halvings
-        # The octave's blurs are stacked (level, y, x) and filled in place: at thumbnail sizes
-        # the cost is in the number of calls, not in the pixels.
-        blurred = np.empty((len(_OCTAVE_STEPS), *small.shape), np.float32)
-        cv2.GaussianBlur(small.astype(np.float32), _OCTAVE_KERNELS[0], _OCTAVE_STEPS[0], dst=blurred[0])
-        for i in range(1, len(_OCTAVE_STEPS)):  # each blur from the previous one: small kernels
+            coarse = blurred
+            blurred = np.empty((levels, coarse.shape[1] // 2, coarse.shape[2] // 2), np.float32)
+            for i in range(levels - BLOB_PER_OCTAVE):
+                blurred[i] = half_size(coarse[i + BLOB_PER_OCTAVE])
+            start = levels - BLOB_PER_OCTAVE - 1
+        for i in range(start + 1, levels):  # each blur from the previous one: small kernels
             cv2.GaussianBlur(blurred[i - 1], _OCTAVE_KERNELS[i], _OCTAVE_STEPS[i], dst=blurred[i])
         # Only the strongest windows that fit can be chosen: refine no more than the count (and a
         # margin).
-        samples, at = _dog_peaks(blurred, octave, factor, w, h, count + 8)
+        samples, at = _dog_peaks(blurred, octave, 2 ** (octave + BLOB_FIRST_OCTAVE), w, h, count + 8)
         found_samples.append(samples)
         found_at.append(at)
     if not found_samples:
@@ -544,10 +554,7 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
         return np.empty((len(_NEIGHBOUR_STEPS), 0), np.float32), np.empty((0, 5), np.int64)
     # Peaks are sought on DoG levels 1..levels-3 whose windows can reach MIN_WINDOW_PX (on the
     # first octave only the coarsest); a level below the finest of those is never looked at.
-    finest = levels - 2
-    for level in range(levels - 3, 0, -1):
-        if 2 * _peak_radius(level, factor) >= MIN_WINDOW_PX:
-            finest = level
+    finest = _finest_dog_level(factor)
     # The loops below run over rows taken as slices: LLVM vectorises those, not loops that index
     # at x - 1 (a negative index would wrap). Only the levels and the inside that a peak test
     # reads are filled.
@@ -614,6 +621,18 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
             dl, dy, dx = _NEIGHBOUR_STEPS[j]
             samples[j, i] = dog[level + dl, y + dy, x + dx]
     return samples, at
+
+
+@njit(cache=True, nogil=True)
+def _finest_dog_level(factor: int) -> int:
+    """The finest DoG level whose peaks can give a window of MIN_WINDOW_PX at ``factor``: levels
+    1..L-3 are searched (L: the blurs per octave, less one), those finer never; L - 2 if none."""
+    levels = len(_OCTAVE_SIGMAS)
+    finest = levels - 2
+    for level in range(levels - 3, 0, -1):
+        if 2 * _peak_radius(level, factor) >= MIN_WINDOW_PX:
+            finest = level
+    return finest
 
 
 @njit(cache=True, nogil=True)
