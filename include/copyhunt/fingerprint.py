@@ -120,6 +120,10 @@ PASTE_PROPOSALS = 3
 PASTE_BLOB_PROPOSALS = 2
 PASTE_BLOBS = 8  # per rectangle and size
 PASTE_BLOB_MARGIN = 0.05  # of the rectangle's side, on each side
+# A rectangle whose enlargement to the working size would be under this factor (it spans most of
+# the found image) is not searched enlarged: at nearly the same size the search finds the same
+# blobs. A quarter of the searches on 1-MP photos with proposals were at 1.11x.
+PASTE_BLOB_MIN_UPSAMPLE = 1.25
 
 _DCT = np.array([[np.cos(np.pi * (2 * n + 1) * k / (2 * HASH_INPUT)) for n in range(HASH_INPUT)] for k in range(DCT_KEEP)], dtype=np.float32)
 _ALTERNATING = np.array([(-1.0) ** k for k in range(DCT_KEEP)], dtype=np.float32)
@@ -414,6 +418,8 @@ def paste_blob_hashes_upsampled(gray: np.ndarray, pastes: list[Window], hasher: 
         area = x0, y0, x1, y1 = _paste_blob_area(paste, w, h)
         cw, ch = x1 - x0, y1 - y0
         f = HASH_WORKING_SIZE / max(cw, ch)
+        if f < PASTE_BLOB_MIN_UPSAMPLE:  # paste_blob_windows searched it at nearly this size
+            continue
         up = cv2.resize(gray[y0:y1, x0:x1], (round(cw * f), round(ch * f)), interpolation=cv2.INTER_CUBIC)
         uh, uw = up.shape
         wins = blob_windows(up, PASTE_BLOBS)
