@@ -81,3 +81,20 @@ def test_bench_commands_run_quick(tmp_path):
     assert 0 < figures["pipeline"]["fingerprint_cores"] <= 2.05
     assert (tmp_path / "data" / "bench" / "throughput.png").read_bytes().startswith(b"\x89PNG")
     assert "matched query images/s" in proc.stdout
+
+
+def test_throughput_table_says_when_the_spark_fixed_cost_is_not_separable():
+    from copyhunt.bench.throughput import ThroughputReport, format_table
+
+    report = ThroughputReport(300.0, 150.0, 2.0)
+    report.pipeline = {"images": 2917, "master": "local[*]", "matches": 217, "unusable": 0, "fingerprint_seconds": 4.9,
+                       "fingerprint_cores": 1.9, "spark_seconds": 22.8, "spark_fixed_seconds": float("nan"), "per_second": 105.3,
+                       "spark_per_second": float("nan"), "sustained_per_second": float("nan")}
+    rows = {row[0].strip(): row for row in format_table(report)}
+    sustained = rows["sustained (a day's run: start-up spread over millions)"]
+    assert sustained[1] == "n/a" and "not measured" in sustained[2]
+    production = rows["production path images/s: fingerprint stage + Spark job, 2917 images"]
+    assert "not separable" in production[2] and not any("nan" in cell for cell in production + sustained)
+    report.pipeline.update(spark_fixed_seconds=17.0, spark_per_second=884.9, sustained_per_second=381.9)
+    rows = {row[0].strip(): row for row in format_table(report)}
+    assert rows["sustained (a day's run: start-up spread over millions)"][1] == "381.9"
