@@ -411,26 +411,25 @@ def _rectangles(vsum: np.ndarray, hsum: np.ndarray, xs: np.ndarray, ys: np.ndarr
                     continue
                 bx, by = xs[b_kind, j], ys[b_kind, j]
                 if side < 2:  # top or bottom: the other side is a row
+                    limit = h
                     for other in range(h + 1):
                         line[other] = hsum[other, bx] - hsum[other, ax]
-                    for other in range(h + 1):
-                        # The image's edges always count.
-                        if 0 < other < h and (line[other] < line[other - 1] or line[other] < line[other + 1]):
-                            continue
-                        if side == 0:
-                            n = _add_box(out, n, ax, ay, bx, other, min_side, largest)
-                        else:
-                            n = _add_box(out, n, ax, other, bx, ay, min_side, largest)
                 else:  # left or right: the other side is a column
+                    limit = w
                     for other in range(w + 1):
                         line[other] = vsum[by, other] - vsum[ay, other]
-                    for other in range(w + 1):
-                        if 0 < other < w and (line[other] < line[other - 1] or line[other] < line[other + 1]):
-                            continue
-                        if side == 2:
-                            n = _add_box(out, n, ax, ay, other, by, min_side, largest)
-                        else:
-                            n = _add_box(out, n, other, ay, ax, by, min_side, largest)
+                for other in range(limit + 1):
+                    # Where the step along the line peaks; the image's edges always count.
+                    if 0 < other < limit and (line[other] < line[other - 1] or line[other] < line[other + 1]):
+                        continue
+                    if side == 0:
+                        n = _add_box(out, n, ax, ay, bx, other, min_side, largest)
+                    elif side == 1:
+                        n = _add_box(out, n, ax, other, bx, ay, min_side, largest)
+                    elif side == 2:
+                        n = _add_box(out, n, ax, ay, other, by, min_side, largest)
+                    else:
+                        n = _add_box(out, n, other, ay, ax, by, min_side, largest)
     return out[:, :n]
 
 
