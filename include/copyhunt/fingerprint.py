@@ -88,9 +88,9 @@ BLOB_BALANCED = True
 BLOB_MIN_RESPONSE = 1.5  # |DoG| in grey levels; weaker blobs are texture noise
 _OCTAVE_SIGMAS = tuple(2.0 * 2 ** (i / BLOB_PER_OCTAVE) for i in range(-1, BLOB_PER_OCTAVE + 2))
 _OCTAVE_STEPS = [_OCTAVE_SIGMAS[0]] + [float(np.sqrt(b * b - a * a)) for a, b in zip(_OCTAVE_SIGMAS, _OCTAVE_SIGMAS[1:])]
-# Each blur's kernel reaches 3 sigma (OpenCV's default for float images is 4: a fifth more taps
-# for the last 0.3% of the weight; the blurs are most of a blob search's time).
 def _kernel_size(sigma: float) -> tuple[int, int]:
+    """A Gaussian blur's kernel, reaching 3 sigma (OpenCV's default for float images is 4: a fifth
+    more taps for the last 0.3% of the weight; the blurs are most of a blob search's time)."""
     return (2 * math.ceil(3 * sigma) + 1,) * 2
 
 
@@ -588,7 +588,7 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
                 ab = a if a > b else b
                 out[x] = ab if ab > c else c
     found_level, found_y, found_x = [], [], []
-    peak = np.empty(max(sw - 2, 0), np.bool_)
+    peak = np.empty(sw - 2, np.bool_)
     for level in range(finest, levels - 2):
         radius = _peak_radius(level, factor)
         for y in range(1, sh - 1):
@@ -631,8 +631,8 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
 
 @njit(cache=True, nogil=True)
 def _finest_dog_level(factor: int) -> int:
-    """The finest DoG level whose peaks can give a window of MIN_WINDOW_PX at ``factor``: levels
-    1..L-3 are searched (L: the blurs per octave, less one), those finer never; L - 2 if none."""
+    """The finest DoG level whose peaks can give a window of MIN_WINDOW_PX at ``factor``, of the
+    levels searched (1..L-3, for L blurs an octave); L - 2, past them, if none can."""
     levels = len(_OCTAVE_SIGMAS)
     finest = levels - 2
     for level in range(levels - 3, 0, -1):

@@ -189,7 +189,7 @@ def _arms(vsum: np.ndarray, hsum: np.ndarray, k: int) -> np.ndarray:
     and left, stacked (0 where the arm would leave the image).
 
     Rows are taken as slices, whose loops LLVM vectorises (not loops indexing at x + k); only the
-    strips no arm fills are zeroed (zeroing the whole stack cost as much as filling it)."""
+    strips no arm fills are zeroed."""
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
     out = np.empty((4, h + 1, w + 1), np.float32)
     inverse = np.float32(1.0 / k)
@@ -269,7 +269,7 @@ def _strongest_corners(responses: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     xs, ys = np.zeros((kinds, keep), np.int64), np.zeros((kinds, keep), np.int64)
     values = np.zeros(keep, np.float32)
     counts = np.zeros(kinds, np.int64)
-    worth, across = np.empty(w, np.bool_), np.empty(w, np.float32)
+    worth = np.empty(w, np.bool_)
     for kind in range(kinds):
         n = 0  # the strongest so far, in order, scanning in (y, x) order: a tie stays behind
         for y in range(h):
@@ -278,9 +278,8 @@ def _strongest_corners(responses: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
             # row's start (it only rises): a loop without branches, which vectorises. A third of
             # the points are over MIN_SIDE, and testing each at once mispredicts.
             weakest = values[keep - 1] if n == keep else np.float32(-np.inf)
-            _max5(row, across)
             for x in range(w):
-                worth[x] = (row[x] > MIN_SIDE) & (row[x] > weakest) & (row[x] >= across[x])
+                worth[x] = (row[x] > MIN_SIDE) & (row[x] > weakest)
             for x in range(w):
                 if not worth[x]:
                     continue
@@ -299,31 +298,6 @@ def _strongest_corners(responses: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
                 n = min(n + 1, keep)
         counts[kind] = n
     return xs, ys, counts
-
-
-@njit(cache=True, nogil=True)
-def _max5(row: np.ndarray, out: np.ndarray) -> None:
-    """``out[x]``: the maximum of ``row[x - 2:x + 3]`` (clipped). The inside is taken through
-    slices: LLVM vectorises loops over those, not ones indexing at x - 2 (a negative index would
-    wrap)."""
-    w = len(row)
-    for x in range(min(2, w)):
-        out[x] = _clipped_max(row, x - 2, x + 3)
-    for x in range(max(w - 2, 2), w):
-        out[x] = _clipped_max(row, x - 2, x + 3)
-    n = w - 4
-    if n > 0:
-        a, b, c, d, e, inner = row[0:n], row[1:n + 1], row[2:n + 2], row[3:n + 3], row[4:n + 4], out[2:n + 2]
-        for x in range(n):
-            inner[x] = max(max(max(a[x], b[x]), max(c[x], d[x])), e[x])
-
-
-@njit(cache=True, nogil=True)
-def _clipped_max(row: np.ndarray, a: int, b: int) -> np.float32:
-    best = row[max(a, 0)]
-    for x in range(max(a, 0), min(b, len(row))):
-        best = max(best, row[x])
-    return best
 
 
 @njit(cache=True, nogil=True)
