@@ -167,25 +167,43 @@ def fingerprint_stages(files: list[Path], rounds: int = 3) -> tuple[dict[str, fl
     """Milliseconds per image of each stage of ``fingerprint_image`` (best of ``rounds``): where
     the time goes, next to the naive figure; and the mean number of window hashes (fingerprint
     rows) an image gets."""
-    from copyhunt.fingerprint import HASH_WORKING_SIZE, QUERY_BLOBS, blob_windows, fingerprint_image, paste_windows
+    from copyhunt.fingerprint import (HASH_WORKING_SIZE, QUERY_BLOBS, PHasher, blob_windows, fingerprint_image, paste_blob_hashes_upsampled,
+                                      paste_blob_windows, paste_windows)
     from copyhunt.imaging import load_gray
 
     datas = [f.read_bytes() for f in files]
     grays = [load_gray(d, 64_000_000, HASH_WORKING_SIZE)[0] for d in datas]
+    pastes = [paste_windows(g) for g in grays]
+    hasher = PHasher()
     windows: list[int] = []
+
+    # Each stage's results are dropped as it goes, as in a fingerprint: sixty images' arrays kept
+    # at once would cost fresh pages and inflate the stage.
+    def decode() -> None:
+        for d in datas:
+            load_gray(d, 64_000_000, HASH_WORKING_SIZE)
+
+    def blobs() -> None:
+        for g in grays:
+            blob_windows(g, QUERY_BLOBS)
+
+    def proposals() -> None:
+        for g in grays:
+            paste_windows(g)
+
+    def searches_in_proposals() -> None:  # at the found image's size, and enlarged (hashed there)
+        for g, p in zip(grays, pastes):
+            paste_blob_windows(g, p)
+            paste_blob_hashes_upsampled(g, p, hasher)
 
     def everything() -> None:
         windows[:] = [len(fingerprint_image("bench", d, 64_000_000)[0]) for d in datas]
 
-    best = best_seconds({
-        "decode and trim": lambda: [load_gray(d, 64_000_000, HASH_WORKING_SIZE) for d in datas],
-        "blob windows": lambda: [blob_windows(g, QUERY_BLOBS) for g in grays],
-        "paste proposals": lambda: [paste_windows(g) for g in grays],
-        "all": everything,
-    }, rounds)
+    best = best_seconds({"decode and trim": decode, "blob windows": blobs, "paste proposals": proposals,
+                         "blob searches in proposals": searches_in_proposals, "all": everything}, rounds)
     ms = {name: 1000 * v / len(files) for name, v in best.items()}
     total = ms.pop("all")
-    ms["window hashes, trimming, rows"] = max(0.0, total - sum(ms.values()))
+    ms["window hashes, collage seams, rows"] = max(0.0, total - sum(ms.values()))
     return {k: round(v, 3) for k, v in ms.items()}, float(np.mean(windows))
 
 
