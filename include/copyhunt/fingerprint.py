@@ -561,9 +561,7 @@ def _dog_peaks(blurred: np.ndarray, octave: int, factor: int, w: int, h: int, ke
     # Peaks are sought on DoG levels 1..levels-3 whose windows can reach MIN_WINDOW_PX (on the
     # first octave only the coarsest); a level below the finest of those is never looked at.
     finest = _finest_dog_level(factor)
-    # The loops below run over rows taken as slices: LLVM vectorises those, not loops that index
-    # at x - 1 (a negative index would wrap). Only the levels and the inside that a peak test
-    # reads are filled.
+    # Only the levels and the inside that a peak test reads are filled, a row at a time.
     dog = np.empty((levels - 1, sh, sw), np.float32)
     for level in range(finest - 1, levels - 1):
         for y in range(sh):

@@ -165,19 +165,20 @@ def _step_sums_kernel(gray: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarra
     vsum = np.zeros((h + 1, w + 1), np.float32)
     hsum = np.zeros((h + 1, w + 1), np.float32)
     column = np.zeros(w + 1, np.int32)  # integer running sums: exact, then scaled as float32
-    # Rows are taken as slices, whose loops LLVM vectorises (not loops indexing at x - 1).
     for y in range(h):
         left, right, running, out = gray[y, :w - 1], gray[y, 1:], column[1:w], vsum[y + 1, 1:w]
         for x in range(w - 1):
             running[x] += min(abs(np.int32(right[x]) - np.int32(left[x])), cap)
             out[x] = np.float32(running[x]) * scale
+    # Each row's steps across the boundary above it in a loop of their own, then their running sum
+    # along the row, which is serial.
     steps = np.empty(w, np.int32)
     for y in range(1, h):
         above, below, out = gray[y - 1], gray[y], hsum[y, 1:]
         for x in range(w):
             steps[x] = min(abs(np.int32(below[x]) - np.int32(above[x])), cap)
         row = np.int32(0)
-        for x in range(w):  # a running sum: serial
+        for x in range(w):
             row += steps[x]
             out[x] = np.float32(row) * scale
     return vsum, hsum
@@ -188,8 +189,9 @@ def _arms(vsum: np.ndarray, hsum: np.ndarray, k: int) -> np.ndarray:
     """Mean step along the k px from every lattice point, in each direction: down, up, right
     and left, stacked (0 where the arm would leave the image).
 
-    Rows are taken as slices, whose loops LLVM vectorises (not loops indexing at x + k); only the
-    strips no arm fills are zeroed."""
+    Rows are taken as slices: an index at a run-time offset (x + k), which numba checks for
+    wrap-around, keeps LLVM from vectorising a loop (8.4 against 2.0 us for one over a
+    thumbnail). Only the strips no arm fills are zeroed."""
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
     out = np.empty((4, h + 1, w + 1), np.float32)
     inverse = np.float32(1.0 / k)
@@ -236,7 +238,7 @@ def _corner_responses(vsum: np.ndarray, hsum: np.ndarray, arm: int, longest_weig
         vertical, horizontal = _CORNER_ARMS[kind]
         past_vertical, past_horizontal = 1 - vertical, 5 - horizontal  # the opposite directions
         for y in range(1, h):
-            # The row's inside (x = 1..w-1) as slices, so that the loop vectorises.
+            # The row's inside (x = 1..w-1) as slices: eight plain rows for the loop to read.
             bv, bh, tv, th = base[vertical, y, 1:w], base[horizontal, y, 1:w], twice[vertical, y, 1:w], twice[horizontal, y, 1:w]
             lv, lh, pv, ph = longest[vertical, y, 1:w], longest[horizontal, y, 1:w], base[past_vertical, y, 1:w], base[past_horizontal, y, 1:w]
             dst = out[kind, y, 1:w]
