@@ -75,7 +75,6 @@ class HasherContract:
         others = [h.hash(Image.open(p).convert("RGB")) for p in CUSTOMER_IMAGES]
         assert min(hamming(a, b) for i, a in enumerate(others) for b in others[i + 1:]) >= 14
 
-
     def test_no_boxes_no_hashes(self):
         gray = norm(Image.open(CUSTOMER_IMAGES[0]))
         hashes, usable = self.make().hash_windows(gray, np.zeros((0, 4), np.int64))

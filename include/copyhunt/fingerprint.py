@@ -87,7 +87,11 @@ BLOB_PER_OCTAVE = 3
 BLOB_BALANCED = True
 BLOB_MIN_RESPONSE = 1.5  # |DoG| in grey levels; weaker blobs are texture noise
 _OCTAVE_SIGMAS = tuple(2.0 * 2 ** (i / BLOB_PER_OCTAVE) for i in range(-1, BLOB_PER_OCTAVE + 2))
+# _OCTAVE_STEPS[i]: the blur that takes an octave's level i - 1 to level i (entry 0: the image to
+# level 0). A search blurs its first level straight from the image (blob_windows).
 _OCTAVE_STEPS = [_OCTAVE_SIGMAS[0]] + [float(np.sqrt(b * b - a * a)) for a, b in zip(_OCTAVE_SIGMAS, _OCTAVE_SIGMAS[1:])]
+
+
 def _kernel_size(sigma: float) -> tuple[int, int]:
     """A Gaussian blur's kernel, reaching 3 sigma (OpenCV's default for float images is 4: a fifth
     more taps for the last 0.3% of the weight; the blurs are most of a blob search's time)."""
