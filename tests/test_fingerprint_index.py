@@ -138,6 +138,33 @@ def test_blob_windows_follow_the_picture_through_a_crop():
     assert blob_windows(gray, 16) == blob_windows(gray.copy(), 16)  # deterministic
 
 
+def test_compiled_blurs_and_halving_agree_with_opencv():
+    # The blob search's pyramid is compiled; its blurs must be OpenCV's (same kernels, same
+    # reflected borders) up to float rounding, on photo pixels at every octave's size, down to
+    # images narrower than the kernel (whose borders reflect more than once).
+    import cv2
+
+    from copyhunt.fingerprint import _LEVEL_KERNELS, _OCTAVE_SIGMAS, _OCTAVE_STEPS, _STEP_KERNELS, _blur, _halve, _kernel_size
+    from copyhunt.imaging import half_size
+
+    photo = norm(Image.open(CUSTOMER_IMAGES[1])).astype(np.float32)
+    images = [photo[:108, :144], photo[:54, :73], photo[:27, :36], photo[:5, :7], photo[:1, :9], photo[:12, :1]]
+    kernels = [(_STEP_KERNELS[i], s) for i, s in enumerate(_OCTAVE_STEPS)] + [(_LEVEL_KERNELS[i], s) for i, s in enumerate(_OCTAVE_SIGMAS)]
+    for image in map(np.ascontiguousarray, images):
+        h, w = image.shape
+        for half_kernel, sigma in kernels:
+            size = _kernel_size(sigma)
+            ours = np.full_like(image, np.nan)
+            _blur(image, ours, half_kernel[:size[0] // 2 + 1], np.empty_like(image), np.empty(w + size[0], np.float32))
+            theirs = cv2.GaussianBlur(image, size, sigma)
+            assert np.abs(ours - theirs).max() < 1e-3, (image.shape, sigma)
+            assert np.abs(ours - image).max() > 0.5 or min(h, w) == 1  # it did blur
+        if min(h, w) >= 2:
+            halved = np.full((h // 2, w // 2), np.nan, np.float32)
+            _halve(image, halved)
+            assert np.array_equal(halved, half_size(image)), image.shape
+
+
 def test_tilted_copy_on_a_plain_background_is_turned_back():
     src = Image.open(CUSTOMER_IMAGES[6]).convert("RGB")
     tilted = src.rotate(6, Image.Resampling.BICUBIC, expand=True, fillcolor="white")
