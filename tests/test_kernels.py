@@ -22,7 +22,7 @@ for path in sys.argv[1:]:
     data = Path(path).read_bytes()
     rows, reason = fingerprint_image("x", data, 64_000_000)
     try:
-        refs = [list(h.__dict__.values()) for h in reference_hashes(load_gray(data, 64_000_000, HASH_WORKING_SIZE)[0])]
+        refs = [list(h) for h in reference_hashes(load_gray(data, 64_000_000, HASH_WORKING_SIZE)[0])]
     except BadImage as exc:
         refs = exc.reason
     out[path] = [rows, reason, refs]
