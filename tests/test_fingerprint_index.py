@@ -55,6 +55,21 @@ def test_bits_round_trip():
         assert bits_to_int64(int64_to_bits(v)) == v
 
 
+def test_median_by_selection_is_numpys_median():
+    # pHash bits are "above the median": the selection must give np.median's value to the bit,
+    # ties and equal values included.
+    from copyhunt.fingerprint import _median_by_selection
+
+    rng = np.random.default_rng(4)
+    for trial in range(600):
+        values = rng.normal(size=[2, 4, 64][trial % 3]).astype(np.float32)
+        if trial % 4 == 0:
+            values = np.round(values * 2).astype(np.float32)  # many ties
+        if trial % 9 == 0:
+            values[:] = 3.0
+        assert _median_by_selection(values, np.empty(len(values), np.float32)) == np.float32(np.median(values)), values
+
+
 class HasherContract:
     """What every hasher must do; subclass with ``make()`` for each implementation."""
 

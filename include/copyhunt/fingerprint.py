@@ -226,13 +226,47 @@ def hashes_from_blocks(blocks: np.ndarray) -> np.ndarray:
 def _bits_above_median(flat: np.ndarray) -> np.ndarray:
     n, bits = flat.shape
     out = np.empty(n, np.uint64)
+    scratch = np.empty(bits, np.float32)
     for i in range(n):
-        median = _median_float32(flat[i])
+        median = _median_float32(flat[i]) if bits % 2 else _median_by_selection(flat[i], scratch)
         value = np.uint64(0)
         for j in range(bits):
             value = (value << np.uint64(1)) | np.uint64(flat[i, j] > median)
         out[i] = value
     return out
+
+
+@njit(cache=True, nogil=True)
+def _median_by_selection(values: np.ndarray, scratch: np.ndarray) -> np.float32:
+    """``_median_float32`` of an even number of values, without sorting them all (a third of the
+    time for a hash's 64): the lower middle value selected in place in ``scratch`` (Hoare's
+    partitioning), the upper one the least of those above it."""
+    n = len(values)
+    scratch[:n] = values
+    k = n // 2 - 1
+    lo, hi = 0, n - 1
+    while lo < hi:
+        pivot = scratch[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while scratch[i] < pivot:
+                i += 1
+            while scratch[j] > pivot:
+                j -= 1
+            if i <= j:
+                scratch[i], scratch[j] = scratch[j], scratch[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    upper = scratch[k + 1]
+    for i in range(k + 2, n):
+        upper = min(upper, scratch[i])
+    return (scratch[k] + upper) / np.float32(2.0)
 
 
 @njit(cache=True, nogil=True)
