@@ -86,48 +86,84 @@ def paste_boxes(gray: np.ndarray, count: int, min_side: int) -> list[Box]:
         return []
     least = MIN_SCORE_DENSE * (w + h)
     score = _score(vsum, hsum, x0, y0, x1, y1, least)
+    chosen = _chosen(vsum, hsum, x0, y0, x1, y1, score, count, min_side, DENSE_EVIDENCE)  # read at call time: tests vary it
+    return [tuple(box) for box in chosen.tolist()]
+
+
+@njit(cache=True, nogil=True)
+def _chosen(vsum: np.ndarray, hsum: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, score: np.ndarray,
+            count: int, min_side: int, dense_evidence: float) -> np.ndarray:
+    """(k, 4) boxes proposed of the scored rectangles: up to ``count`` best, refined, without
+    near-duplicates; then, when the best is confident, its ``_alternative`` placements not
+    already chosen. Compiled: the numpy calls and Python loops it replaced cost an eighth of the
+    proposals' time (paste_boxes on the 1-MP photos: 390 -> 346 us)."""
+    h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
+    least = MIN_SCORE_DENSE * (w + h)
     # Under MIN_SCORE only rectangles whose sides are clear along most of their length (a wide
     # picture has short sides for its width).
-    dense = score >= DENSE_EVIDENCE * ((x1 - x0) + (y1 - y0))
-    score = np.where(dense | (score >= MIN_SCORE * (w + h)), score, -1.0)
-    # Only rectangles reaching ``least`` can be chosen: sorting just those (usually a handful of
-    # some 1,700) gives the same order.
-    worth = np.flatnonzero(score >= least)
-    order = worth[np.lexsort((y1[worth], x1[worth], y0[worth], x0[worth], -score[worth]))][: count * TRIES_PER_PROPOSAL]
-    chosen: list[Box] = []
+    worth = np.empty(len(score), np.int64)
+    n = 0
+    for i in range(len(score)):
+        dense = score[i] >= dense_evidence * ((x1[i] - x0[i]) + (y1[i] - y0[i]))
+        if (dense or score[i] >= MIN_SCORE * (w + h)) and score[i] >= least:
+            worth[n] = i
+            n += 1
+    # Best first, ties by x0, y0, x1, y1 (stable sorts from the last key; usually a handful of
+    # some 1,700 rectangles can be chosen at all).
+    order = worth[:n]
+    for key in (y1, x1, y0, x0):
+        order = order[np.argsort(key[order], kind="mergesort")]
+    order = order[np.argsort(-score[order], kind="mergesort")][:count * TRIES_PER_PROPOSAL]
+    chosen = np.empty((count + 4, 4), np.int64)
+    k = 0
     for i in order:
-        if len(chosen) == count:
+        if k == count:
             break
-        box = _refine(vsum, hsum, (int(x0[i]), int(y0[i]), int(x1[i]), int(y1[i])))
-        if all(_iou(box, other) < DUPLICATE_IOU for other in chosen):
-            chosen.append(box)
-    confident = len(chosen) and score[order[0]] >= MIN_SCORE_FOR_ALTERNATIVES * (w + h)
-    for other in _alternatives(vsum, hsum, chosen[0], min_side) if confident else []:
-        if other not in chosen:
-            chosen.append(other)
-    return chosen
+        box = _refine(vsum, hsum, x0[i], y0[i], x1[i], y1[i])
+        unique = True
+        for j in range(k):
+            unique = unique and _iou(box, chosen[j]) < DUPLICATE_IOU
+        if unique:
+            chosen[k] = box
+            k += 1
+    if k and score[order[0]] >= MIN_SCORE_FOR_ALTERNATIVES * (w + h):
+        first = chosen[0].copy()
+        for side in range(4):
+            other = _alternative(vsum, hsum, first, side, min_side)
+            if other[0] < 0:
+                continue
+            new = True
+            for j in range(k):
+                new = new and not (chosen[j] == other).all()
+            if new:
+                chosen[k] = other
+                k += 1
+    return chosen[:k]
 
 
-def _alternatives(vsum: np.ndarray, hsum: np.ndarray, box: Box, min_side: int) -> list[Box]:
-    """The box with one side moved to its best other position (judged by the side and the two
-    corners it makes), for each side."""
+@njit(cache=True, nogil=True)
+def _alternative(vsum: np.ndarray, hsum: np.ndarray, box: np.ndarray, side: int, min_side: int) -> np.ndarray:
+    """The box with ``side`` moved to its best other position (judged by the side and the two
+    corners it makes), refined; all -1 when no position is at least ALTERNATIVE_MIN_MOVE px away
+    and leaves the box ``min_side`` on a side, or none scores over 0."""
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
-    out = []
-    for side in range(4):
-        limit = w if side in (0, 2) else h
-        positions = np.arange(limit + 1)
-        boxes = np.tile(np.array(box, np.int64), (len(positions), 1))
-        boxes[:, side] = positions
-        ok = ((boxes[:, 2] - boxes[:, 0] >= min_side) & (boxes[:, 3] - boxes[:, 1] >= min_side)
-              & (np.abs(positions - box[side]) > ALTERNATIVE_MIN_MOVE))
-        boxes = boxes[ok]
-        if not len(boxes):
-            continue
-        score = _side_with_corners(vsum, hsum, boxes, side)
-        best = int(np.argmax(score))
-        if score[best] > 0:
-            out.append(_refine(vsum, hsum, tuple(int(v) for v in boxes[best])))
-    return out
+    limit = w if side in (0, 2) else h
+    boxes = np.empty((limit + 1, 4), np.int64)
+    n = 0
+    for position in range(limit + 1):
+        boxes[n] = box
+        boxes[n, side] = position
+        if (boxes[n, 2] - boxes[n, 0] >= min_side and boxes[n, 3] - boxes[n, 1] >= min_side
+                and abs(position - box[side]) > ALTERNATIVE_MIN_MOVE):
+            n += 1
+    none = np.full(4, -1, np.int64)
+    if n == 0:
+        return none
+    score = _side_with_corners(vsum, hsum, boxes[:n], side)
+    best = np.argmax(score)
+    if not score[best] > 0:
+        return none
+    return _refine(vsum, hsum, boxes[best, 0], boxes[best, 1], boxes[best, 2], boxes[best, 3])
 
 
 @njit(cache=True, nogil=True)
@@ -551,30 +587,33 @@ def _corner_quality(vsum: np.ndarray, hsum: np.ndarray, x: int, y: int, down: in
     return min(vertical, horizontal) - max(past_v, past_h)
 
 
-def _refine(vsum: np.ndarray, hsum: np.ndarray, box: Box) -> Box:
+@njit(cache=True, nogil=True)
+def _refine(vsum: np.ndarray, hsum: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     """Each inner side moved by up to a pixel to where its step is strongest (corners found on a
-    5x5 grid of maxima, and a boundary resampled between two pixels, can be a pixel off)."""
+    5x5 grid of maxima, and a boundary resampled between two pixels, can be a pixel off). Means
+    in float32, as the numpy scalars this replaced computed them."""
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
-    b = list(box)
+    b = np.array([x0, y0, x1, y1], np.int64)
     for side in range(4):
         limit = w if side in (0, 2) else h
         if not 0 < b[side] < limit:
             continue
-        best_value, best_at = -1.0, b[side]
+        best_value, best_at = np.float32(-1.0), b[side]
         for at in (b[side] - 1, b[side], b[side] + 1):
             if not 0 < at < limit:
                 continue
             if side in (0, 2):
-                value = (vsum[b[3], at] - vsum[b[1], at]) / (b[3] - b[1])
+                value = np.float32(vsum[b[3], at] - vsum[b[1], at]) / np.float32(b[3] - b[1])
             else:
-                value = (hsum[at, b[2]] - hsum[at, b[0]]) / (b[2] - b[0])
-            if value > best_value + 1e-6:
+                value = np.float32(hsum[at, b[2]] - hsum[at, b[0]]) / np.float32(b[2] - b[0])
+            if value > best_value + np.float32(1e-6):
                 best_value, best_at = value, at
         b[side] = best_at
-    return b[0], b[1], b[2], b[3]
+    return b
 
 
-def _iou(a: Box, b: Box) -> float:
+@njit(cache=True, nogil=True)
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
