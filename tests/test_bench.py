@@ -98,3 +98,19 @@ def test_throughput_table_says_when_the_spark_fixed_cost_is_not_separable():
     report.pipeline.update(spark_fixed_seconds=17.0, spark_per_second=884.9, sustained_per_second=381.9)
     rows = {row[0].strip(): row for row in format_table(report)}
     assert rows["sustained (a day's run: start-up spread over millions)"][1] == "381.9"
+
+
+def test_a_kept_benchmark_index_is_not_reused_by_another_fingerprint_version(monkeypatch):
+    # Version 5 left the suite references' hashes as they were; the throughput bench then
+    # reused its version-4 index and matching refused it. The key must name the version.
+    import pandas as pd
+
+    from copyhunt import fingerprint
+    from copyhunt.bench.throughput import benchmark_index_key
+
+    entries = pd.DataFrame({"phash": [1, -2, 3]})
+    key = benchmark_index_key(entries)
+    assert benchmark_index_key(entries.copy()) == key
+    assert benchmark_index_key(pd.DataFrame({"phash": [1, -2, 4]})) != key
+    monkeypatch.setattr(fingerprint, "FINGERPRINT_VERSION", fingerprint.FINGERPRINT_VERSION + 1)
+    assert benchmark_index_key(entries) != key

@@ -267,6 +267,16 @@ def _build_in_child(args: tuple) -> dict:
             "entries": result.entries, "shards": len(result.shards)}
 
 
+def benchmark_index_key(real_entries: pd.DataFrame) -> str:
+    """What names a benchmark index kept between runs: the real entries, the synthetic ones' recipe
+    and the fingerprint version. An old index is never reused by code that hashes another way,
+    even when a new version leaves the real references' hashes as they were."""
+    from copyhunt.fingerprint import FINGERPRINT_VERSION
+
+    made = f"{SYNTHETIC_VERSION}-fingerprint{FINGERPRINT_VERSION}".encode()
+    return hashlib.sha256(np.ascontiguousarray(real_entries["phash"].to_numpy()).tobytes() + made).hexdigest()[:12]
+
+
 def build_benchmark_index(real_entries: pd.DataFrame, n_refs: int, index_dir: Path, shard_size: int) -> dict:
     n_synthetic = max(0, n_refs - real_entries["image_id"].nunique())
     entries = pd.concat([real_entries, synthetic_entries(n_synthetic, real_entries, SEED + n_refs)], ignore_index=True)
@@ -510,8 +520,7 @@ def run_throughput(settings: Settings, out_dir: Path, assets: Path, quick: bool 
 
     real_entries = pd.concat([pd.read_parquet(real_index / "shards" / f"{s}.parquet") for s in current_shards(real_index)]).drop(columns=["annoy_id"])
     sizes = tuple(sizes or ((1_000, 10_000) if quick else (10_000, 100_000)))
-    # Named by the real entries: a new fingerprint version never reuses an old benchmark index.
-    real_key = hashlib.sha256(np.ascontiguousarray(real_entries["phash"].to_numpy()).tobytes() + SYNTHETIC_VERSION.encode()).hexdigest()[:12]
+    real_key = benchmark_index_key(real_entries)
     size_params = {}
     for n_refs in sizes:
         index_dir = work / f"index-{n_refs}-{real_key}"
