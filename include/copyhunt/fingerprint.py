@@ -97,23 +97,24 @@ def _kernel_size(sigma: float) -> tuple[int, int]:
     return (2 * math.ceil(3 * sigma) + 1,) * 2
 
 
-def _half_kernels(sigmas: Iterable[float]) -> np.ndarray:
-    """(n, r + 1): row i is the right half (centre first) of OpenCV's float32 Gaussian kernel of
-    ``sigmas[i]``, sized by ``_kernel_size``; zeros past its radius (``_blur`` takes a row cut
-    to the radius)."""
-    halves = [cv2.getGaussianKernel(_kernel_size(s)[0], s, cv2.CV_32F)[_kernel_size(s)[0] // 2:, 0] for s in sigmas]
+def _half_kernels(sigmas: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, r + 1) and (n,): row i is the right half (centre first) of OpenCV's float32 Gaussian
+    kernel of ``sigmas[i]``, sized by ``_kernel_size``, zeros past its radius; and the radii
+    (``_blur`` takes a row cut to its radius)."""
+    halves = []
+    for sigma in sigmas:
+        size = _kernel_size(sigma)[0]
+        halves.append(cv2.getGaussianKernel(size, sigma, cv2.CV_32F)[size // 2:, 0])
     out = np.zeros((len(halves), max(len(k) for k in halves)), np.float32)
     for i, k in enumerate(halves):
         out[i, :len(k)] = k
-    return out
+    return out, np.array([len(k) - 1 for k in halves], np.int64)
 
 
 # Row i: the kernel of _OCTAVE_STEPS[i] (level i - 1 to i), and of _OCTAVE_SIGMAS[i] (the image
 # to level i), with their radii.
-_STEP_KERNELS = _half_kernels(_OCTAVE_STEPS)
-_STEP_RADII = np.array([_kernel_size(s)[0] // 2 for s in _OCTAVE_STEPS], np.int64)
-_LEVEL_KERNELS = _half_kernels(_OCTAVE_SIGMAS)
-_LEVEL_RADII = np.array([_kernel_size(s)[0] // 2 for s in _OCTAVE_SIGMAS], np.int64)
+_STEP_KERNELS, _STEP_RADII = _half_kernels(_OCTAVE_STEPS)
+_LEVEL_KERNELS, _LEVEL_RADII = _half_kernels(_OCTAVE_SIGMAS)
 # (level, y, x) steps to a DoG peak, then to its neighbours left, right, above, below, one scale
 # finer and one coarser: the samples its sub-pixel position and scale are fitted on.
 _NEIGHBOUR_STEPS = ((0, 0, 0), (0, 0, -1), (0, 0, 1), (0, -1, 0), (0, 1, 0), (-1, 0, 0), (1, 0, 0))
