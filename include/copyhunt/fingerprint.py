@@ -590,13 +590,16 @@ def _blur(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, rows: np.nd
     reflected = np.empty(h + 2 * r, np.int64)  # reflected[y + r]: the row that row y - r..y + r reads
     for y in range(-r, h + r):
         reflected[y + r] = _reflect101(y, h)
+    ends = np.empty(2 * r, np.int64)  # the columns a row's reflected ends copy, the same for every row
+    for i in range(r):
+        ends[i], ends[r + i] = _reflect101(-r + i, w), _reflect101(w + i, w)
     for y in range(h):  # along rows, from a copy of the row with its reflected ends
         row = src[y]
         centre = line[r:r + w]
         for x in range(w):
             centre[x] = row[x]
-        for i in range(1, r + 1):
-            line[r - i], line[r + w - 1 + i] = row[_reflect101(-i, w)], row[_reflect101(w - 1 + i, w)]
+        for i in range(r):
+            line[i], line[r + w + i] = row[ends[i]], row[ends[r + i]]
         out = rows[y]
         j = 1
         if r % 2:
