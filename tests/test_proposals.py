@@ -148,3 +148,74 @@ def test_a_picture_with_clear_short_sides_is_proposed_under_the_image_size_bound
     assert best() > 0.95
     monkeypatch.setattr(proposals, "DENSE_EVIDENCE", 1e9)  # the image-size bound alone
     assert best() < 0.5
+
+
+# ---- the corner kernels against plain numpy ------------------------------------------------------
+def corner_inputs():
+    """Step sums and corner responses of thumbnails of real photos, of a pasted picture, and of
+    small and tiny images (arms longer than the image), with and without many exact ties."""
+    from copyhunt.imaging import half_size
+    from copyhunt.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT, _corner_responses, _step_sums
+
+    grays = [load_gray(path.read_bytes(), 64_000_000, HASH_WORKING_SIZE)[0] for path in (*CUSTOMER_IMAGES[:3], *UNRELATED_IMAGES[:3])]
+    grays.append(load_gray(pasted(CUSTOMER_IMAGES[0], UNRELATED_IMAGES[0], 0.4, (0.3, 0.6))[0], 64_000_000, HASH_WORKING_SIZE)[0])
+    rng = np.random.default_rng(7)
+    grays += [(rng.integers(0, 3, (h, w)) * 100).astype(np.uint8) for h, w in ((70, 90), (20, 30), (9, 40), (4, 5))]
+    for gray in grays:
+        thumb = half_size(gray)
+        vsum, hsum = _step_sums(thumb)
+        yield vsum, hsum, _corner_responses(vsum, hsum, CORNER_ARM // 2, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
+
+
+def numpy_corner_responses(vsum, hsum, arm, longest_weight, outside_weight):
+    """The responses as whole-array numpy arithmetic: every arm's mean step, then the four kinds."""
+    h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
+
+    def arms(k):  # down, up, right, left; 0 where the arm would leave the image
+        out = np.zeros((4, h + 1, w + 1), np.float32)
+        inverse = np.float32(1.0 / k)
+        if k <= h:
+            out[0, :h + 1 - k] = (vsum[k:] - vsum[:h + 1 - k]) * inverse
+            out[1, k:] = out[0, :h + 1 - k]
+        if k <= w:
+            out[2, :, :w + 1 - k] = (hsum[:, k:] - hsum[:, :w + 1 - k]) * inverse
+            out[3, :, k:] = out[2, :, :w + 1 - k]
+        return out
+
+    base, twice, longest = arms(arm), arms(2 * arm), arms(4 * arm)
+    out = np.zeros((4, h + 1, w + 1), np.float32)
+    for kind, (vertical, horizontal) in enumerate(((0, 2), (0, 3), (1, 2), (1, 3))):
+        response = np.minimum(base[vertical], base[horizontal])
+        response += np.minimum(twice[vertical], twice[horizontal])
+        response += np.float32(longest_weight) * np.minimum(longest[vertical], longest[horizontal])
+        response -= np.float32(outside_weight) * np.maximum(base[1 - vertical], base[5 - horizontal])
+        out[kind, 1:h, 1:w] = response[1:h, 1:w]
+    return out
+
+
+def test_corner_responses_are_numpys_to_the_bit():
+    from copyhunt.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT
+
+    for vsum, hsum, responses in corner_inputs():
+        expected = numpy_corner_responses(vsum, hsum, CORNER_ARM // 2, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
+        assert np.array_equal(responses, expected), vsum.shape
+
+
+def test_strongest_corners_are_the_strongest_5x5_maxima_ties_in_scan_order():
+    from copyhunt.proposals import CORNERS_PER_KIND, MIN_SIDE, _strongest_corners
+
+    checked = 0
+    for _, _, responses in corner_inputs():
+        for stack in (responses, np.round(responses * 4) / 4):  # and with many exact ties
+            stack = np.ascontiguousarray(stack, np.float32)
+            xs, ys, counts = _strongest_corners(stack)
+            for kind, response in enumerate(stack):
+                h, w = response.shape
+                padded = np.pad(response, 2, constant_values=-np.inf)
+                most = np.max([padded[dy:dy + h, dx:dx + w] for dy in range(5) for dx in range(5)], axis=0)
+                y, x = np.nonzero((response > MIN_SIDE) & (response >= most))
+                best = np.lexsort((x, y, -response[y, x]))[:CORNERS_PER_KIND]  # strongest, then (y, x)
+                assert counts[kind] == len(best)
+                assert ys[kind, :len(best)].tolist() == y[best].tolist() and xs[kind, :len(best)].tolist() == x[best].tolist()
+                checked += len(best)
+    assert checked > 300  # the photos have corners to choose from
