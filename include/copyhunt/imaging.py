@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 # Two guards against decompression bombs: our own check of the header's size against the
 # configured limit, before any decode; and Pillow's, whose warning (it only warns between its
@@ -158,6 +158,10 @@ def _open_gray_draft(data: bytes, max_pixels: int, working_size: int) -> tuple[I
         # Let the DCT scaling go down to 70% of the working size: decoding at 1/4 instead of 1/2
         # of a megapixel JPEG saves more than the slightly smaller image costs in precision.
         scale = min(1.0, DRAFT_SLACK * working_size / long_side)
+        # All the data in one call to the decoder, rather than in Pillow's 64 KB blocks: a JPEG
+        # decode that runs out of data suspends and is resumed from Python (the data is in
+        # memory already). About 15 us of a 1-MP photo's 1.17 ms.
+        im.decodermaxblock = max(len(data), ImageFile.MAXBLOCK)
         _decode_first_frame(im, "L", (max(1, int(width * scale)), max(1, int(height * scale))))
     return im, long_side
 

@@ -250,7 +250,7 @@ def _corner_responses(vsum: np.ndarray, hsum: np.ndarray, arm: int, longest_weig
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
     longest_weight32, outside_weight32 = np.float32(longest_weight), np.float32(outside_weight)
     out = np.empty((4, h + 1, w + 1), np.float32)
-    out[:, 0, :], out[:, h, :], out[:, :, 0], out[:, :, w] = 0, 0, 0, 0
+    out[:, 0, :], out[:, h, :] = 0, 0
     k1, k2, k4 = arm, 2 * arm, 4 * arm
     i1, i2, i4 = np.float32(1.0 / k1), np.float32(1.0 / k2), np.float32(1.0 / k4)
     horizontal = np.empty((6, w + 1), np.float32)
@@ -269,7 +269,7 @@ def _corner_responses(vsum: np.ndarray, hsum: np.ndarray, arm: int, longest_weig
         _horizontal_arms(row, k4, i4, horizontal[4], horizontal[5])
         right1, left1, right2, left2, right4, left4 = horizontal[0], horizontal[1], horizontal[2], horizontal[3], horizontal[4], horizontal[5]
         top_left, top_right, bottom_left, bottom_right = out[0, y], out[1, y], out[2, y], out[3, y]
-        for x in range(1, w):
+        for x in range(w + 1):  # from 0: an index from a run-time offset does not vectorise
             centre = here[x]
             d1, d2, d4 = (down1[x] - centre) * i1, (down2[x] - centre) * i2, (down4[x] - centre) * i4
             u1, u2, u4 = (centre - up1[x]) * i1, (centre - up2[x]) * i2, (centre - up4[x]) * i4
@@ -278,6 +278,7 @@ def _corner_responses(vsum: np.ndarray, hsum: np.ndarray, arm: int, longest_weig
             top_right[x] = _corner_response(d1, l1, d2, l2, d4, l4, u1, r1, longest_weight32, outside_weight32)
             bottom_left[x] = _corner_response(u1, r1, u2, r2, u4, r4, d1, l1, longest_weight32, outside_weight32)
             bottom_right[x] = _corner_response(u1, l1, u2, l2, u4, l4, d1, r1, longest_weight32, outside_weight32)
+    out[:, :, 0], out[:, :, w] = 0, 0
     return out
 
 
