@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from conftest import CUSTOMER_IMAGES, REPO, UNRELATED_IMAGES
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.fingerprint import FINGERPRINT_COLUMNS
-from copyhunt.hunt import fingerprint_one
+from copyhunt.hunt import fingerprint_batch
 from copyhunt.references import describe_reference, features_store
 from copyhunt.index import ENTRY_COLUMNS, build_index
 from copyhunt.matching import MatchParams
@@ -62,9 +62,7 @@ def test_transform_finds_planted_copies_and_nothing_else(tmp_path, spark):
         "unregistered": jpeg(Image.open(CUSTOMER_IMAGES[6])),
     }
     shas = {name: blobs.put(data) for name, data in queries.items()}
-    rows = []
-    for sha in shas.values():
-        rows += fingerprint_one((str(blobs.root), sha, 10**8))[1]
+    rows = [row for _, found, _ in fingerprint_batch((str(blobs.root), list(shas.values()), 10**8)) for row in found]
     fps = spark.createDataFrame(pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS))
     params = MatchParams(index_dir=str(tmp_path / "index"), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(blobs.root))
     out = job.transform(fps.repartition(3), params, partitions=5).toPandas()
@@ -144,11 +142,11 @@ def test_matching_without_spark_is_deterministic(tmp_path):
             entries.append({"customer_id": "cust", "image_id": path.stem, "ref_sha256": sha, "window": wh.window, "mirrored": wh.mirrored,
                             "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
     build_index(pd.DataFrame(entries, columns=ENTRY_COLUMNS), tmp_path / "index", shard_size=100)
-    rows = []
+    shas = []
     for i, path in enumerate(CUSTOMER_IMAGES[:5] + UNRELATED_IMAGES[:3]):
         im = Image.open(path).convert("RGB")
-        sha = blobs.put(jpeg(ImageOps.mirror(im) if i % 2 else im.crop((0, 0, im.width * 3 // 4, im.height))))
-        rows += fingerprint_one((str(blobs.root), sha, 10**8))[1]
+        shas.append(blobs.put(jpeg(ImageOps.mirror(im) if i % 2 else im.crop((0, 0, im.width * 3 // 4, im.height)))))
+    rows = [row for _, found, _ in fingerprint_batch((str(blobs.root), shas, 10**8)) for row in found]
     fps = pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS)
     params = MatchParams(index_dir=str(tmp_path / "index"), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(blobs.root))
     first = match_frame(fps, params)

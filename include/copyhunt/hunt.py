@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.demo.customers import load_customers
-from copyhunt.fingerprint import FINGERPRINT_COLUMNS, compile_kernels, fingerprint_image
+from copyhunt.fingerprint import FINGERPRINT_BATCH, FINGERPRINT_COLUMNS, compile_kernels, fingerprint_images
+from copyhunt.imaging import BadImage
 from copyhunt.lake import Lake, to_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -88,14 +89,19 @@ def _crawl_counts(lake: Lake, run_date: dt.date) -> dict:
 
 
 # ---- fingerprint -------------------------------------------------------------------------------
-def fingerprint_one(args: tuple[str, str, int]) -> tuple[str, list[dict], str | None]:
-    blob_root, sha, max_pixels = args
-    try:
-        data = LocalBlobStore(blob_root).get(sha)
-    except KeyError:
-        return sha, [], "missing-blob"
-    rows, error = fingerprint_image(sha, data, max_pixels)
-    return sha, rows, error
+def fingerprint_batch(args: tuple[str, list[str], int]) -> list[tuple[str, list[dict], str | None]]:
+    """(sha256, rows, reason) of each blob of a batch (``fingerprint_images``): a pool task."""
+    blob_root, shas, max_pixels = args
+    store = LocalBlobStore(blob_root)
+
+    def blobs() -> Iterator[tuple[str, bytes | BadImage]]:  # read as the batch decodes them
+        for sha in shas:
+            try:
+                yield sha, store.get(sha)
+            except KeyError:
+                yield sha, BadImage("missing-blob")
+
+    return [(sha, rows, error) for sha, (rows, error) in zip(shas, fingerprint_images(blobs(), max_pixels))]
 
 
 # Images fingerprinted per chunk: the rows of one chunk are held, sorted and written at a time, so
@@ -184,14 +190,15 @@ def fingerprint_chunks(blob_root: str, shas: list[str], max_pixels: int, workers
             for start in range(0, len(shas), FINGERPRINT_CHUNK):
                 chunk = shas[start:start + FINGERPRINT_CHUNK]
                 known = earlier.known(chunk) if earlier is not None else {}
-                todo = [(blob_root, sha, max_pixels) for sha in chunk if sha not in known]
+                todo = [sha for sha in chunk if sha not in known]
                 if todo and not compiled:
                     # Here, before the pool's first task forks its workers: they inherit the
                     # kernels instead of each compiling them. A day taken whole from an earlier
                     # one needs none.
                     compile_kernels()
                     compiled = True
-                computed = pool.map(fingerprint_one, todo, chunksize=8)
+                batches = [(blob_root, todo[at:at + FINGERPRINT_BATCH], max_pixels) for at in range(0, len(todo), FINGERPRINT_BATCH)]
+                computed = (result for batch in pool.map(fingerprint_batch, batches) for result in batch)
                 for sha in chunk:
                     yield (sha, *known[sha]) if sha in known else next(computed)
 

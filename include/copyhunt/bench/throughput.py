@@ -113,14 +113,14 @@ def measure_fingerprints(files: list[Path], rounds: int = 5) -> tuple[float, flo
     import imagehash
     from PIL import Image
 
-    from copyhunt.fingerprint import HASH_WORKING_SIZE, PHasher, fingerprint_image
+    from copyhunt.fingerprint import FINGERPRINT_BATCH, HASH_WORKING_SIZE, PHasher, fingerprint_images
     from copyhunt.imaging import load_gray
 
     hasher = PHasher()
 
-    def ours() -> None:
-        for f in files:
-            fingerprint_image("bench", f.read_bytes(), 64_000_000)
+    def ours() -> None:  # in batches, as the fingerprint stage's workers take them
+        for start in range(0, len(files), FINGERPRINT_BATCH):
+            fingerprint_images((("bench", f.read_bytes()) for f in files[start:start + FINGERPRINT_BATCH]), 64_000_000)
 
     def naive() -> None:
         for f in files:
@@ -164,11 +164,11 @@ def one_core():
 
 
 def fingerprint_stages(files: list[Path], rounds: int = 3) -> tuple[dict[str, float], float]:
-    """Milliseconds per image of each stage of ``fingerprint_image`` (best of ``rounds``): where
+    """Milliseconds per image of each stage of ``fingerprint_images`` (best of ``rounds``): where
     the time goes, next to the naive figure; and the mean number of window hashes (fingerprint
     rows) an image gets."""
-    from copyhunt.fingerprint import (HASH_WORKING_SIZE, QUERY_BLOBS, PHasher, blob_windows, fingerprint_image, paste_blob_hashes_upsampled,
-                                      paste_blob_windows, paste_windows)
+    from copyhunt.fingerprint import (FINGERPRINT_BATCH, HASH_WORKING_SIZE, QUERY_BLOBS, PHasher, blob_windows, fingerprint_images,
+                                      paste_blob_hashes_upsampled, paste_blob_windows, paste_windows)
     from copyhunt.imaging import load_gray
 
     datas = [f.read_bytes() for f in files]
@@ -196,8 +196,9 @@ def fingerprint_stages(files: list[Path], rounds: int = 3) -> tuple[dict[str, fl
             paste_blob_windows(g, p)
             paste_blob_hashes_upsampled(g, p, hasher)
 
-    def everything() -> None:
-        windows[:] = [len(fingerprint_image("bench", d, 64_000_000)[0]) for d in datas]
+    def everything() -> None:  # in batches, as measure_fingerprints
+        windows[:] = [len(rows) for start in range(0, len(datas), FINGERPRINT_BATCH)
+                      for rows, _ in fingerprint_images((("bench", d) for d in datas[start:start + FINGERPRINT_BATCH]), 64_000_000)]
 
     best = best_seconds({"decode and trim": decode, "blob windows": blobs, "paste proposals": proposals,
                          "blob searches in proposals": searches_in_proposals, "all": everything}, rounds)
@@ -359,7 +360,7 @@ def _e2e_worker(args: tuple) -> tuple[int, float, float]:
     """Fingerprint, search and verify a share of the stream, in batches as Spark executors do."""
     paths, params = args
     from copyhunt.blobs import sha256_bytes
-    from copyhunt.fingerprint import FINGERPRINT_COLUMNS, fingerprint_image
+    from copyhunt.fingerprint import FINGERPRINT_COLUMNS, fingerprint_images
     from copyhunt.imaging import BadImage
     from copyhunt.matching import QueryImage, _searcher, search_frame, verify_query
 
@@ -367,12 +368,11 @@ def _e2e_worker(args: tuple) -> tuple[int, float, float]:
     t, cpu = time.perf_counter(), time.process_time()
     matched = 0
     for start in range(0, len(paths), E2E_BATCH):
-        datas, rows = {}, []
+        datas = {}
         for p in paths[start:start + E2E_BATCH]:
             data = Path(p).read_bytes()
-            sha = sha256_bytes(data)
-            datas[sha] = data
-            rows += fingerprint_image(sha, data, params.max_image_pixels)[0]
+            datas[sha256_bytes(data)] = data
+        rows = [row for found, _ in fingerprint_images(datas.items(), params.max_image_pixels) for row in found]
         candidates = search_frame(pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS), params)
         for sha, group in candidates.groupby("image_sha256", sort=True):
             try:
