@@ -245,8 +245,8 @@ def _corner_responses(vsum: np.ndarray, hsum: np.ndarray, arm: int, longest_weig
     An arm is the mean step over its k px (0 where it would leave the image). A row at a time:
     its vertical arms are read straight from the rows of ``vsum`` k px away, its horizontal arms
     are made into a few lines that stay in cache, and all four kinds are written in one pass
-    (stacks of every arm over the whole image cost more in memory traffic than in arithmetic:
-    51 -> 38 us on the 1-MP photos' thumbnails)."""
+    (stacks of every arm over the whole image cost more in memory traffic than in arithmetic),
+    over whole rows from index 0 (51 -> 35 us on the 1-MP photos' thumbnails)."""
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
     longest_weight32, outside_weight32 = np.float32(longest_weight), np.float32(outside_weight)
     out = np.empty((4, h + 1, w + 1), np.float32)
