@@ -203,6 +203,27 @@ def test_fingerprint_rows_and_reasons():
     assert fingerprint_image("c" * 64, encode(flat), 10**8) == ([], "no-detail")
 
 
+def test_a_batch_gives_each_image_what_it_gets_alone():
+    """fingerprint_images runs each stage across the batch; no image's rows or reason may depend
+    on its neighbours. The batch mixes photos, a picture pasted into another (its proposals are
+    searched enlarged), a collage, a padded copy, flat and broken images and a missing blob."""
+    from copyhunt.fingerprint import fingerprint_images
+    from copyhunt.imaging import BadImage
+
+    background = Image.open(UNRELATED_IMAGES[1]).convert("RGB").resize((640, 480))
+    background.paste(Image.open(CUSTOMER_IMAGES[2]).convert("RGB").resize((256, 170)), (300, 200))
+    padded = ImageOps.expand(Image.open(CUSTOMER_IMAGES[3]).convert("RGB"), border=60, fill="white")
+    items = [("p0", CUSTOMER_IMAGES[0].read_bytes()), ("bad", b"\x89PNG\r\n\x1a\n broken"), ("paste", encode(background)),
+             ("missing", BadImage("missing-blob")), ("collage", encode(grid_collage([*CUSTOMER_IMAGES[:2], *UNRELATED_IMAGES[:2]], 2, 0))),
+             ("flat", encode(Image.new("RGB", (200, 150), (120, 160, 210)))), ("padded", encode(padded)),
+             ("cut", CUSTOMER_IMAGES[1].read_bytes()[:5000]), ("p1", UNRELATED_IMAGES[0].read_bytes())]
+    batch = fingerprint_images(iter(items), 10**8)
+    alone = [([], data.reason) if isinstance(data, BadImage) else fingerprint_image(sha, data, 10**8) for sha, data in items]
+    assert batch == alone
+    assert [reason for _, reason in batch] == [None, "corrupt-image", None, "missing-blob", None, "no-detail", None, "corrupt-image", None]
+    assert any(r["window"].startswith("blob-u") for r in batch[2][0])  # the enlarged proposal search ran
+
+
 def test_fingerprint_chunks_are_one_sorted_table_in_pieces(tmp_path, monkeypatch):
     import pyarrow as pa
 
