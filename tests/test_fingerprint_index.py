@@ -180,6 +180,30 @@ def test_compiled_blurs_and_halving_agree_with_opencv():
             assert np.array_equal(halved, half_size(image)), image.shape
 
 
+def test_written_out_blurs_add_the_taps_as_the_loop_does():
+    # _blur runs the blob search's radii with their taps written out (code generated from a
+    # template); each must add the same products in the same order as _blur_any_radius, to the
+    # bit, or fingerprints would change with the dispatch. Photo pixels and noise, sizes down to
+    # a single row or column (borders reflected more than once), and radii that fall through to
+    # the loop.
+    from copyhunt.fingerprint import _BLOB_BLUR_RADII, _blur, _blur_any_radius
+
+    rng = np.random.default_rng(5)
+    photo = norm(Image.open(CUSTOMER_IMAGES[2])).astype(np.float32)
+    noise = (rng.random((61, 83)) * 255).astype(np.float32)
+    images = [photo[:108, :144], photo[:54, :73], photo[:9, :13], noise, noise[:1, :], noise[:, :1], noise[:2, :3]]
+    radii = sorted(_BLOB_BLUR_RADII) + [3, 7]
+    assert len(_BLOB_BLUR_RADII) >= 2
+    for image in map(np.ascontiguousarray, images):
+        h, w = image.shape
+        for r in radii:
+            half_kernel = np.sort(rng.random(r + 1).astype(np.float32))[::-1].copy()
+            ours, loop = np.full_like(image, np.nan), np.full_like(image, np.nan)
+            _blur(image, ours, half_kernel, np.empty_like(image), np.empty(w + 2 * r, np.float32))
+            _blur_any_radius(image, loop, half_kernel, np.empty_like(image), np.empty(w + 2 * r, np.float32))
+            assert np.array_equal(ours, loop), (image.shape, r)
+
+
 def test_tilted_copy_on_a_plain_background_is_turned_back():
     src = Image.open(CUSTOMER_IMAGES[6]).convert("RGB")
     tilted = src.rotate(6, Image.Resampling.BICUBIC, expand=True, fillcolor="white")

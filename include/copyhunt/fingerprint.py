@@ -508,7 +508,7 @@ def blob_windows(gray: np.ndarray, count: int) -> list[Window]:
     small = gray
     for _ in range(BLOB_FIRST_OCTAVE):
         small = half_size(small)
-    x, y, r = _blob_pyramid(small, _finest_dog_level(2 ** BLOB_FIRST_OCTAVE) - 1, w, h, count)
+    x, y, r = _blob_pyramid(small, _FIRST_BLUR_LEVEL, w, h, count)
     # As Python floats: the same values, and arithmetic and round() on numpy scalars cost ten
     # times as much (Window.box is called on every window).
     edges = zip(((x - r) / w).tolist(), ((y - r) / h).tolist(), ((x + r) / w).tolist(), ((y + r) / h).tolist())
@@ -573,11 +573,13 @@ def _reflect101(i: int, n: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _blur(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, rows: np.ndarray, line: np.ndarray) -> None:
+def _blur_any_radius(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, rows: np.ndarray, line: np.ndarray) -> None:
     """``dst``: ``src`` (float32, h x w) blurred by the symmetric kernel whose right half (centre
     first) is ``half_kernel``, rows then columns, borders as OpenCV's default (``_reflect101``):
     within float rounding (1e-4) of ``cv2.GaussianBlur`` with the same kernel. ``rows`` (h x w)
-    and ``line`` (w + 2 x radius or more) are scratch space.
+    and ``line`` (w + 2 x radius or more) are scratch space. ``_blur`` runs the radii the blob
+    search uses with their taps written out; this is the others', and the reference the written
+    out ones are tested against, bit for bit.
 
     Each output line adds up mirrored pairs of taps, two pairs at a time, as whole-line slices
     (loops LLVM vectorises). Not fastmath: fused multiply-adds would round differently with the
@@ -635,6 +637,78 @@ def _blur(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, rows: np.nd
             for x in range(w):
                 out[x] += k[j] * (a[x] + b[x]) + k[j + 1] * (c[x] + d[x])
             j += 2
+
+
+# ``_blur`` for one radius with its taps written out: each output pixel is one expression over
+# the lines its taps read, so the sum stays in a register instead of going back to the output
+# line after every two pairs of taps (a loop over taps cannot do that: its trip count is not a
+# constant, and the sum's order may not change). The same additions in the same order as
+# ``_blur_any_radius``, so the same bits; 25-30% faster on the blob search's 13- to 21-tap blurs.
+# Generated from this template and compiled under this file's name, so that numba caches them.
+_UNROLLED_BLUR = """
+def _blur_r{r}(src, dst, half_kernel, rows, line):
+    h, w = src.shape
+    r = {r}
+{taps}
+    reflected = np.empty(h + 2 * r, np.int64)
+    for y in range(-r, h + r):
+        reflected[y + r] = _reflect101(y, h)
+    ends = np.empty(2 * r, np.int64)
+    for i in range(r):
+        ends[i], ends[r + i] = _reflect101(-r + i, w), _reflect101(w + i, w)
+    for y in range(h):
+        row = src[y]
+        centre = line[r:r + w]
+        for x in range(w):
+            centre[x] = row[x]
+        for i in range(r):
+            line[i], line[r + w + i] = row[ends[i]], row[ends[r + i]]
+{row_lines}
+        out = rows[y]
+        for x in range(w):
+            out[x] = {total}
+    for y in range(h):
+        centre, out = rows[y], dst[y]
+{column_lines}
+        for x in range(w):
+            out[x] = {total}
+"""
+
+
+def _unrolled_blur_source(radius: int) -> str:
+    """``_UNROLLED_BLUR`` for ``radius``: ``before<j>`` and ``after<j>`` are the lines j taps
+    back and ahead, ``k<j>`` the kernel's taps, summed as ``_blur_any_radius`` sums them."""
+    def pair(j: int) -> str:
+        return f"k{j} * (before{j}[x] + after{j}[x])"
+
+    if radius % 2:
+        total, j = f"k0 * centre[x] + {pair(1)}", 2
+    else:
+        total, j = "k0 * centre[x]", 1
+    while j < radius:
+        total, j = f"({total}) + ({pair(j)} + {pair(j + 1)})", j + 2
+    indent = " " * 8
+    return _UNROLLED_BLUR.format(
+        r=radius,
+        taps="\n".join(f"    k{j} = half_kernel[{j}]" for j in range(radius + 1)),
+        row_lines="\n".join(f"{indent}before{j}, after{j} = line[r - {j}:r - {j} + w], line[r + {j}:r + {j} + w]" for j in range(1, radius + 1)),
+        column_lines="\n".join(f"{indent}before{j}, after{j} = rows[reflected[y + r - {j}]], rows[reflected[y + r + {j}]]" for j in range(1, radius + 1)),
+        total=total)
+
+
+def _compile_blurs(radii: Iterable[int]):
+    """``_blur``: a compiled dispatcher to ``_blur_r<radius>`` for each of ``radii``, and to
+    ``_blur_any_radius`` for any other. Defined in this module, as if written here (numba caches
+    a function by the file it comes from, and loads it back by its module's name; the template is
+    in this file, so a change to it is seen)."""
+    dispatcher = ["def _blur(src, dst, half_kernel, rows, line):", "    r = len(half_kernel) - 1"]
+    for r in sorted(set(radii)):
+        exec(compile(_unrolled_blur_source(r), __file__, "exec"), globals())
+        globals()[f"_blur_r{r}"] = njit(cache=True, nogil=True)(globals()[f"_blur_r{r}"])
+        dispatcher += [f"    if r == {r}:", f"        return _blur_r{r}(src, dst, half_kernel, rows, line)"]
+    dispatcher.append("    return _blur_any_radius(src, dst, half_kernel, rows, line)")
+    exec(compile("\n".join(dispatcher) + "\n", __file__, "exec"), globals())
+    return njit(cache=True, nogil=True)(globals()["_blur"])
 
 
 @njit(cache=True, nogil=True)
@@ -817,6 +891,15 @@ def _parabola_peak(left: np.float32, centre: np.float32, right: np.float32) -> n
     if curvature == 0:
         return np.float32(0.0)
     return min(max(np.float32(0.5) * (left - right) / curvature, np.float32(-0.5)), np.float32(0.5))
+
+
+# The blur level ``blob_windows``' first octave starts at, and the radii of the blurs the blob
+# search makes: that one, and the steps to each later level (an octave after the first starts at
+# its level levels - BLOB_PER_OCTAVE - 1). Only these are worth a written-out blur; each costs
+# about two seconds to compile the first time.
+_FIRST_BLUR_LEVEL = _finest_dog_level(2 ** BLOB_FIRST_OCTAVE) - 1
+_BLOB_BLUR_RADII = {int(_LEVEL_RADII[_FIRST_BLUR_LEVEL]), *_STEP_RADII[min(_FIRST_BLUR_LEVEL, len(_OCTAVE_SIGMAS) - BLOB_PER_OCTAVE - 1) + 1:].tolist()}
+_blur = _compile_blurs(_BLOB_BLUR_RADII)
 
 
 # ---- hashing an image ----------------------------------------------------------------------------
