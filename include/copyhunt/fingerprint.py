@@ -241,8 +241,9 @@ def _bits_above_median(flat: np.ndarray) -> np.ndarray:
 def _median_by_selection(values: np.ndarray, scratch: np.ndarray) -> np.float32:
     """``np.median`` of float32 ``values`` to the bit (the middle value, or the two middle
     values' float32 sum halved), without sorting them all (a third of the time for a hash's 64;
-    3-5 us less for each of a collage search's two seam medians): the lower middle value selected in place in ``scratch``
-    (Hoare's partitioning), the upper one the least of those above it. NaN for no values."""
+    3-5 us less for each of a collage search's two seam medians): the lower middle value
+    selected in place in ``scratch`` (Hoare's partitioning), the upper one the least of those
+    above it. NaN for no values."""
     n = len(values)
     if n == 0:
         return np.float32(np.nan)
