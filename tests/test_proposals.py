@@ -151,20 +151,46 @@ def test_a_picture_with_clear_short_sides_is_proposed_under_the_image_size_bound
 
 
 # ---- the corner kernels against plain numpy ------------------------------------------------------
-def corner_inputs():
-    """Step sums and corner responses of thumbnails of real photos, of a pasted picture, and of
-    small and tiny images (arms longer than the image), with and without many exact ties."""
+def thumbnails():
+    """Half-size working images of real photos, of a pasted picture, and small and tiny images
+    (arms longer than the image), with and without many exact ties."""
     from copyhunt.imaging import half_size
-    from copyhunt.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT, _corner_responses, _step_sums
 
     grays = [load_gray(path.read_bytes(), 64_000_000, HASH_WORKING_SIZE)[0] for path in (*CUSTOMER_IMAGES[:3], *UNRELATED_IMAGES[:3])]
     grays.append(load_gray(pasted(CUSTOMER_IMAGES[0], UNRELATED_IMAGES[0], 0.4, (0.3, 0.6))[0], 64_000_000, HASH_WORKING_SIZE)[0])
     rng = np.random.default_rng(7)
     grays += [(rng.integers(0, 3, (h, w)) * 100).astype(np.uint8) for h, w in ((70, 90), (20, 30), (9, 40), (4, 5))]
-    for gray in grays:
-        thumb = half_size(gray)
+    return [half_size(gray) for gray in grays]
+
+
+def corner_inputs():
+    """Step sums and corner responses of the ``thumbnails``."""
+    from copyhunt.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT, _corner_responses, _step_sums
+
+    for thumb in thumbnails():
         vsum, hsum = _step_sums(thumb)
         yield vsum, hsum, _corner_responses(vsum, hsum, CORNER_ARM // 2, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
+
+
+def test_step_sums_are_numpys_cumulative_sums_to_the_bit():
+    # The kernel writes the step sums and zeroes only the borders no sum reaches (its arrays are
+    # not cleared first): every cell must be the capped steps' cumulative sum, scaled in float32,
+    # whatever the memory held before.
+    from copyhunt.proposals import STEP_CAP, _step_sums
+
+    for thumb in thumbnails():
+        h, w = thumb.shape
+        np.full((2, h + 1, w + 1), np.nan, np.float32)  # freed memory full of NaN, for the kernel's arrays
+        vsum, hsum = _step_sums(thumb)
+        pixels = thumb.astype(np.int32)
+        across_columns = np.minimum(np.abs(np.diff(pixels, axis=1)), int(STEP_CAP))  # (h, w - 1)
+        across_rows = np.minimum(np.abs(np.diff(pixels, axis=0)), int(STEP_CAP))  # (h - 1, w)
+        want_v = np.zeros((h + 1, w + 1), np.float32)
+        want_v[1:, 1:w] = np.cumsum(across_columns, axis=0).astype(np.float32) * np.float32(1 / STEP_CAP)
+        want_h = np.zeros((h + 1, w + 1), np.float32)
+        want_h[1:h, 1:] = np.cumsum(across_rows, axis=1).astype(np.float32) * np.float32(1 / STEP_CAP)
+        assert np.array_equal(vsum, want_v), thumb.shape
+        assert np.array_equal(hsum, want_h), thumb.shape
 
 
 def numpy_corner_responses(vsum, hsum, arm, longest_weight, outside_weight):

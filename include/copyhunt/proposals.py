@@ -197,8 +197,13 @@ def _step_sums(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _step_sums_kernel(gray: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
     h, w = gray.shape
     scale = np.float32(1.0 / cap)
-    vsum = np.zeros((h + 1, w + 1), np.float32)
-    hsum = np.zeros((h + 1, w + 1), np.float32)
+    # Only the borders that no step sum is written to are zeroed: clearing both arrays whole
+    # cost a tenth of this kernel.
+    vsum = np.empty((h + 1, w + 1), np.float32)
+    hsum = np.empty((h + 1, w + 1), np.float32)
+    vsum[0, :], hsum[0, :], hsum[h, :] = 0, 0, 0
+    for y in range(1, h + 1):
+        vsum[y, 0], vsum[y, w], hsum[y, 0] = 0, 0, 0
     column = np.zeros(w + 1, np.int32)  # integer running sums: exact, then scaled as float32
     for y in range(h):
         left, right, running, out = gray[y, :w - 1], gray[y, 1:], column[1:w], vsum[y + 1, 1:w]
