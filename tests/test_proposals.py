@@ -245,3 +245,35 @@ def test_strongest_corners_are_the_strongest_5x5_maxima_ties_in_scan_order():
                 assert ys[kind, :len(best)].tolist() == y[best].tolist() and xs[kind, :len(best)].tolist() == x[best].tolist()
                 checked += len(best)
     assert checked > 300  # the photos have corners to choose from
+
+
+def test_rectangles_are_dropped_before_scoring_exactly_by_the_side_rules_and_never_above_the_floor():
+    # _score drops most of a photo's ~1,700 rectangles on cheap tests first: at least three sides
+    # inside the image with at most one faint, or two clear ones meeting at a corner (here in
+    # plain Python: with no floor, a box scores -1 exactly when they fail); then bounds on the
+    # score against ``floor``, which may drop only boxes that cannot reach it (each box scoring
+    # S > 0 must still score S with the floor at S).
+    from copyhunt.proposals import MAX_FAINT_SIDES, MIN_SIDE, _corners_from_thumbnail, _rectangles, _score, _step_sums
+
+    dropped = kept = 0
+    photos = [load_gray(path.read_bytes(), 64_000_000, HASH_WORKING_SIZE)[0] for path in (*CUSTOMER_IMAGES[:3], *UNRELATED_IMAGES[:3])]
+    photos.append(load_gray(pasted(CUSTOMER_IMAGES[0], UNRELATED_IMAGES[0], 0.4, (0.3, 0.6))[0], 64_000_000, HASH_WORKING_SIZE)[0])
+    for gray in photos:
+        h, w = gray.shape
+        vsum, hsum = _step_sums(gray)
+        boxes = _rectangles(vsum, hsum, *_corners_from_thumbnail(gray, vsum, hsum), MIN_WINDOW_PX)
+        scores = _score(vsum, hsum, *boxes)
+        for i, (x0, y0, x1, y1) in enumerate(boxes.T.tolist()):
+            means = [float(vsum[y1, x0] - vsum[y0, x0]) / (y1 - y0), float(vsum[y1, x1] - vsum[y0, x1]) / (y1 - y0),
+                     float(hsum[y0, x1] - hsum[y0, x0]) / (x1 - x0), float(hsum[y1, x1] - hsum[y1, x0]) / (x1 - x0)]
+            inside = [x0 > 0, x1 < w, y0 > 0, y1 < h]
+            faint = sum(1 for m, it in zip(means, inside) if it and m < MIN_SIDE)
+            corner = sum(inside) == 2 and (inside[0] or inside[1]) and (inside[2] or inside[3]) and faint == 0
+            passes = (sum(inside) >= 3 and faint <= MAX_FAINT_SIDES) or corner
+            assert (scores[i] == -1) == (not passes), (x0, y0, x1, y1)
+            dropped += not passes
+            if scores[i] > 0:
+                box = [np.array([v]) for v in (x0, y0, x1, y1)]
+                assert _score(vsum, hsum, *box, scores[i])[0] == scores[i], (x0, y0, x1, y1)
+                kept += 1
+    assert dropped > 1000 and kept > 50  # both paths taken
