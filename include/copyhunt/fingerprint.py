@@ -889,11 +889,12 @@ def _parabola_peak(left: np.float32, centre: np.float32, right: np.float32) -> n
 
 
 # The blur level ``blob_windows``' first octave starts at, and the radii of the blurs the blob
-# search makes: that one, and the steps to each later level (an octave after the first starts at
-# its level levels - BLOB_PER_OCTAVE - 1). Only these are worth a written-out blur; each costs
-# about two seconds to compile the first time.
+# search makes: that level's, and the steps to each later level (an octave after the first
+# halves its levels below levels - BLOB_PER_OCTAVE from the previous octave and blurs the rest).
+# Only these are worth a written-out blur; each takes a second or two to compile the first time.
 _FIRST_BLUR_LEVEL = _finest_dog_level(2 ** BLOB_FIRST_OCTAVE) - 1
-_BLOB_BLUR_RADII = {int(_LEVEL_RADII[_FIRST_BLUR_LEVEL]), *_STEP_RADII[min(_FIRST_BLUR_LEVEL, len(_OCTAVE_SIGMAS) - BLOB_PER_OCTAVE - 1) + 1:].tolist()}
+_FIRST_STEP = min(_FIRST_BLUR_LEVEL + 1, len(_OCTAVE_SIGMAS) - BLOB_PER_OCTAVE)
+_BLOB_BLUR_RADII = {int(_LEVEL_RADII[_FIRST_BLUR_LEVEL]), *_STEP_RADII[_FIRST_STEP:].tolist()}
 _blur = _compile_blurs(_BLOB_BLUR_RADII)
 
 
