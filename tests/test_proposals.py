@@ -165,10 +165,10 @@ def thumbnails():
 
 def corner_inputs():
     """Step sums and corner responses of the ``thumbnails``."""
-    from copyhunt.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT, _corner_responses, _step_sums
+    from copyhunt.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT, STEP_CAP, _corner_responses, _step_sums
 
     for thumb in thumbnails():
-        vsum, hsum = _step_sums(thumb)
+        vsum, hsum = _step_sums(thumb, int(STEP_CAP))
         yield vsum, hsum, _corner_responses(vsum, hsum, CORNER_ARM // 2, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
 
 
@@ -181,7 +181,7 @@ def test_step_sums_are_numpys_cumulative_sums_to_the_bit():
     for thumb in thumbnails():
         h, w = thumb.shape
         np.full((2, h + 1, w + 1), np.nan, np.float32)  # freed memory full of NaN, for the kernel's arrays
-        vsum, hsum = _step_sums(thumb)
+        vsum, hsum = _step_sums(thumb, int(STEP_CAP))
         pixels = thumb.astype(np.int32)
         across_columns = np.minimum(np.abs(np.diff(pixels, axis=1)), int(STEP_CAP))  # (h, w - 1)
         across_rows = np.minimum(np.abs(np.diff(pixels, axis=0)), int(STEP_CAP))  # (h - 1, w)
@@ -253,16 +253,17 @@ def test_rectangles_are_dropped_before_scoring_exactly_by_the_side_rules_and_nev
     # plain Python: with no floor, a box scores -1 exactly when they fail); then bounds on the
     # score against ``floor``, which may drop only boxes that cannot reach it (each box scoring
     # S > 0 must still score S with the floor at S).
-    from copyhunt.proposals import MAX_FAINT_SIDES, MIN_SIDE, _corners_from_thumbnail, _rectangles, _score, _step_sums
+    from copyhunt.imaging import half_size
+    from copyhunt.proposals import MAX_FAINT_SIDES, MIN_SIDE, STEP_CAP, _corners, _rectangles, _score, _step_sums
 
     dropped = kept = 0
     photos = [load_gray(path.read_bytes(), 64_000_000, HASH_WORKING_SIZE)[0] for path in (*CUSTOMER_IMAGES[:3], *UNRELATED_IMAGES[:3])]
     photos.append(load_gray(pasted(CUSTOMER_IMAGES[0], UNRELATED_IMAGES[0], 0.4, (0.3, 0.6))[0], 64_000_000, HASH_WORKING_SIZE)[0])
     for gray in photos:
         h, w = gray.shape
-        vsum, hsum = _step_sums(gray)
-        boxes = _rectangles(vsum, hsum, *_corners_from_thumbnail(gray, vsum, hsum), MIN_WINDOW_PX)
-        scores = _score(vsum, hsum, *boxes)
+        vsum, hsum = _step_sums(gray, int(STEP_CAP))
+        boxes = np.ascontiguousarray(_rectangles(vsum, hsum, *_corners(half_size(gray), vsum, hsum), MIN_WINDOW_PX))
+        scores = _score(vsum, hsum, *boxes, -np.inf)
         for i, (x0, y0, x1, y1) in enumerate(boxes.T.tolist()):
             means = [float(vsum[y1, x0] - vsum[y0, x0]) / (y1 - y0), float(vsum[y1, x1] - vsum[y0, x1]) / (y1 - y0),
                      float(hsum[y0, x1] - hsum[y0, x0]) / (x1 - x0), float(hsum[y1, x1] - hsum[y1, x0]) / (x1 - x0)]

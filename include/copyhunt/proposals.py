@@ -80,14 +80,24 @@ def paste_boxes(gray: np.ndarray, count: int, min_side: int) -> list[Box]:
     h, w = gray.shape
     if count <= 0 or min(h, w) < 2 * min_side:
         return []
-    vsum, hsum = _step_sums(gray)
-    x0, y0, x1, y1 = _rectangles(vsum, hsum, *_corners_from_thumbnail(gray, vsum, hsum), min_side)
-    if not len(x0):
-        return []
-    least = MIN_SCORE_DENSE * (w + h)
-    score = _score(vsum, hsum, x0, y0, x1, y1, least)
-    chosen = _chosen(vsum, hsum, x0, y0, x1, y1, score, least, count, min_side, DENSE_EVIDENCE)  # read at call time: tests vary it
+    chosen = _paste_boxes(np.ascontiguousarray(gray, np.uint8), half_size(gray), count, min_side, MIN_SCORE_DENSE * (w + h),
+                          DENSE_EVIDENCE)  # read at call time: tests vary it
     return [tuple(box) for box in chosen.tolist()]
+
+
+@njit(cache=True, nogil=True)
+def _paste_boxes(gray: np.ndarray, thumb: np.ndarray, count: int, min_side: int, least: float, dense_evidence: float) -> np.ndarray:
+    """``paste_boxes`` of ``gray`` (uint8) and its half-size ``thumb``, as (k, 4) boxes, in one
+    compiled call (its eight kernels called from Python, and their wrappers, cost 5% more); no
+    rectangle scoring under ``least``."""
+    vsum, hsum = _step_sums(gray, int(STEP_CAP))
+    xs, ys, counts = _corners(thumb, vsum, hsum)
+    boxes = _rectangles(vsum, hsum, xs, ys, counts, min_side)
+    if boxes.shape[1] == 0:
+        return np.empty((0, 4), np.int64)
+    x0, y0, x1, y1 = np.ascontiguousarray(boxes[0]), np.ascontiguousarray(boxes[1]), np.ascontiguousarray(boxes[2]), np.ascontiguousarray(boxes[3])
+    score = _score(vsum, hsum, x0, y0, x1, y1, least)
+    return _chosen(vsum, hsum, x0, y0, x1, y1, score, least, count, min_side, dense_evidence)
 
 
 @njit(cache=True, nogil=True)
@@ -184,17 +194,14 @@ def _side_with_corners(vsum: np.ndarray, hsum: np.ndarray, boxes: np.ndarray, si
     return out
 
 
-def _step_sums(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Prefix sums of the capped steps (0..1) across vertical and horizontal pixel boundaries.
+@njit(cache=True, nogil=True)
+def _step_sums(gray: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prefix sums of the steps across vertical and horizontal pixel boundaries of ``gray``
+    (uint8), capped at ``cap`` and scaled to 0..1 (STEP_CAP: any clear step counts fully).
 
     ``vsum[y, x]``: steps across the boundary left of column x (0 < x < w), rows 0..y-1;
     ``hsum[y, x]``: steps across the boundary above row y (0 < y < h), columns 0..x-1.
     """
-    return _step_sums_kernel(np.ascontiguousarray(gray, np.uint8), int(STEP_CAP))
-
-
-@njit(cache=True, nogil=True)
-def _step_sums_kernel(gray: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
     h, w = gray.shape
     scale = np.float32(1.0 / cap)
     # Only the borders that no step sum is written to are zeroed: clearing both arrays whole
@@ -299,12 +306,13 @@ def _corner_response(vertical, horizontal, vertical2, horizontal2, vertical4, ho
     return response
 
 
-def _corners_from_thumbnail(gray: np.ndarray, vsum: np.ndarray, hsum: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Corners found on the half-size image (a quarter of the work), then placed on the working
-    image: (x, y, count), x and y (4, CORNERS_PER_KIND) by kind (top-left, top-right,
-    bottom-left, bottom-right), strongest first; ``count`` of each kind are set."""
-    thumb = half_size(gray)
-    thumb_vsum, thumb_hsum = _step_sums(thumb)
+@njit(cache=True, nogil=True)
+def _corners(thumb: np.ndarray, vsum: np.ndarray, hsum: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Corners found on the half-size image ``thumb`` (a quarter of the work), then placed on the
+    working image whose step sums are ``vsum`` and ``hsum``: (x, y, count), x and y
+    (4, CORNERS_PER_KIND) by kind (top-left, top-right, bottom-left, bottom-right), strongest
+    first; ``count`` of each kind are set."""
+    thumb_vsum, thumb_hsum = _step_sums(thumb, int(STEP_CAP))
     responses = _corner_responses(thumb_vsum, thumb_hsum, CORNER_ARM // 2, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
     xs, ys, counts = _strongest_corners(responses)
     return _placed_corners(vsum, hsum, 2 * xs, 2 * ys, counts)
@@ -428,7 +436,7 @@ def _strongest_line_near(prefix: np.ndarray, at: int, a: int, b: int, limit: int
 
 @njit(cache=True, nogil=True)
 def _rectangles(vsum: np.ndarray, hsum: np.ndarray, xs: np.ndarray, ys: np.ndarray, counts: np.ndarray, min_side: int):
-    """Candidate boxes (x0, y0, x1, y1) from the corners (``_corners_from_thumbnail``): opposite
+    """Candidate boxes (x0, y0, x1, y1) from the corners (``_corners``): opposite
     corners; one corner and the image's edges (a picture in a corner of the page); two corners
     on one side (same row or column, within a pixel) and the opposite side wherever the step
     along it peaks (it may be too faint to make corners: sky pasted on a pale wall), or lies on
@@ -517,9 +525,10 @@ def _add_box(out: np.ndarray, n: int, x0: int, y0: int, x1: int, y1: int, min_si
     return n
 
 
-def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1, floor: float = -np.inf) -> np.ndarray:
-    """Evidence that each box is a pasted picture's outline; negative: not a proposal (nor is a
-    box that cannot reach ``floor``, which is not scored in full).
+@njit(cache=True, nogil=True)
+def _score(vsum: np.ndarray, hsum: np.ndarray, x0s: np.ndarray, y0s: np.ndarray, x1s: np.ndarray, y1s: np.ndarray, floor: float) -> np.ndarray:
+    """Evidence that each box (int64 corners) is a pasted picture's outline; negative: not a
+    proposal (nor is a box that cannot reach ``floor``, which is not scored in full).
 
     Per box: the mean step along each side inside the image less RIDGE_WEIGHT times the
     stronger parallel line RIDGE_PX away (a boundary is a ridge; in a striped or diagonal texture
@@ -529,12 +538,6 @@ def _score(vsum: np.ndarray, hsum: np.ndarray, x0, y0, x1, y1, floor: float = -n
     with three sides inside the image, one of them maybe faint, or two clear ones meeting at a
     corner.
     """
-    as_int = [np.ascontiguousarray(v, np.int64) for v in (x0, y0, x1, y1)]
-    return _score_kernel(vsum, hsum, *as_int, float(floor))
-
-
-@njit(cache=True, nogil=True)
-def _score_kernel(vsum, hsum, x0s, y0s, x1s, y1s, floor):
     # Mirrors the vectorised numpy arithmetic this replaced, dtype for dtype (steps and corner
     # qualities in float32, the rest in float64), so the same boxes win.
     h, w = vsum.shape[0] - 1, vsum.shape[1] - 1
