@@ -181,6 +181,21 @@ def test_compiled_blurs_and_halving_agree_with_opencv():
             assert np.array_equal(halved, half_size(image)), image.shape
 
 
+def test_compiled_half_size_is_opencvs_to_the_bit():
+    # The blob search and the paste proposals halve their image inside compiled code; it must be
+    # imaging.half_size (OpenCV's area resize at exactly half) to the bit, odd sizes included.
+    from copyhunt.imaging import half_size
+    from copyhunt.kernels import half_size_u8
+
+    rng = np.random.default_rng(11)
+    photo = norm(Image.open(CUSTOMER_IMAGES[3]))
+    images = [photo, photo[:101, :77], photo[:3, :2], photo[:2, :9]]
+    images += [rng.integers(0, 256, (h, w)).astype(np.uint8) for h, w in ((2, 2), (5, 3), (64, 97), (217, 289))]
+    images.append(np.full((31, 40), 255, np.uint8))
+    for image in map(np.ascontiguousarray, images):
+        assert np.array_equal(half_size_u8(image), half_size(image)), image.shape
+
+
 def test_written_out_blurs_add_the_taps_as_the_loop_does():
     # _blur runs the blob search's radii with their taps written out (code generated from a
     # template); each must add the same products in the same order as _blur_any_radius, to the
