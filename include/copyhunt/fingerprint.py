@@ -571,6 +571,21 @@ def _reflect101(i: int, n: int) -> int:
 
 
 @njit(cache=True, nogil=True)
+def _border_tables(h: int, w: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """A blur's reflected borders (``_reflect101``) for radius ``r`` on an h x w image:
+    ``reflected[y + r]``, the row that row y (-r..h + r - 1) reads; and ``ends``, the columns
+    a padded row's r reflected cells on the left, then the r on the right, copy (the same for
+    every row)."""
+    reflected = np.empty(h + 2 * r, np.int64)
+    for y in range(-r, h + r):
+        reflected[y + r] = _reflect101(y, h)
+    ends = np.empty(2 * r, np.int64)
+    for i in range(r):
+        ends[i], ends[r + i] = _reflect101(-r + i, w), _reflect101(w + i, w)
+    return reflected, ends
+
+
+@njit(cache=True, nogil=True)
 def _blur_any_radius(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, rows: np.ndarray, line: np.ndarray) -> None:
     """``dst``: ``src`` (float32, h x w) blurred by the symmetric kernel whose right half (centre
     first) is ``half_kernel``, rows then columns, borders as OpenCV's default (``_reflect101``):
@@ -590,12 +605,7 @@ def _blur_any_radius(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, 
     h, w = src.shape
     r = len(half_kernel) - 1
     k = half_kernel
-    reflected = np.empty(h + 2 * r, np.int64)  # reflected[y + r]: the row that row y - r..y + r reads
-    for y in range(-r, h + r):
-        reflected[y + r] = _reflect101(y, h)
-    ends = np.empty(2 * r, np.int64)  # the columns a row's reflected ends copy, the same for every row
-    for i in range(r):
-        ends[i], ends[r + i] = _reflect101(-r + i, w), _reflect101(w + i, w)
+    reflected, ends = _border_tables(h, w, r)
     for y in range(h):  # along rows, from a copy of the row with its reflected ends
         row = src[y]
         centre = line[r:r + w]
@@ -645,17 +655,14 @@ def _blur_any_radius(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, 
 # same order as ``_blur_any_radius``, so the same bits; a third faster on the blob search's 13- to
 # 21-tap blurs of 108x144 (21 -> 13 us, 32 -> 22 us), of which the pairs of rows are a fifth.
 # Generated from this template and compiled under this file's name, so that numba caches them.
+# The row's copy between its reflected ends is written here as in ``_blur_any_radius``: a helper
+# called for each row made the blurs a tenth slower.
 _UNROLLED_BLUR = """
 def _blur_r{r}(src, dst, half_kernel, rows, line):
     h, w = src.shape
     r = {r}
 {taps}
-    reflected = np.empty(h + 2 * r, np.int64)
-    for y in range(-r, h + r):
-        reflected[y + r] = _reflect101(y, h)
-    ends = np.empty(2 * r, np.int64)
-    for i in range(r):
-        ends[i], ends[r + i] = _reflect101(-r + i, w), _reflect101(w + i, w)
+    reflected, ends = _border_tables(h, w, r)
     for y in range(h):
         row = src[y]
         centre = line[r:r + w]
