@@ -28,7 +28,7 @@ def test_two_day_backfill_runs_to_completion(tmp_path):
     from copyhunt.demo.web import build, serve
     from copyhunt.demo_run import demo_settings, ensure_airflow_db
     from copyhunt import references
-    from copyhunt.hunt import customers
+    from copyhunt.registry import customers
     from copyhunt.lake import parse_run_date
 
     settings = demo_settings_for(tmp_path)

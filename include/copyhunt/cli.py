@@ -232,12 +232,12 @@ def stage(
     run_date: Optional[str] = typer.Option(None, help="Partition date YYYY-MM-DD (default today)."),
 ) -> None:
     """Run one pipeline stage for a run date, outside Airflow (same code the DAG tasks call)."""
-    from copyhunt import hunt, references
+    from copyhunt import hunt, references, registry
 
     settings = _settings()
     d = _run_date(run_date)
     if name == "register":
-        result = {"path": str(references.register_references(settings, d, hunt.customers(settings), progress_bar))}
+        result = {"path": str(references.register_references(settings, d, registry.customers(settings), progress_bar))}
     elif name == "fingerprint_references":
         result = {"path": str(references.fingerprint_references(settings, d, progress_bar))}
     elif name == "build_index":
@@ -380,13 +380,13 @@ def demo(
 
 def _hits_engine(settings):
     """The hits database, migrated to the current schema, with the customers file synced into it."""
-    from copyhunt import hunt
+    from copyhunt import registry
     from copyhunt.hitsdb.store import create_schema, make_engine, sync_customers
 
     engine = make_engine(settings.database_url)
     create_schema(engine)
     if settings.customers_path.exists():
-        sync_customers(engine, hunt.customers(settings))
+        sync_customers(engine, registry.customers(settings))
     return engine
 
 

@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
-from copyhunt.demo.customers import load_customers
 from copyhunt.fingerprint import FINGERPRINT_BATCH, FINGERPRINT_COLUMNS, compile_kernels, fingerprint_images
 from copyhunt.imaging import BadImage
 from copyhunt.lake import Lake, to_table
+from copyhunt.registry import customers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MATCH_JOB = REPO_ROOT / "jobs" / "match.py"
@@ -37,11 +37,6 @@ Progress = Callable[..., Iterable]
 
 def _plain(items: Iterable, **_: object) -> Iterable:
     return items
-
-
-def customers(settings: Settings) -> list:
-    # Image paths in the customers file are relative to the repository root.
-    return load_customers(settings.customers_path, REPO_ROOT)
 
 
 def read_seeds(path: Path) -> list[str]:

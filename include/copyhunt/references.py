@@ -18,6 +18,7 @@ from copyhunt.fingerprint import HASH_WORKING_SIZE, WindowHash, reference_hashes
 from copyhunt.imaging import BadImage, load_gray, probe
 from copyhunt.index import ENTRY_COLUMNS, build_index
 from copyhunt.lake import Lake
+from copyhunt.registry import customers
 from copyhunt.verify import VERIFY_WORKING_SIZE, FeatureStore, reference_features
 
 Progress = Callable[[Iterable], Iterable]
@@ -110,8 +111,6 @@ def build_reference_index(settings: Settings, run_date: dt.date) -> dict:
 
 def register_stage(settings: Settings, run_date: dt.date) -> dict:
     """The customer_index ``register`` task: the customers file's images, as figures for the task."""
-    from copyhunt.hunt import customers  # import here: copyhunt.hunt is the daily stages' module
-
     return {"path": str(register_references(settings, run_date, customers(settings)))}
 
 
