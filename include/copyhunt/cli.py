@@ -137,6 +137,18 @@ def _print_rows(rows: list[list[str]], title: str) -> None:
     Console(width=160).print(table)
 
 
+def _write_docs(bench: str, figures) -> None:
+    import datetime as dt
+    import os
+
+    from copyhunt.bench.docs import update_figures
+    from copyhunt.registry import REPO_ROOT
+
+    doc = REPO_ROOT / "docs" / "performance.md"
+    update_figures(doc, bench, figures, dt.datetime.now(dt.timezone.utc).date(), f"{os.cpu_count()} cores")
+    typer.echo(f"updated the figures table in {doc}")
+
+
 @bench_app.command("robustness")
 def bench_robustness(
     quick: bool = typer.Option(False, "--quick", help="One variant per transform (about a third of the queries)."),
@@ -144,6 +156,7 @@ def bench_robustness(
     out: Path = typer.Option(Path("data/bench"), help="Where robustness.json, robustness.png and the work files go."),
     workers: int = typer.Option(2, min=1, help="Processes for fingerprinting and matching."),
     fit: bool = typer.Option(False, "--fit", help="Also refit the score calibration (on the calibration seed) and print the constants."),
+    write_docs: bool = typer.Option(False, "--write-docs", help="Put this run's figures into the table in docs/performance.md."),
 ) -> None:
     """Recall per transform class and precision, next to whole-image pHash; writes a PNG chart."""
     from copyhunt.bench import robustness
@@ -165,6 +178,8 @@ def bench_robustness(
         typer.echo(f"calibration on {len(evidence)} window pairs ({int(evidence['copy'].sum())} of copies): {constants}")
     if not report.meets_targets():
         typer.echo("below target: precision >= 0.99 and recall >= 0.95 on every class")
+    if write_docs:
+        _write_docs("robustness" + (" --quick" if quick else ""), robustness.figures(report))
 
 
 @bench_app.command("throughput")
@@ -172,6 +187,7 @@ def bench_throughput(
     quick: bool = typer.Option(False, "--quick", help="Smaller indexes (1k and 10k references) and fewer images."),
     sizes: Optional[str] = typer.Option(None, help="Index sizes in references, comma-separated (default 10000,100000)."),
     out: Path = typer.Option(Path("data/bench"), help="Where throughput.json, throughput.png and the work files go."),
+    write_docs: bool = typer.Option(False, "--write-docs", help="Put this run's figures into the table in docs/performance.md."),
 ) -> None:
     """Fingerprints/s against naive pHash, matches/s at 10k and 100k references, index build, end to end."""
     from copyhunt.bench import throughput
@@ -190,6 +206,8 @@ def bench_throughput(
     for note in report.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"wrote {out / 'throughput.json'} and {out / 'throughput.png'}")
+    if write_docs:
+        _write_docs("throughput" + (" --quick" if quick else ""), throughput.figures(report))
 
 
 @index_app.command("build")

@@ -245,6 +245,18 @@ def write_chart(report: RobustnessReport, path: Path) -> Path:
     return path
 
 
+def figures(report: RobustnessReport) -> list:
+    """Recall per class and precision as figures for docs/performance.md."""
+    from copyhunt.bench.docs import Figure
+
+    rows = [Figure(f"recall: {c.transform} ({c.copies} copies)", f"{c.recall:.3f}", f"pHash {c.baseline_recall:.3f}", f">= {TARGET_RECALL}")
+            for c in report.classes]
+    rows.append(Figure(f"precision, {report.queries} queries", f"{report.precision:.4f}", f"pHash {report.baseline_precision:.4f}",
+                       f">= {TARGET_PRECISION}"))
+    rows.append(Figure("false matches", str(report.false_matches), f"pHash {report.baseline_false_matches}"))
+    return rows
+
+
 def format_table(report: RobustnessReport) -> list[list[str]]:
     rows = [["transform", "copies", "copyhunt recall", "pHash recall", "region IoU"]]
     for c in report.classes:

@@ -617,6 +617,13 @@ def write_chart(report: ThroughputReport, path: Path) -> Path:
     return path
 
 
+def figures(report: ThroughputReport) -> list:
+    """The printed table's rows as figures for docs/performance.md."""
+    from copyhunt.bench.docs import Figure
+
+    return [Figure(*row) for row in format_table(report)[1:]]
+
+
 def format_table(report: ThroughputReport) -> list[list[str]]:
     rows = [["measure", "value", "baseline / comparison", "target"]]
     rows.append(["fingerprints per second, 1 core, 1-MP JPEG", f"{report.fingerprint_per_second:.1f}",
