@@ -23,7 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(help="copyhunt: find where registered images are used on the web.", no_args_is_help=True, add_completion=False)
+# Plain help: typer's rich help labels every option with its Python type ("<bool>" on a flag).
+app = typer.Typer(help="copyhunt: find where registered images are used on the web.", no_args_is_help=True, add_completion=False,
+                  rich_markup_mode=None)
 index_app = typer.Typer(help="Build reference indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 customers_app = typer.Typer(help="Customers of the hits database: inbox access tokens.", no_args_is_help=True)
@@ -78,7 +80,7 @@ def demo_web(
 
 @app.command()
 def crawl(
-    seed: list[str] = typer.Option([], "--seed", help="Start URL (repeatable)."),
+    seed: list[str] = typer.Option([], "--seed", metavar="URL", help="Start URL (repeatable)."),
     seeds_file: Optional[Path] = typer.Option(None, help="File with one start URL per line."),
     out: Path = typer.Option(..., help="Directory for pages.parquet, images.parquet, errors.parquet."),
     max_pages: Optional[int] = typer.Option(None, help="Page budget per domain."),
@@ -109,7 +111,14 @@ def crawl(
     except CrawlError as exc:
         console.print(f"[red]crawl failed:[/red] {exc}")
         raise typer.Exit(1)
-    console.print(summary)
+    _print_facts(f"crawl finished ({summary.finish_reason or 'unknown reason'}) in {summary.duration_s:.1f} s", [
+        ("pages fetched", f"{summary.pages:,}"),
+        ("images found on them", f"{summary.images:,}"),
+        ("distinct images stored", f"{summary.images_stored:,}"),
+        ("images unchanged since the last crawl", f"{summary.images_not_modified:,}"),
+        ("errors", f"{summary.errors:,}"),
+        ("written to", str(summary.out_dir)),
+    ])
 
 
 @bench_app.command("crawl")
@@ -126,6 +135,15 @@ def bench_crawl(
     figures = run_bench(pages, concurrency, scrapy_bench_seconds, log=typer.echo)
     if json_out is not None:
         atomic_write_json(json_out, figures)
+
+
+def _print_facts(title: str, facts: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    for name, value in facts:
+        table.add_row(name, value)
+    Console(width=120).print(table, markup=False)  # a result: stdout (progress and status go to stderr)
 
 
 def _print_rows(rows: list[list[str]], title: str) -> None:
@@ -221,7 +239,11 @@ def index_build(
 
     settings = _settings()
     result = standalone.build_index_from_folder(images, out, shard_size or settings.shard_size, settings, progress_bar)
-    console.print(result)
+    _print_facts(f"index version {result['version']} in {out}", [
+        ("references", f"{result['references']:,}"),
+        ("unusable references", f"{result['errors']:,}" + (f" (reasons in {out / 'references.parquet'})" if result["errors"] else "")),
+        ("shards", f"{result['shards']:,} ({result['built']:,} built, {result['reused']:,} reused)"),
+    ])
 
 
 @app.command()
@@ -233,8 +255,14 @@ def match(
     """Match every image in a folder against an index (Spark, configured master)."""
     from copyhunt import standalone
 
+    from copyhunt.index import IndexNotUsable
+
     settings = _settings()
-    n, unusable = standalone.match_folder(index, images, out, settings, progress_bar)
+    try:
+        n, unusable = standalone.match_folder(index, images, out, settings, progress_bar)
+    except (IndexNotUsable, ValueError) as exc:
+        typer.echo(f"match refused: {exc}", err=True)  # one line, unwrapped: the message names paths
+        raise typer.Exit(2)
     console.print(f"{n} matches written to {out}", markup=False)
     if unusable:
         reasons = ", ".join(f"{reason} {count}" for reason, count in unusable.items())

@@ -200,6 +200,35 @@ def current_shards(index_dir: Path, version: str | None = None) -> list[str]:
     return list(json.loads((Path(index_dir) / "versions" / f"{version}.json").read_text())["shards"])
 
 
+class IndexNotUsable(ValueError):
+    """A folder that is not an index this code can search, with what to do about it."""
+
+
+def check_index(index_dir: Path) -> str:
+    """The current version of the index in ``index_dir``, or IndexNotUsable saying why there is none.
+
+    Cheap (a few small files), so callers check before the expensive work a search needs."""
+    index_dir = Path(index_dir)
+    build_hint = "build one with 'copyhunt index build --images DIR --out INDEX_DIR' (or the customer_index DAG)"
+    version = current_version(index_dir)
+    if version is None:
+        raise IndexNotUsable(f"{index_dir} is not a copyhunt index (it has no CURRENT file); {build_hint}")
+    manifest = index_dir / "versions" / f"{version}.json"
+    try:
+        described = json.loads(manifest.read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexNotUsable(f"{index_dir}: index version {version} cannot be read ({manifest}: {exc}); {build_hint}") from None
+    built_with = described.get("fingerprint_version", 1)
+    if built_with != FINGERPRINT_VERSION:
+        raise IndexNotUsable(f"index version {version} in {index_dir} holds fingerprint version {built_with} hashes; this code makes "
+                             f"version {FINGERPRINT_VERSION}: rebuild the index (copyhunt index build, or the customer_index DAG)")
+    missing = [sid for sid in described.get("shards", []) for suffix in (".ann", ".parquet")
+               if not (index_dir / "shards" / f"{sid}{suffix}").exists()]
+    if missing:
+        raise IndexNotUsable(f"{index_dir}: index version {version} lacks {len(missing)} shard file(s), e.g. shard {missing[0]}; {build_hint}")
+    return version
+
+
 @dataclass(frozen=True)
 class Candidate:
     query_row: int
@@ -240,14 +269,14 @@ class ShardSearcher:
 
     def __init__(self, index_dir: Path, version: str | None = None, search_k: int | None = None):
         self.index_dir = Path(index_dir)
-        self.version = version or current_version(self.index_dir)
-        if self.version is None:
-            raise FileNotFoundError(f"no index version in {self.index_dir}")
+        if version is None:
+            version = check_index(self.index_dir)
+        self.version = version
         self.search_k = search_k
         built_with = json.loads((self.index_dir / "versions" / f"{self.version}.json").read_text()).get("fingerprint_version", 1)
         if built_with != FINGERPRINT_VERSION:
-            raise ValueError(f"index version {self.version} in {self.index_dir} holds fingerprint version {built_with} hashes; this code makes "
-                             f"version {FINGERPRINT_VERSION}: rebuild the index (copyhunt index build, or the customer_index DAG)")
+            raise IndexNotUsable(f"index version {self.version} in {self.index_dir} holds fingerprint version {built_with} hashes; this code makes "
+                                 f"version {FINGERPRINT_VERSION}: rebuild the index (copyhunt index build, or the customer_index DAG)")
         # Side tables as arrays (strings coded): a lookup gathers rows by annoy id (== row number).
         self.shards: list[tuple[str, AnnoyIndex, dict[str, np.ndarray | CodedStrings]]] = []
         for sid in current_shards(self.index_dir, self.version):

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from copyhunt.blobs import LocalBlobStore, sha256_bytes
 from copyhunt.config import Settings
 from copyhunt.imaging import BadImage
-from copyhunt.index import ENTRY_COLUMNS, build_index
+from copyhunt.index import ENTRY_COLUMNS, build_index, check_index
 from copyhunt.lake import to_table, write_parquet_atomically
 from copyhunt.references import describe_reference, features_store
 
@@ -108,7 +108,11 @@ def match_folder(index: Path, images: Path, out: Path, settings: Settings, progr
     """
     from copyhunt.hunt import run_spark_job
 
+    # Both checks come before fingerprinting and the Spark start-up, which take most of a minute.
+    check_index(index)
     files = _image_files(images)
+    if not files:
+        raise ValueError(f"{images} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     with tempfile.TemporaryDirectory(prefix="copyhunt-match-") as tmp:
         tmpdir = Path(tmp)
         blobs = LocalBlobStore(tmpdir / "blobs")
