@@ -7,23 +7,33 @@ STAMP := $(VENV)/.installed
 RUN_DATE ?= $(shell date -u +%F)
 export COPYHUNT_HOME := $(CURDIR)
 
-.PHONY: install demo test test-fast demo-web airflow clean-data help
+.PHONY: install install-dev demo test test-fast demo-web airflow clean-data help
 
 help:
 	@echo "make install   build .venv from requirements.txt (idempotent)"
+	@echo "make install-dev  add the test tools (requirements-dev.txt)"
 	@echo "make demo      run the whole daily pipeline on the local demo web (RUN_DATE=$(RUN_DATE))"
 	@echo "make test      run the test suite"
 	@echo "make demo-web  serve the demo web on 127.0.0.1:8899 until Ctrl-C"
 	@echo "make airflow   run Airflow (standalone) on this project's DAGs, with the demo web, until Ctrl-C"
 
+DEV_STAMP := $(VENV)/.installed-dev
+
 install: $(STAMP)
 
-# Rebuilt only when the pins or the package metadata change.
+# The runtime set (what `make demo` and the production image need); the test tools on top.
+# Each is rebuilt only when its pins or the package metadata change.
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
+
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(DEV_STAMP)
 
 demo: install
 	$(BIN)/copyhunt demo --run-date $(RUN_DATE)
@@ -34,10 +44,10 @@ demo-web: install
 airflow: install
 	$(BIN)/copyhunt airflow
 
-test: install
+test: install-dev
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install-dev
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean-data:

@@ -3,7 +3,8 @@
 Use it from a test module with ``pytest_plugins = ["conftest_pg"]`` and the fixtures
 ``pg_server`` (session: base URL of a server started with initdb + pg_ctl, stopped at teardown)
 and ``pg_url`` (a fresh, empty database per test). Tests skip when ``initdb``/``pg_ctl`` are not
-on PATH. PostgreSQL refuses to run as root, so under root the server runs as the ``postgres``
+on PATH or in Debian's /usr/lib/postgresql/<version>/bin, except under CI=true, where they fail: CI
+provides the server (.ci/run installs it when missing), so a missing one is a broken CI. PostgreSQL refuses to run as root, so under root the server runs as the ``postgres``
 user (or ``nobody``) through ``runuser``, in a temporary directory that user owns.
 """
 
@@ -44,18 +45,35 @@ def _run(cmd: list[str], cwd: Path, log: Path | None = None) -> None:
         pytest.fail(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n{server_log}")
 
 
+def _server_binaries() -> tuple[str | None, str | None]:
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if initdb and pg_ctl:
+        return initdb, pg_ctl
+    # Debian keeps the server binaries off PATH, one folder per major version; take the newest.
+    for bin_dir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True):
+        if (bin_dir / "initdb").exists() and (bin_dir / "pg_ctl").exists():
+            return str(bin_dir / "initdb"), str(bin_dir / "pg_ctl")
+    return None, None
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " (CI=true: the PostgreSQL tests must run, not skip)")
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    initdb, pg_ctl = _server_binaries()
     if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not on PATH")
+        _missing("PostgreSQL server binaries (initdb, pg_ctl) are not on PATH nor in /usr/lib/postgresql/*/bin")
     prefix: list[str] = []
     tmp = Path(tempfile.mkdtemp(prefix="copyhunt-pg-"))  # short path: the socket name must fit 107 bytes
     if os.geteuid() == 0:
         user, runuser = _unprivileged_user(), shutil.which("runuser")
         if user is None or runuser is None:
             shutil.rmtree(tmp, ignore_errors=True)
-            pytest.skip("running as root without runuser or an unprivileged user for PostgreSQL")
+            _missing("running as root without runuser or an unprivileged user for PostgreSQL")
         os.chown(tmp, user.pw_uid, user.pw_gid)
         prefix = [runuser, "-u", user.pw_name, "--"]
     data, log, port = tmp / "data", tmp / "server.log", _free_port()
