@@ -6,6 +6,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -22,10 +23,25 @@ from copyhunt.matching import MatchParams
 
 
 def load_job():
-    spec = importlib.util.spec_from_file_location("copyhunt_match_job", REPO / "jobs" / "match.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from copyhunt.jobs import match
+
+    return match
+
+
+def test_the_job_is_found_through_the_package_and_the_entry_point_is_the_same_job():
+    from copyhunt import sparkjob
+    from copyhunt.jobs import match
+
+    import copyhunt
+
+    assert sparkjob.job_file("match") == Path(match.__file__)
+    assert Path(copyhunt.__file__).parent in sparkjob.job_file("match").parents
+    spec = importlib.util.spec_from_file_location("copyhunt_match_entry", REPO / "jobs" / "match.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    assert entry.main is match.main and entry.transform is match.transform
+    with pytest.raises(ValueError, match="no Spark job named"):
+        sparkjob.job_file("nonesuch")
 
 
 def jpeg(im):

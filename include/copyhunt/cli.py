@@ -179,7 +179,7 @@ def bench_robustness(
     """Recall per transform class and precision, next to whole-image pHash; writes a PNG chart."""
     from copyhunt.bench import robustness
     from copyhunt.bench.suite import SUITE_SEED
-    from copyhunt.hunt import REPO_ROOT
+    from copyhunt.demo_run import REPO_ROOT
 
     settings = _settings()
     out = settings.resolve(out)
@@ -209,7 +209,7 @@ def bench_throughput(
 ) -> None:
     """Fingerprints/s against naive pHash, matches/s at 10k and 100k references, index build, end to end."""
     from copyhunt.bench import throughput
-    from copyhunt.hunt import REPO_ROOT
+    from copyhunt.demo_run import REPO_ROOT
 
     try:
         index_sizes = tuple(int(x) for x in sizes.split(",")) if sizes else None

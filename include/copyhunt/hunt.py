@@ -11,8 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +26,8 @@ from copyhunt.fingerprint import FINGERPRINT_BATCH, FINGERPRINT_COLUMNS, compile
 from copyhunt.imaging import BadImage
 from copyhunt.lake import Lake, to_table
 from copyhunt.registry import customers
+from copyhunt.sparkjob import run_job
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MATCH_JOB = REPO_ROOT / "jobs" / "match.py"
 
 Progress = Callable[..., Iterable]
 
@@ -232,23 +229,6 @@ def fingerprint(settings: Settings, run_date: dt.date, progress: Progress = _pla
 
 
 # ---- match -------------------------------------------------------------------------------------
-def spark_submit_command(settings: Settings, args: list[str]) -> list[str]:
-    spark_submit = Path(sys.executable).with_name("spark-submit")
-    return [str(spark_submit), "--master", settings.spark_master, "--conf", "spark.ui.enabled=false",
-            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", "spark.driver.memory=2g", str(MATCH_JOB), *args]
-
-
-def run_spark_job(settings: Settings, args: list[str], log_path: Path | None = None) -> None:
-    env = {**os.environ, **settings.as_env(), "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    proc = subprocess.run(spark_submit_command(settings, args), env=env, capture_output=True, text=True)
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.splitlines()[-30:])
-        raise RuntimeError(f"spark-submit failed with exit code {proc.returncode}:\n{tail}")
-
-
 def match(settings: Settings, run_date: dt.date) -> dict:
     """Spark-parallel ANN search against the index version of this run date, then verification."""
     from copyhunt.references import index_version_for
@@ -261,7 +241,7 @@ def match(settings: Settings, run_date: dt.date) -> dict:
     args = ["--fingerprints", str(fingerprints), "--index-dir", str(settings.index_root), "--index-version", version,
             "--query-blobs", str(settings.blob_root), "--ref-blobs", str(settings.blob_root),
             "--lake", str(settings.lake), "--run-date", run_date.isoformat()]
-    run_spark_job(settings, args, settings.resolve("data/logs") / f"run_date={run_date.isoformat()}" / "match-spark.log")
+    run_job(settings, "match", args, settings.resolve("data/logs") / f"run_date={run_date.isoformat()}" / "match-spark.log")
     lake.write_manifest(run_date, extra={"index_version": version})
     matches = lake.read_frame("matches", run_date)
     return {"matches": len(matches), "index_version": version}

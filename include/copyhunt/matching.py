@@ -1,4 +1,4 @@
-"""Per-batch matching logic run inside Spark executors (see ``jobs/match.py``).
+"""Per-batch matching logic run inside Spark executors (see ``copyhunt.jobs.match``).
 
 Kept in the library, not in the job file, so executors import it by name, and tests and
 benchmarks call it without Spark:

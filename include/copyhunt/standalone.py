@@ -106,7 +106,7 @@ def match_folder(index: Path, images: Path, out: Path, settings: Settings, progr
 
     Files that cannot be used are listed, with the reason, in ``<out>.errors.parquet``.
     """
-    from copyhunt.hunt import run_spark_job
+    from copyhunt.sparkjob import run_job
 
     # Both checks come before fingerprinting and the Spark start-up, which take most of a minute.
     check_index(index)
@@ -122,7 +122,7 @@ def match_folder(index: Path, images: Path, out: Path, settings: Settings, progr
         fp = tmpdir / "fingerprints.parquet"
         pq.write_table(fingerprints, fp)
         raw = tmpdir / "matches.parquet"
-        run_spark_job(settings, ["--fingerprints", str(fp), "--index-dir", str(index), "--query-blobs", str(blobs.root),
+        run_job(settings, "match", ["--fingerprints", str(fp), "--index-dir", str(index), "--query-blobs", str(blobs.root),
                                  "--ref-blobs", str(Path(index) / "blobs"), "--out", str(raw)])
         matches = pq.read_table(raw).to_pandas()
     queries = pd.DataFrame(names, columns=["query", "image_sha256"])

@@ -17,7 +17,7 @@ machine may be shared, so absolute figures move; ratios much less; the load aver
    processes against the 100k index;
 5. the production path on the same 2 cores: a larger stream (3,000 images, 10% copies) through
    the fingerprint stage (a process pool, as the ``fingerprint`` task runs it) and then the Spark
-   job ``jobs/match.py`` (spark-submit on the configured master) against the 100k index, each
+   job ``copyhunt.jobs.match`` (spark-submit on the configured master) against the 100k index, each
    stage timed with its start-up. The Spark job runs on a third of the stream too: the
    difference of the match times it reports gives its per-image rate apart from its fixed cost
    (JVM, session, workers opening the index), and with the fingerprint stage's rate the
@@ -419,7 +419,7 @@ def measure_pipeline(settings: Settings, paths: list[Path], params, work: Path, 
     import pyarrow.parquet as pq
 
     from copyhunt.blobs import LocalBlobStore
-    from copyhunt.hunt import run_spark_job
+    from copyhunt.sparkjob import run_job
     from copyhunt.standalone import fingerprint_blobs, store_files
 
     blobs = LocalBlobStore(work / "pipeline-blobs")
@@ -439,7 +439,7 @@ def measure_pipeline(settings: Settings, paths: list[Path], params, work: Path, 
         for name in inputs:
             out, log = work / f"pipeline-matches-{name}.parquet", work / f"pipeline-spark-{name}.log"
             t = time.perf_counter()
-            run_spark_job(settings, ["--fingerprints", str(work / f"pipeline-fingerprints-{name}.parquet"), "--index-dir", params.index_dir,
+            run_job(settings, "match", ["--fingerprints", str(work / f"pipeline-fingerprints-{name}.parquet"), "--index-dir", params.index_dir,
                                      "--query-blobs", str(blobs.root), "--ref-blobs", params.ref_blobs, "--out", str(out)], log)
             wall[name] = min(wall[name], time.perf_counter() - t)
             took = re.search(r"^matched \d+ window hashes in \d+ partitions in ([0-9.]+) s$", log.read_text(), re.M).group(1)
