@@ -201,14 +201,6 @@ def current_shards(index_dir: Path, version: str | None = None) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    query_row: int
-    shard: str
-    annoy_id: int
-    distance: int
-
-
-@dataclass(frozen=True)
 class CodedStrings:
     """A side-table string column as integer codes into its distinct values.
 
