@@ -35,34 +35,11 @@ import numpy as np
 from numba import njit
 from PIL import Image
 
+from copyhunt.allocator import tune_allocator
 from copyhunt.imaging import PAD_DARK, PAD_LIGHT, BadImage, content_box, load_gray
 from copyhunt.kernels import half_size_u8
 from copyhunt.proposals import paste_boxes
 
-
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed memory up to a few MB per block instead of returning it to the OS.
-
-    Fingerprinting one image makes hundreds of short-lived arrays of 0.1-1 MB. By default glibc
-    maps each with mmap and unmaps it on free, so every one costs fresh zeroed pages: ~1,500
-    page faults per 1-MP image, a third of its fingerprint time on this machine. Fixed
-    thresholds make those arrays reuse the heap (at most TRIM_BYTES of freed memory kept).
-    Process-wide, and a no-op where the C library is not glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-    MMAP_BYTES, TRIM_BYTES = 4 << 20, 32 << 20
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_BYTES)
-        libc.mallopt(M_TRIM_THRESHOLD, TRIM_BYTES)
-    except (OSError, AttributeError):
-        pass
-
-
-_keep_freed_memory()
 
 # Changes whenever the hashes of the same pixels change: index shards are keyed by it, so an old
 # index is rebuilt rather than searched with hashes made another way.
@@ -1120,6 +1097,7 @@ def fingerprint_images(items: Iterable[tuple[str, bytes | BadImage]], max_pixels
     ``query_hashes_many``). ``items`` is read one at a time and each image's bytes are dropped once
     decoded; an item may carry a BadImage instead of bytes (a blob that could not be read), which
     becomes its reason."""
+    tune_allocator()  # the arrays of a fingerprint reuse freed heap memory (see copyhunt.allocator)
     results: list[tuple[list[dict], str | None] | None] = []
     decoded: list[tuple[int, str, np.ndarray, tuple[float, float, float, float]]] = []
     for sha, data in items:

@@ -126,6 +126,9 @@ def match_batches(batches: Iterable[pd.DataFrame], params: MatchParams) -> Itera
     within partitions). A batch ends anywhere, so its last image waits for the next batch: every
     image is searched and verified once, with all of its windows.
     """
+    from copyhunt.allocator import tune_allocator
+
+    tune_allocator()  # on the Spark worker: verification's image arrays reuse freed heap memory
     waiting = None
     for pdf in batches:
         if waiting is not None:
