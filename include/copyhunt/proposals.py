@@ -46,7 +46,7 @@ import math
 import numpy as np
 from numba import njit
 
-from copyhunt.kernels import half_size_u8
+from copyhunt.kernels.pixels import half_size_u8
 
 
 STEP_CAP = 24.0  # grey levels: a step of at least this counts fully; smaller ones in proportion
