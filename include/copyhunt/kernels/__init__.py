@@ -8,6 +8,7 @@ test_fingerprint_index.py):
 * ``hashes``: the window hash's cell means and median bits, and the collage seam strengths;
 * ``blurs``: the Gaussian blurs of the blob search, some with their taps written out (generated);
 * ``blobs``: the difference-of-Gaussians blob search, and the blob parameters it compiles in.
+* ``proposals``: the pasted-picture rectangle search, and the parameters it compiles in.
 
 numba caches compiled kernels in ``__pycache__`` beside these files; ``fingerprint.compile_kernels``
 compiles or loads them all before a process pool forks.
