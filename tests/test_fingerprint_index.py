@@ -59,7 +59,7 @@ def test_median_by_selection_is_numpys_median():
     # pHash bits are "above the median", and a collage seam is judged against the median step:
     # the selection must give np.median's value to the bit, for odd and even counts, ties and
     # equal values included.
-    from copyhunt.fingerprint import _median_by_selection
+    from copyhunt.kernels.hashes import median_by_selection
 
     rng = np.random.default_rng(4)
     for trial in range(900):
@@ -68,7 +68,7 @@ def test_median_by_selection_is_numpys_median():
             values = np.round(values * 2).astype(np.float32)  # many ties
         if trial % 7 == 0:
             values[:] = 3.0
-        assert _median_by_selection(values, np.empty(len(values), np.float32)) == np.float32(np.median(values)), values
+        assert median_by_selection(values, np.empty(len(values), np.float32)) == np.float32(np.median(values)), values
 
 
 class HasherContract:
@@ -160,7 +160,7 @@ def test_compiled_blurs_and_halving_agree_with_opencv():
     # images narrower than the kernel (whose borders reflect more than once).
     import cv2
 
-    from copyhunt.fingerprint import _LEVEL_KERNELS, _OCTAVE_SIGMAS, _OCTAVE_STEPS, _STEP_KERNELS, _blur, _halve, _kernel_size
+    from copyhunt.kernels.blobs import _LEVEL_KERNELS, _OCTAVE_SIGMAS, _OCTAVE_STEPS, _STEP_KERNELS, _blur, _halve, _kernel_size
     from copyhunt.imaging import half_size
 
     photo = norm(Image.open(CUSTOMER_IMAGES[1])).astype(np.float32)
@@ -185,7 +185,7 @@ def test_compiled_half_size_is_opencvs_to_the_bit():
     # The blob search and the paste proposals halve their image inside compiled code; it must be
     # imaging.half_size (OpenCV's area resize at exactly half) to the bit, odd sizes included.
     from copyhunt.imaging import half_size
-    from copyhunt.kernels import half_size_u8
+    from copyhunt.kernels.pixels import half_size_u8
 
     rng = np.random.default_rng(11)
     photo = norm(Image.open(CUSTOMER_IMAGES[3]))
@@ -198,25 +198,26 @@ def test_compiled_half_size_is_opencvs_to_the_bit():
 
 def test_written_out_blurs_add_the_taps_as_the_loop_does():
     # _blur runs the blob search's radii with their taps written out (code generated from a
-    # template); each must add the same products in the same order as _blur_any_radius, to the
+    # template); each must add the same products in the same order as blur_any_radius, to the
     # bit, or fingerprints would change with the dispatch. Photo pixels and noise, sizes down to
     # a single row or column (borders reflected more than once), and radii that fall through to
     # the loop.
-    from copyhunt.fingerprint import _BLOB_BLUR_RADII, _blur, _blur_any_radius
+    from copyhunt.kernels.blobs import BLOB_BLUR_RADII, _blur
+    from copyhunt.kernels.blurs import blur_any_radius
 
     rng = np.random.default_rng(5)
     photo = norm(Image.open(CUSTOMER_IMAGES[2])).astype(np.float32)
     noise = (rng.random((61, 83)) * 255).astype(np.float32)
     images = [photo[:108, :144], photo[:54, :73], photo[:9, :13], noise, noise[:1, :], noise[:, :1], noise[:2, :3]]
-    radii = sorted(_BLOB_BLUR_RADII) + [3, 7]
-    assert len(_BLOB_BLUR_RADII) >= 2
+    radii = sorted(BLOB_BLUR_RADII) + [3, 7]
+    assert len(BLOB_BLUR_RADII) >= 2
     for image in map(np.ascontiguousarray, images):
         h, w = image.shape
         for r in radii:
             half_kernel = np.sort(rng.random(r + 1).astype(np.float32))[::-1].copy()
             ours, loop = np.full_like(image, np.nan), np.full_like(image, np.nan)
             _blur(image, ours, half_kernel, np.empty_like(image), np.empty(w + 2 * r, np.float32))
-            _blur_any_radius(image, loop, half_kernel, np.empty_like(image), np.empty(w + 2 * r, np.float32))
+            blur_any_radius(image, loop, half_kernel, np.empty_like(image), np.empty(w + 2 * r, np.float32))
             assert np.array_equal(ours, loop), (image.shape, r)
 
 

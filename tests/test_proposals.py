@@ -165,7 +165,7 @@ def thumbnails():
 
 def corner_inputs():
     """Step sums and corner responses of the ``thumbnails``."""
-    from copyhunt.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT, STEP_CAP, _corner_responses, _step_sums
+    from copyhunt.kernels.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT, STEP_CAP, _corner_responses, _step_sums
 
     for thumb in thumbnails():
         vsum, hsum = _step_sums(thumb, int(STEP_CAP))
@@ -176,7 +176,7 @@ def test_step_sums_are_numpys_cumulative_sums_to_the_bit():
     # The kernel writes the step sums and zeroes only the borders no sum reaches (its arrays are
     # not cleared first): every cell must be the capped steps' cumulative sum, scaled in float32,
     # whatever the memory held before.
-    from copyhunt.proposals import STEP_CAP, _step_sums
+    from copyhunt.kernels.proposals import STEP_CAP, _step_sums
 
     for thumb in thumbnails():
         h, w = thumb.shape
@@ -220,7 +220,7 @@ def numpy_corner_responses(vsum, hsum, arm, longest_weight, outside_weight):
 
 
 def test_corner_responses_are_numpys_to_the_bit():
-    from copyhunt.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT
+    from copyhunt.kernels.proposals import CORNER_ARM, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT
 
     for vsum, hsum, responses in corner_inputs():
         expected = numpy_corner_responses(vsum, hsum, CORNER_ARM // 2, LONGEST_ARM_WEIGHT, OUTSIDE_WEIGHT)
@@ -228,7 +228,7 @@ def test_corner_responses_are_numpys_to_the_bit():
 
 
 def test_strongest_corners_are_the_strongest_5x5_maxima_ties_in_scan_order():
-    from copyhunt.proposals import CORNERS_PER_KIND, MIN_SIDE, _strongest_corners
+    from copyhunt.kernels.proposals import CORNERS_PER_KIND, MIN_SIDE, _strongest_corners
 
     checked = 0
     for _, _, responses in corner_inputs():
@@ -254,7 +254,7 @@ def test_rectangles_are_dropped_before_scoring_exactly_by_the_side_rules_and_nev
     # score against ``floor``, which may drop only boxes that cannot reach it (each box scoring
     # S > 0 must still score S with the floor at S).
     from copyhunt.imaging import half_size
-    from copyhunt.proposals import MAX_FAINT_SIDES, MIN_SIDE, STEP_CAP, _corners, _rectangles, _score, _step_sums
+    from copyhunt.kernels.proposals import MAX_FAINT_SIDES, MIN_SIDE, STEP_CAP, _corners, _rectangles, _score, _step_sums
 
     dropped = kept = 0
     photos = [load_gray(path.read_bytes(), 64_000_000, HASH_WORKING_SIZE)[0] for path in (*CUSTOMER_IMAGES[:3], *UNRELATED_IMAGES[:3])]

@@ -12,9 +12,9 @@ from copyhunt.imaging import load_gray
 from copyhunt.verify import (
     QUERY_VERIFY_SIZE,
     VERIFY_WORKING_SIZE,
-    Candidate,
     Features,
     FeatureStore,
+    HashCandidate,
     reference_features,
     similarity_score,
     verify_candidate,
@@ -45,7 +45,7 @@ def best_candidate(query_data, ref_path):
     q = query_hashes(load_gray(query_data, working_size=HASH_WORKING_SIZE)[0])
     r = reference_hashes(load_gray(ref_path.read_bytes(), working_size=HASH_WORKING_SIZE)[0])
     d, a, b = min(((hamming(x.phash, y.phash), x, y) for x in q for y in r), key=lambda t: (t[0], t[1].window, t[2].window, t[2].mirrored))
-    return d, Candidate((a.x0, a.y0, a.x1, a.y1), (b.x0, b.y0, b.x1, b.y1), b.mirrored, window_name_turns(b.window))
+    return d, HashCandidate((a.x0, a.y0, a.x1, a.y1), (b.x0, b.y0, b.x1, b.y1), b.mirrored, window_name_turns(b.window))
 
 
 def test_features_round_trip_through_bytes_and_store(tmp_path):

@@ -230,14 +230,6 @@ def check_index(index_dir: Path) -> str:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    query_row: int
-    shard: str
-    annoy_id: int
-    distance: int
-
-
-@dataclass(frozen=True)
 class CodedStrings:
     """A side-table string column as integer codes into its distinct values.
 

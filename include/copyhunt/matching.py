@@ -126,6 +126,9 @@ def match_batches(batches: Iterable[pd.DataFrame], params: MatchParams) -> Itera
     within partitions). A batch ends anywhere, so its last image waits for the next batch: every
     image is searched and verified once, with all of its windows.
     """
+    from copyhunt.allocator import tune_allocator
+
+    tune_allocator()  # on the Spark worker: verification's image arrays reuse freed heap memory
     waiting = None
     for pdf in batches:
         if waiting is not None:
@@ -249,7 +252,7 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
     """Verify the candidates of one found image. Raises BadImage if it does not decode."""
     from copyhunt.fingerprint import HASH_WORKING_SIZE
     from copyhunt.imaging import BadImage
-    from copyhunt.verify import QUERY_VERIFY_SIZE, Candidate, similarity_score, verify_candidate, window_name_turns
+    from copyhunt.verify import QUERY_VERIFY_SIZE, HashCandidate, similarity_score, verify_candidate, window_name_turns
 
     state = _verifier(params)
     out = []
@@ -273,7 +276,7 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
         except (BadImage, KeyError):
             done_key = key
             continue
-        candidate = Candidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), bool(mirrored), window_name_turns(ref_window))
+        candidate = HashCandidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), bool(mirrored), window_name_turns(ref_window))
         v = verify_candidate(query.gray(QUERY_VERIFY_SIZE), reference, candidate)
         if not v.ok:
             continue

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 import yaml
 
-from copyhunt.enrich import same_party
+from copyhunt.parties import same_party
 
 USAGE_TYPES = ("commercial", "editorial", "product", "social")
 SCHEMA_RESOURCE = "ratecard.schema.yaml"

@@ -145,9 +145,10 @@ Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """Hash evidence: window ``query_box`` of the found image looks like ``ref_box`` of the
-    reference (boxes relative 0..1; ``ref_box`` in the registered, unmirrored reference)."""
+class HashCandidate:
+    """A pair of windows with close hashes, as the index lookup proposes it: window
+    ``query_box`` of the found image looks like ``ref_box`` of the reference (boxes relative
+    0..1; ``ref_box`` in the registered, unmirrored reference)."""
 
     query_box: Box
     ref_box: Box
@@ -206,7 +207,7 @@ def _to_found(points: np.ndarray, width: int, height: int, mirrored: bool, turns
     return p
 
 
-def verify_candidate(query: np.ndarray, reference: Features, candidate: Candidate) -> Verification:
+def verify_candidate(query: np.ndarray, reference: Features, candidate: HashCandidate) -> Verification:
     """Does the grey found image ``query`` show the reference where the hashes say it does?"""
     if len(reference.points) < 4:
         return Verification.failed()

@@ -1,4 +1,4 @@
-"""Compiled (numba) pixel kernels that more than one module's kernels call.
+"""Compiled (numba) pixel kernels that more than one module's kernels call (blobs, proposals).
 
 ``imaging`` keeps OpenCV and Pillow for code called from Python; these are for numba code, where a
 call back into Python or OpenCV would cost more than the work.
