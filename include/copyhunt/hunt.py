@@ -117,11 +117,13 @@ def fingerprint_key(max_pixels: int) -> str:
     import numpy
     import PIL
 
-    from copyhunt import fingerprint, imaging, proposals
+    from copyhunt import fingerprint, imaging, kernels, proposals
 
     h = hashlib.sha256()
-    for module in (fingerprint, imaging, proposals):
-        h.update(Path(module.__file__).read_bytes())
+    # The method's modules and every kernel module (the kernels decide the bits).
+    sources = [Path(m.__file__) for m in (fingerprint, imaging, proposals)] + sorted(Path(kernels.__file__).parent.glob("*.py"))
+    for source in sources:
+        h.update(source.read_bytes())
     h.update(json.dumps({"pillow": PIL.__version__, "opencv": cv2.__version__, "numpy": numpy.__version__, "numba": numba.__version__,
                         "max_pixels": max_pixels},
                         sort_keys=True).encode())
