@@ -39,10 +39,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from copyhunt.config import Settings
-from copyhunt.hitsdb import tokens, workflow
+from copyhunt.hitsdb import accounts, tokens, workflow
 from copyhunt.hitsdb.digest import format_money, safe_href
 from copyhunt.hitsdb.store import make_engine
 from copyhunt.inbox import auth
+from copyhunt.inbox.accounts_routes import router as accounts_router
 from copyhunt.inbox.auth import SESSION_COOKIE, csrf_token_for
 from copyhunt.inbox.images import RenderedImages
 from copyhunt.inbox.ratelimit import FailureLimiter
@@ -62,9 +63,16 @@ from copyhunt.inbox.views import (
 __all__ = ["create_app", "csrf_token_for"]
 
 HERE = Path(__file__).parent
-SIGNIN_COOKIE = "copyhunt_signin"  # double-submit nonce of the sign-in form (login CSRF)
+SIGNIN_COOKIE = auth.FORM_COOKIE  # double-submit nonce of the sign-in form (login CSRF)
 PAGE_SIZE = 50
 TOKEN_FIELD_MAX = auth.TOKEN_FIELD_MAX
+EMAIL_FIELD_MAX = 320  # longer than any address (accounts.check_email refuses past 254)
+PASSWORD_FIELD_MAX = 1000  # longer than PASSWORD_MAX: a too long password gets a clear "no", not a 422
+SIGNIN_NOTICES = {
+    "confirmed": "Your e-mail address is confirmed. Sign in with it and your password.",
+    "reset": "Your password is changed, and every session signed out. Sign in with the new password.",
+    "out": "Signed out everywhere.",
+}
 MAX_HIT_ID = 2**63 - 1  # bigint: larger ids would be a database error, not a 404
 # Failed token checks per client address: enough for a customer mistyping or pasting the wrong
 # token a few times, far too few to guess anything (tokens carry 256 random bits).
@@ -178,7 +186,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         lstrip_blocks=True,
     )
     env.filters.update(money=format_money, when=format_when, short=shorten)
-    env.globals.update(status_label=lambda s: STATUS_LABELS.get(s, s), safe_href=safe_href)
+    env.globals.update(status_label=lambda s: STATUS_LABELS.get(s, s), safe_href=safe_href, password_min=accounts.PASSWORD_MIN)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -209,6 +217,8 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         return response
 
     auth.install(app, db, env, limiter, secure_cookies)
+    app.state.settings = settings
+    app.include_router(accounts_router)
     render, error, base, to_signin, set_cookie = auth.render, auth.error_page, auth.base_path, auth.to_signin, auth.set_cookie
     session = auth.page_session
     Signed = Annotated[auth.PageSession, Depends(auth.current_session)]
@@ -226,24 +236,27 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
     def home(request: Request) -> Response:
         return RedirectResponse(f"{base(request)}/hits", status_code=303)
 
-    def signin_page(request: Request, status: int = 200, message: str | None = None) -> HTMLResponse:
-        nonce = secrets.token_urlsafe(24)
-        response = render(request, "signin.html", status=status, nonce=nonce, message=message)
-        set_cookie(response, request, SIGNIN_COOKIE, nonce, 3600, "strict")
-        return response
+    def signin_page(request: Request, status: int = 200, message: str | None = None, **ctx: Any) -> HTMLResponse:
+        ctx.setdefault("unconfirmed_email", None)
+        ctx.setdefault("email", "")
+        ctx.setdefault("notice", None)
+        return auth.form_page(request, "signin.html", status=status, message=message, **ctx)
 
     @app.get("/signin", include_in_schema=False)
-    def signin_form(request: Request) -> Response:
-        if session(request)[1] is not None:
+    def signin_form(request: Request, done: Annotated[str, Query(max_length=20)] = "") -> Response:
+        if session(request).who is not None:
             return RedirectResponse(f"{base(request)}/hits", status_code=303)
-        return signin_page(request)
+        return signin_page(request, notice=SIGNIN_NOTICES.get(done))
 
     @app.post("/signin", include_in_schema=False)
     def signin(
         request: Request,
         token: Annotated[str, Form(max_length=TOKEN_FIELD_MAX)] = "",
+        email: Annotated[str, Form(max_length=EMAIL_FIELD_MAX)] = "",
+        password: Annotated[str, Form(max_length=PASSWORD_FIELD_MAX)] = "",
         nonce: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
+        """Sign in with e-mail and password, or with a token; both give the same session."""
         wait = auth.token_wait(request)
         if wait is not None:
             minutes = -(-wait // 60)
@@ -251,22 +264,38 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
                                                  f"Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
             response.headers["Retry-After"] = str(wait)
             return response
-        if not auth.same(request.cookies.get(SIGNIN_COOKIE), nonce):
+        if not auth.nonce_ok(request, nonce):
             return signin_page(request, 403, "The sign-in form expired. Please try again.")
-        identity = auth.counted_identity(request, token.strip())
-        if identity is None:
-            return signin_page(request, 401, "That token is not valid.")
+        if token.strip():
+            identity = auth.counted_identity(request, token.strip())
+            if identity is None:
+                return signin_page(request, 401, "That token is not valid.")
+        else:
+            result = accounts.authenticate(db, email, password)
+            if result.unconfirmed:
+                return signin_page(request, 403, "Please confirm your e-mail address first: open the link we "
+                                   "sent you. No mail? We can send it again.", unconfirmed_email=email.strip())
+            if result.identity is None:
+                auth.record_failure(request)
+                return signin_page(request, 401, "That e-mail address and password do not match an account.",
+                                   email=email.strip())
+            identity = result.identity
         sid = tokens.start_session(db, identity)
         response = RedirectResponse(f"{base(request)}/hits", status_code=303)
         set_cookie(response, request, SESSION_COOKIE, sid, int(tokens.SESSION_LIFETIME.total_seconds()), "lax")
-        response.delete_cookie(SIGNIN_COOKIE, path=base(request) or "/")
+        response.delete_cookie(auth.FORM_COOKIE, path=base(request) or "/")
         return response
 
     @app.post("/signout", include_in_schema=False)
-    def signout(request: Request, csrf_token: Annotated[str, Form(max_length=100)] = "") -> Response:
-        sid, who = session(request)
-        if who is not None and sid and auth.same(csrf_token_for(sid), csrf_token):
-            tokens.end_session(db, sid)
+    def signout(request: Request, csrf_token: Annotated[str, Form(max_length=auth.CSRF_FIELD_MAX)] = "") -> Response:
+        # The cookie and the server-side session must agree: a refused sign-out (no or a wrong
+        # CSRF token) changes neither, a good one ends both. Without a live session there is
+        # nothing to end and the stale cookie goes.
+        sess = session(request)
+        if sess.who is not None and sess.sid:
+            if not auth.same(csrf_token_for(sess.sid), csrf_token):
+                return error(request, 403, auth.EXPIRED_FORM, sess)
+            tokens.end_session(db, sess.sid)
         response = to_signin(request)
         response.delete_cookie(SESSION_COOKIE, path=base(request) or "/")
         return response
@@ -373,10 +402,6 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         return image_response(images.jpeg(image["sha256"], size) if image else None)
 
     # ---- settings --------------------------------------------------------------------------
-    @app.get("/settings", include_in_schema=False)
-    def settings_page(request: Request, sess: Signed, saved: Annotated[str, Query(max_length=5)] = "") -> Response:
-        return render(request, "settings.html", session=sess, saved=saved == "1", key_id=sess.who.key_id)
-
     @app.post("/settings", include_in_schema=False)
     def save_settings(
         request: Request,

@@ -24,6 +24,7 @@ then declares what it needs::
 
 # No "from __future__ import annotations": FastAPI reads these signatures at runtime.
 import hmac
+import secrets
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
@@ -44,6 +45,8 @@ __all__ = [
     "base_path",
     "check_csrf",
     "csrf_token_for",
+    "form_page",
+    "nonce_ok",
     "current_customer",
     "current_session",
     "error_page",
@@ -54,8 +57,15 @@ __all__ = [
 ]
 
 SESSION_COOKIE = "copyhunt_session"
+# Double-submit nonce of the forms shown before a session exists (sign-in, sign-up, password
+# reset): login CSRF. A SameSite=Strict cookie that only our own pages set.
+FORM_COOKIE = "copyhunt_signin"
 TOKEN_FIELD_MAX = 200  # a token is ~60 characters; anything longer is not one
 CSRF_FIELD_MAX = 100
+# Mails (confirmation, reset) one client address may ask for per window: enough to retry a lost
+# mail, too few to use the inbox to flood somebody's mailbox.
+MAIL_REQUESTS_MAX = 5
+MAIL_WINDOW_SECONDS = 3600
 EXPIRED_FORM = "This form has expired. Go back, reload the page and try again."
 
 
@@ -100,6 +110,7 @@ def install(app: FastAPI, engine: Engine, env: Environment, limiter: FailureLimi
     app.state.engine = engine
     app.state.templates = env
     app.state.failures = limiter
+    app.state.mail_requests = FailureLimiter(MAIL_REQUESTS_MAX, MAIL_WINDOW_SECONDS)
     app.state.secure_cookies = secure_cookies
 
     @app.exception_handler(SignInRequired)
@@ -164,11 +175,11 @@ def check_csrf(
     return sess
 
 
-def render(request: Request, name: str, status: int = 200, session: PageSession = NO_SESSION, **ctx: Any) -> HTMLResponse:
+def render(request: Request, template: str, status: int = 200, session: PageSession = NO_SESSION, **ctx: Any) -> HTMLResponse:
     """A template of the inbox, with the signed-in customer (for the header) and the CSRF token."""
     sid, who = session
     customer = workflow.get_customer(engine_of(request), who.customer_id) if who else None
-    page = request.app.state.templates.get_template(name).render(
+    page = request.app.state.templates.get_template(template).render(
         base=base_path(request),
         customer=customer,
         csrf=csrf_token_for(sid) if sid and who else "",
@@ -179,6 +190,20 @@ def render(request: Request, name: str, status: int = 200, session: PageSession 
 
 def error_page(request: Request, status: int, message: str, session: PageSession = NO_SESSION) -> HTMLResponse:
     return render(request, "error.html", status=status, session=session, message=message, status_code=status)
+
+
+# ---- forms before sign-in -------------------------------------------------------------------------
+def form_page(request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    """A page with a pre-sign-in form: a fresh nonce in the form and in a Strict cookie."""
+    nonce = secrets.token_urlsafe(24)
+    response = render(request, template, status=status, nonce=nonce, **ctx)
+    set_cookie(response, request, FORM_COOKIE, nonce, 3600, "strict")
+    return response
+
+
+def nonce_ok(request: Request, nonce: str) -> bool:
+    """Whether a pre-sign-in form was posted from a page we rendered for this browser."""
+    return same(request.cookies.get(FORM_COOKIE), nonce)
 
 
 # ---- tokens: the rate limit on failures ------------------------------------------------------------
@@ -197,6 +222,15 @@ def token_wait(request: Request) -> int | None:
 
 def record_failure(request: Request) -> None:
     failures(request).record_failure(client_address(request))
+
+
+def mail_wait(request: Request) -> int | None:
+    """None when this client may have one more mail sent (and counts it), else seconds to wait."""
+    limiter: FailureLimiter = request.app.state.mail_requests
+    wait = limiter.retry_after(client_address(request))
+    if wait is None:
+        limiter.record_failure(client_address(request))
+    return wait
 
 
 def too_many(wait: int) -> HTTPException:
