@@ -3,7 +3,7 @@ sign-up with the confirmation mail read from the outbox, password sign-in, API t
 settings, sign out everywhere, password reset, CSRF on every new form, no account enumeration.
 
 Real application (FastAPI's TestClient drives the ASGI app in-process), real SQLite database
-seeded by tests/inbox_seed.py, real argon2 hashes, real .eml files in the outbox (and one real
+seeded by tests/inbox_seed.py (and PostgreSQL for tenant isolation), real argon2 hashes, real .eml files in the outbox (and one real
 SMTP server, aiosmtpd). No mocks.
 """
 
@@ -27,7 +27,9 @@ from copyhunt.hitsdb import accounts
 from copyhunt.hitsdb.models import Account, AccountToken, Customer, CustomerToken, InboxSession
 from copyhunt.inbox.app import create_app
 from copyhunt.inbox.ratelimit import FailureLimiter
-from test_inbox import NONCE_RE, Inbox, csrf_of, inbox, sign_in  # noqa: F401  (inbox is a fixture)
+from test_inbox import NONCE_RE, Inbox, any_backend_inbox, csrf_of, inbox, sign_in  # noqa: F401  (fixtures)
+
+pytest_plugins = ["conftest_pg"]
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "staple elephant violin"
@@ -258,7 +260,8 @@ def test_messages_never_tell_who_has_an_account(inbox: Inbox) -> None:
     assert re.sub(r'value="[^"]*"', "", wrong.text) == re.sub(r'value="[^"]*"', "", unknown.text)
 
 
-def test_token_tenant_isolation_in_settings(inbox: Inbox) -> None:
+def test_token_tenant_isolation_in_settings(any_backend_inbox: Inbox) -> None:
+    inbox = any_backend_inbox  # on SQLite and on a real PostgreSQL
     alice, bob = signed_up(inbox, "alice@example.org"), signed_up(inbox, "bob@example.org")
     made = bob.post("/settings/tokens", data={"csrf_token": csrf_of(bob.get("/settings").text), "label": "bob's"})
     bob_token = TOKEN_RE.search(made.text).group(1)  # type: ignore[union-attr]

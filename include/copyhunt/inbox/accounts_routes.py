@@ -25,8 +25,8 @@ from copyhunt.inbox import auth
 
 __all__ = ["router"]
 
-EMAIL_FIELD_MAX = 320
-PASSWORD_FIELD_MAX = 1000
+EMAIL_FIELD_MAX = 320  # longer than any address: accounts.check_email refuses past 254 with a clear message
+PASSWORD_FIELD_MAX = 1000  # longer than accounts.PASSWORD_MAX, for the same reason
 LINK_FIELD_MAX = 100  # a link secret is 43 characters
 LABEL_MAX = 100  # a token's name in settings
 

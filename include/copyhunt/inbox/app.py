@@ -2,7 +2,8 @@
 
 Run it with ``copyhunt serve`` (uvicorn). Two ways in, both per customer:
 
-* pages (``/signin``, ``/hits``, ``/hits/{id}``, ``/settings``): sign in with a customer token, get
+* pages (``/signin``, ``/hits``, ``/hits/{id}``, ``/settings``): sign in with e-mail and password
+  (accounts made at ``/signup``, see copyhunt.inbox.accounts_routes) or with a customer token, get
   a session cookie (HttpOnly, SameSite=Lax; only its hash is stored). Every form post carries a
   CSRF token derived from the session id, checked in constant time;
 * JSON (``/api/hits``, ``/api/hits/{id}``): ``Authorization: Bearer <token>``; 401 without it.
@@ -43,6 +44,7 @@ from copyhunt.hitsdb import accounts, tokens, workflow
 from copyhunt.hitsdb.digest import format_money, safe_href
 from copyhunt.hitsdb.store import make_engine
 from copyhunt.inbox import auth
+from copyhunt.inbox.accounts_routes import EMAIL_FIELD_MAX, PASSWORD_FIELD_MAX
 from copyhunt.inbox.accounts_routes import router as accounts_router
 from copyhunt.inbox.auth import SESSION_COOKIE, csrf_token_for
 from copyhunt.inbox.images import RenderedImages
@@ -66,8 +68,6 @@ HERE = Path(__file__).parent
 SIGNIN_COOKIE = auth.FORM_COOKIE  # double-submit nonce of the sign-in form (login CSRF)
 PAGE_SIZE = 50
 TOKEN_FIELD_MAX = auth.TOKEN_FIELD_MAX
-EMAIL_FIELD_MAX = 320  # longer than any address (accounts.check_email refuses past 254)
-PASSWORD_FIELD_MAX = 1000  # longer than PASSWORD_MAX: a too long password gets a clear "no", not a 422
 SIGNIN_NOTICES = {
     "confirmed": "Your e-mail address is confirmed. Sign in with it and your password.",
     "reset": "Your password is changed, and every session signed out. Sign in with the new password.",
