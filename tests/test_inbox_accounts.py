@@ -141,7 +141,10 @@ def test_sign_up_confirm_sign_in_tokens_sign_out_everywhere_and_reset(inbox: Inb
     secret = link_in(mail).rpartition("token=")[2]
     assert stored_links and all(secret not in s for s in stored_links)  # the link is stored hashed
 
-    # Not confirmed yet: a clear message and a resend button, no session.
+    # Not confirmed yet: a wrong password learns nothing; the right one gets a clear message and a
+    # resend button, and no session.
+    wrong = password_sign_in(client, address, "wrong password!")
+    assert wrong.status_code == 401 and "confirm" not in wrong.text.lower().replace("confirmed", "")
     r = password_sign_in(client, address)
     assert r.status_code == 403 and "confirm your e-mail" in r.text and 'id="resend-form"' in r.text
     assert "copyhunt_session" not in client.cookies
@@ -325,6 +328,11 @@ def test_mail_requests_are_limited_per_address(inbox: Inbox) -> None:
         assert r.status_code == 200
     r = client.post("/password/forgot", data={"email": "x@example.org", "nonce": nonce_of(client, "/password/forgot")})
     assert r.status_code == 429 and r.headers["retry-after"]
+    # A sign-up past the limit creates nothing: no account is left without its mail.
+    r = sign_up(client, "late-comer@example.org")
+    assert r.status_code == 429
+    with inbox.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Account)).scalar() == 0
 
 
 def test_confirmation_mail_goes_through_smtp_when_configured(inbox: Inbox, tmp_path: Path) -> None:

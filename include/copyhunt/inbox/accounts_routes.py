@@ -77,12 +77,13 @@ def signup(
     if not auth.nonce_ok(request, nonce):
         return _expired(request, "signup.html", **again)
     try:
-        done = accounts.sign_up(auth.engine_of(request), email, password, name)
+        accounts.check_email(email), accounts.check_password(password)
     except accounts.AccountError as exc:
         return auth.form_page(request, "signup.html", status=422, message=str(exc), **again)
-    wait = auth.mail_wait(request)
+    wait = auth.mail_wait(request)  # before anything is created: no account without its mail
     if wait is not None:
         return _mail_refused(request, wait)
+    done = accounts.sign_up(auth.engine_of(request), email, password, name)
     if done.confirm_secret is not None:
         accounts.mail_link(_settings(request), done.email, "confirm", done.confirm_secret)
     else:
