@@ -1,7 +1,8 @@
 """The inbox in a real browser: Debian's headless Chromium, driven by Selenium, against
 ``copyhunt serve`` (uvicorn) on 127.0.0.1, over a database seeded through load_hits with real
 images in a blob store. Signs in, filters, opens a hit, checks both images rendered with the matched
-region outlined, claims it, and saves screenshots to test-artifacts/.
+region outlined, claims it, and saves screenshots to test-artifacts/. A second test is a new
+person: signs up, confirms the address from the mail in the outbox, signs in, signs out.
 
 Needs /usr/bin/chromium and /usr/bin/chromedriver (``apt-get install chromium chromium-driver``;
 .ci/run installs them). Skipped when they are missing, except under CI=true, where it fails.
@@ -9,7 +10,10 @@ Needs /usr/bin/chromium and /usr/bin/chromedriver (``apt-get install chromium ch
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -64,7 +68,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     engine.dispose()
 
     port = _free_port()
-    env = {**os.environ, "COPYHUNT_HOME": str(home), "COPYHUNT_CUSTOMERS_FILE": str(home / "none.toml")}
+    env = {**os.environ, "COPYHUNT_HOME": str(home), "COPYHUNT_CUSTOMERS_FILE": str(home / "none.toml"),
+           "COPYHUNT_INBOX_URL": f"http://127.0.0.1:{port}"}  # the links in account mails
     env.pop("COPYHUNT_HITS_DB_URL", None)
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
@@ -216,3 +221,38 @@ def test_sign_in_filter_open_and_claim_in_chromium(served: Served, browser) -> N
         engine.dispose()
     assert [tuple(e) for e in events] == [("claimed", "Invoice 2026-031 sent")]
     assert D2  # the seeded data spans two run dates (see inbox_seed)
+
+
+def test_sign_up_confirm_sign_in_and_sign_out_in_chromium(served: Served, browser) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{served.base}/signin")
+    _click_and_load(driver, driver.find_element(By.ID, "signup-link"))
+    driver.find_element(By.ID, "name").send_keys("Mira Lindqvist")
+    driver.find_element(By.ID, "email").send_keys("mira@example.org")
+    driver.find_element(By.ID, "password").send_keys("a long enough passphrase")
+    _click_and_load(driver, driver.find_element(By.ID, "signup-button"))
+    assert "mira@example.org" in driver.find_element(By.ID, "check-mail").text
+
+    (eml,) = (served.settings.outbox / "accounts").glob("*-confirm-*.eml")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    link = re.search(r"http://\S+/signup/confirm\?token=\S+", message.get_content()).group(0)  # type: ignore[union-attr, attr-defined]
+    assert link.startswith(served.base)
+    driver.get(link)
+    _click_and_load(driver, driver.find_element(By.ID, "confirm-button"))
+    assert driver.current_url == f"{served.base}/signin?done=confirmed"
+    assert "confirmed" in driver.find_element(By.ID, "signin-notice").text
+
+    driver.find_element(By.ID, "email").send_keys("mira@example.org")
+    driver.find_element(By.ID, "password").send_keys("a long enough passphrase")
+    _click_and_load(driver, driver.find_element(By.ID, "password-signin-button"))
+    assert driver.current_url == f"{served.base}/hits"
+    assert driver.find_element(By.ID, "signed-in-as").text == "Mira Lindqvist"
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "inbox-signed-up.png"))
+
+    _click_and_load(driver, driver.find_element(By.ID, "signout"))
+    assert driver.current_url == f"{served.base}/signin"
+    driver.get(f"{served.base}/hits")
+    assert driver.current_url == f"{served.base}/signin"  # signed out: the inbox is closed again

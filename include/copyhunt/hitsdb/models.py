@@ -4,7 +4,9 @@ Tables: ``customers``, ``images``, ``licences`` (synced from the customers file)
 per (customer, image, page, image URL), upserted by every run), ``hit_events`` (an audit trail of
 changes to a hit's state), ``runs`` (what each run date loaded), ``digests`` (which daily
 e-mails went out, so none is sent twice), and for the inbox ``customer_tokens`` (sign-in tokens,
-stored as hashes only) and ``inbox_sessions`` (browser sign-ins, also stored as hashes).
+stored as hashes only), ``inbox_sessions`` (browser sign-ins, also stored as hashes), and for people
+``accounts`` (e-mail and argon2 password hash of a customer's person) with ``account_tokens`` (the
+single-use e-mail confirmation and password reset links, hashed too).
 
 Text that comes from the web is stored in bounded columns and is cut to the bound by the loader
 (``store.bound_text`` / ``store.bound_url``), never rejected: one absurd page title must not fail a run.
@@ -52,6 +54,9 @@ KEY_ID_MAX = 32  # public part of a customer token (copyhunt.hitsdb.tokens)
 ACTOR_MAX = 64  # who changed a hit: "token:<key id>"; NULL for the daily load
 CURRENCY_LEN = 3  # ISO 4217
 PHONE_MAX = 64  # E.164 is 15 digits; room for spaces, brackets and an extension
+EMAIL_MAX = 254  # the longest address SMTP carries (RFC 5321 path limit)
+PASSWORD_HASH_MAX = 255  # an argon2 PHC string is ~100 characters
+PURPOSE_MAX = 16  # account_tokens.purpose: "confirm" | "reset"
 EVIDENCE_MAX = 500  # a quoted credit line or the list of names looked for (enrich bounds them first)
 
 # Bigint ids on PostgreSQL; SQLite only auto-increments a column declared exactly INTEGER.
@@ -217,26 +222,64 @@ class CustomerToken(Base):
     secret_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
     label: Mapped[str | None] = mapped_column(String(NAME_MAX))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class InboxSession(Base):
-    """A browser signed in with a token; the cookie holds a random id, the table only its hash.
+    """A signed-in browser; the cookie holds a random id, the table only its hash.
 
-    Sessions die with their token (revoking a token signs its browsers out) and at ``expires_at``.
+    Signed in either with a token (``key_id``) or with an account's password (``account_id``);
+    exactly one is set. Sessions die with their token or account and at ``expires_at``.
     """
 
     __tablename__ = "inbox_sessions"
 
     id_sha256: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True)
-    key_id: Mapped[str] = mapped_column(
+    key_id: Mapped[str | None] = mapped_column(
         String(KEY_ID_MAX), ForeignKey("customer_tokens.key_id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
     customer_id: Mapped[str] = mapped_column(
         String(ID_MAX), ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Account(Base):
+    """A person who signs in with e-mail and password; one per customer (copyhunt.hitsdb.accounts).
+
+    ``email`` is stored lower-cased, so uniqueness ignores case. Only an argon2 hash of the
+    password is kept. ``confirmed_at`` is NULL until the person follows the e-mailed link.
+    """
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(
+        String(ID_MAX), ForeignKey("customers.id", ondelete="CASCADE"), unique=True
+    )
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(PASSWORD_HASH_MAX))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AccountToken(Base):
+    """A link mailed to an account (confirm the address, reset the password): single use,
+    expiring, and only the SHA-256 of its random secret is stored."""
+
+    __tablename__ = "account_tokens"
+
+    id_sha256: Mapped[str] = mapped_column(String(SHA256_LEN), primary_key=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(PURPOSE_MAX))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 metadata = Base.metadata

@@ -2,11 +2,15 @@
 
 Run it with ``copyhunt serve`` (uvicorn). Two ways in, both per customer:
 
-* pages (``/signin``, ``/hits``, ``/hits/{id}``, ``/settings``): sign in with a customer token, get
+* pages (``/signin``, ``/hits``, ``/hits/{id}``, ``/settings``): sign in with e-mail and password
+  (accounts made at ``/signup``, see copyhunt.inbox.accounts_routes) or with a customer token, get
   a session cookie (HttpOnly, SameSite=Lax; only its hash is stored). Every form post carries a
   CSRF token derived from the session id, checked in constant time;
 * JSON (``/api/hits``, ``/api/hits/{id}``): ``Authorization: Bearer <token>``; 401 without it.
   OpenAPI at ``/api/openapi.json``.
+
+Who is calling is answered by the dependencies in copyhunt.inbox.auth (``current_customer``,
+``check_csrf``, ``api_customer``), which routers in other files use too.
 
 Failed token checks (the sign-in form, Bearer tokens) are limited per client address
 (copyhunt.inbox.ratelimit): past SIGNIN_FAILURES_MAX in SIGNIN_WINDOW_SECONDS, 429 with Retry-After.
@@ -21,7 +25,6 @@ links; a strict Content-Security-Policy (no scripts at all) backs that up.
 # No "from __future__ import annotations" here: FastAPI reads the route signatures at runtime, and
 # some of their annotations name dependencies local to create_app.
 import datetime as dt
-import hmac
 import json
 import secrets
 from contextlib import asynccontextmanager
@@ -31,16 +34,19 @@ from typing import Annotated, Any, AsyncIterator, Literal
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from copyhunt.config import Settings
-from copyhunt.hitsdb import tokens, workflow
+from copyhunt.hitsdb import accounts, tokens, workflow
 from copyhunt.hitsdb.digest import format_money, safe_href
 from copyhunt.hitsdb.store import make_engine
+from copyhunt.inbox import auth
+from copyhunt.inbox.accounts_routes import EMAIL_FIELD_MAX, PASSWORD_FIELD_MAX
+from copyhunt.inbox.accounts_routes import router as accounts_router
+from copyhunt.inbox.auth import SESSION_COOKIE, csrf_token_for
 from copyhunt.inbox.images import RenderedImages
 from copyhunt.inbox.ratelimit import FailureLimiter
 from copyhunt.inbox.views import (
@@ -59,10 +65,14 @@ from copyhunt.inbox.views import (
 __all__ = ["create_app", "csrf_token_for"]
 
 HERE = Path(__file__).parent
-SESSION_COOKIE = "copyhunt_session"
-SIGNIN_COOKIE = "copyhunt_signin"  # double-submit nonce of the sign-in form (login CSRF)
+SIGNIN_COOKIE = auth.FORM_COOKIE  # double-submit nonce of the sign-in form (login CSRF)
 PAGE_SIZE = 50
-TOKEN_FIELD_MAX = 200  # a token is ~60 characters; anything longer is not one
+TOKEN_FIELD_MAX = auth.TOKEN_FIELD_MAX
+SIGNIN_NOTICES = {
+    "confirmed": "Your e-mail address is confirmed. Sign in with it and your password.",
+    "reset": "Your password is changed, and every session signed out. Sign in with the new password.",
+    "out": "Signed out everywhere.",
+}
 MAX_HIT_ID = 2**63 - 1  # bigint: larger ids would be a database error, not a 404
 # Failed token checks per client address: enough for a customer mistyping or pasting the wrong
 # token a few times, far too few to guess anything (tokens carry 256 random bits).
@@ -74,19 +84,6 @@ CSP = (
 )
 
 HitId = Annotated[int, PathParam(ge=1, le=MAX_HIT_ID)]
-
-
-def csrf_token_for(session_id: str) -> str:
-    """The CSRF token of a session's forms: derived from the secret session id, so only a page
-    rendered for that session can know it (the synchroniser-token pattern, nothing stored)."""
-    return hmac.new(b"copyhunt-inbox-csrf", session_id.encode("ascii"), "sha256").hexdigest()
-
-
-def _same(a: str | None, b: str | None) -> bool:
-    """Constant-time equality of two strings (False when either is missing)."""
-    if not a or not b:
-        return False
-    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 # ---- JSON API models ---------------------------------------------------------------------------
@@ -189,7 +186,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         lstrip_blocks=True,
     )
     env.filters.update(money=format_money, when=format_when, short=shorten)
-    env.globals.update(status_label=lambda s: STATUS_LABELS.get(s, s), safe_href=safe_href)
+    env.globals.update(status_label=lambda s: STATUS_LABELS.get(s, s), safe_href=safe_href, password_min=accounts.PASSWORD_MIN)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -219,134 +216,86 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    # ---- helpers (closures over db and env) ------------------------------------------------
-    def base(request: Request) -> str:
-        return str(request.scope.get("root_path", "")).rstrip("/")
-
-    def session(request: Request) -> tuple[str | None, tokens.Identity | None]:
-        sid = request.cookies.get(SESSION_COOKIE)
-        return sid, tokens.session_identity(db, sid)
-
-    def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
-        sid, who = ctx.pop("_session", (None, None))
-        customer = workflow.get_customer(db, who.customer_id) if who else None
-        page = env.get_template(name).render(
-            base=base(request),
-            customer=customer,
-            csrf=csrf_token_for(sid) if sid and who else "",
-            **ctx,
-        )
-        return HTMLResponse(page, status_code=status)
-
-    def error(request: Request, status: int, message: str, sess: Any = (None, None)) -> HTMLResponse:
-        return render(request, "error.html", status=status, message=message, status_code=status, _session=sess)
-
-    def to_signin(request: Request) -> RedirectResponse:
-        return RedirectResponse(f"{base(request)}/signin", status_code=303)
-
-    def client_address(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
-
-    def token_wait(request: Request) -> int | None:
-        """Seconds this client must wait before its next token check, None if it may check now."""
-        return limiter.retry_after(client_address(request))
-
-    def too_many(wait: int) -> HTTPException:
-        return HTTPException(429, "too many failed token checks from this address; try again later",
-                             headers={"Retry-After": str(wait)})
-
-    def counted_identity(request: Request, token: str) -> tokens.Identity | None:
-        """verify_token, with a wrong token counted against the client's address."""
-        identity = tokens.verify_token(db, token)
-        if identity is None:
-            limiter.record_failure(client_address(request))
-        return identity
-
-    def bearer_identity(request: Request, token: str) -> tokens.Identity | None:
-        wait = token_wait(request)
-        if wait is not None:
-            raise too_many(wait)
-        return counted_identity(request, token[:TOKEN_FIELD_MAX])
-
-    def any_identity(request: Request) -> tokens.Identity | None:
-        """Session cookie (pages) or Bearer token (API clients): for the image routes."""
-        who = session(request)[1]
-        if who is None:
-            scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() == "bearer":
-                who = bearer_identity(request, credentials.strip())
-        return who
-
-    def form_session(request: Request, csrf_token: str) -> tuple[Any, Response | None]:
-        """The session posting a form, and the response refusing the post if any: signed out goes
-        to the sign-in page, a missing or wrong CSRF token gets 403."""
-        sess = session(request)
-        sid, who = sess
-        if who is None or not sid:
-            return sess, to_signin(request)
-        if not _same(csrf_token_for(sid), csrf_token):
-            return sess, error(request, 403, "This form has expired. Go back, reload the page and try again.", sess)
-        return sess, None
+    auth.install(app, db, env, limiter, secure_cookies)
+    app.state.settings = settings
+    app.include_router(accounts_router)
+    render, error, base, to_signin, set_cookie = auth.render, auth.error_page, auth.base_path, auth.to_signin, auth.set_cookie
+    session = auth.page_session
+    Signed = Annotated[auth.PageSession, Depends(auth.current_session)]
+    Form_ = Annotated[auth.PageSession, Depends(auth.check_csrf)]
 
     def caller_hit(request: Request, hit_id: int) -> tuple[tokens.Identity, dict[str, Any] | None]:
         """For the image routes: the caller (401 if nobody) and their hit ``hit_id`` (None if not theirs)."""
-        who = any_identity(request)
+        who = auth.any_identity(request)
         if who is None:
             raise HTTPException(401, "sign in first", headers={"WWW-Authenticate": "Bearer"})
         return who, workflow.get_hit(db, who.customer_id, hit_id)
-
-    def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int, samesite: str) -> None:
-        response.set_cookie(
-            name, value, max_age=max_age, path=base(request) or "/", httponly=True,
-            secure=secure_cookies or request.url.scheme == "https", samesite=samesite,  # type: ignore[arg-type]
-        )
 
     # ---- sign-in ---------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     def home(request: Request) -> Response:
         return RedirectResponse(f"{base(request)}/hits", status_code=303)
 
-    def signin_page(request: Request, status: int = 200, message: str | None = None) -> HTMLResponse:
-        nonce = secrets.token_urlsafe(24)
-        response = render(request, "signin.html", status=status, nonce=nonce, message=message)
-        set_cookie(response, request, SIGNIN_COOKIE, nonce, 3600, "strict")
-        return response
+    def signin_page(request: Request, status: int = 200, message: str | None = None, **ctx: Any) -> HTMLResponse:
+        ctx.setdefault("unconfirmed_email", None)
+        ctx.setdefault("email", "")
+        ctx.setdefault("notice", None)
+        return auth.form_page(request, "signin.html", status=status, message=message, **ctx)
 
     @app.get("/signin", include_in_schema=False)
-    def signin_form(request: Request) -> Response:
-        if session(request)[1] is not None:
+    def signin_form(request: Request, done: Annotated[str, Query(max_length=20)] = "") -> Response:
+        if session(request).who is not None:
             return RedirectResponse(f"{base(request)}/hits", status_code=303)
-        return signin_page(request)
+        return signin_page(request, notice=SIGNIN_NOTICES.get(done))
 
     @app.post("/signin", include_in_schema=False)
     def signin(
         request: Request,
         token: Annotated[str, Form(max_length=TOKEN_FIELD_MAX)] = "",
+        email: Annotated[str, Form(max_length=EMAIL_FIELD_MAX)] = "",
+        password: Annotated[str, Form(max_length=PASSWORD_FIELD_MAX)] = "",
         nonce: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
-        wait = token_wait(request)
+        """Sign in with e-mail and password, or with a token; both give the same session."""
+        wait = auth.token_wait(request)
         if wait is not None:
             minutes = -(-wait // 60)
             response = signin_page(request, 429, f"Too many failed sign-ins from your address. "
                                                  f"Try again in {minutes} minute{'s' if minutes > 1 else ''}.")
             response.headers["Retry-After"] = str(wait)
             return response
-        if not _same(request.cookies.get(SIGNIN_COOKIE), nonce):
+        if not auth.nonce_ok(request, nonce):
             return signin_page(request, 403, "The sign-in form expired. Please try again.")
-        identity = counted_identity(request, token.strip())
-        if identity is None:
-            return signin_page(request, 401, "That token is not valid.")
+        if token.strip():
+            identity = auth.counted_identity(request, token.strip())
+            if identity is None:
+                return signin_page(request, 401, "That token is not valid.")
+        else:
+            result = accounts.authenticate(db, email, password)
+            if result.unconfirmed:
+                return signin_page(request, 403, "Please confirm your e-mail address first: open the link we "
+                                   "sent you. No mail? We can send it again.", unconfirmed_email=email.strip())
+            if result.identity is None:
+                auth.record_failure(request)
+                return signin_page(request, 401, "That e-mail address and password do not match an account.",
+                                   email=email.strip())
+            identity = result.identity
         sid = tokens.start_session(db, identity)
         response = RedirectResponse(f"{base(request)}/hits", status_code=303)
         set_cookie(response, request, SESSION_COOKIE, sid, int(tokens.SESSION_LIFETIME.total_seconds()), "lax")
-        response.delete_cookie(SIGNIN_COOKIE, path=base(request) or "/")
+        response.delete_cookie(auth.FORM_COOKIE, path=base(request) or "/")
         return response
 
     @app.post("/signout", include_in_schema=False)
-    def signout(request: Request, csrf_token: Annotated[str, Form(max_length=100)] = "") -> Response:
-        sid, who = session(request)
-        if who is not None and sid and _same(csrf_token_for(sid), csrf_token):
-            tokens.end_session(db, sid)
+    def signout(request: Request, csrf_token: Annotated[str, Form(max_length=auth.CSRF_FIELD_MAX)] = "") -> Response:
+        # The cookie and the server-side session must agree: a refused sign-out (no or a wrong
+        # CSRF token) changes neither, a good one ends both. Without a live session there is
+        # nothing to end and the stale cookie goes.
+        sess = session(request)
+        if sess.who is not None and sess.sid:
+            if not auth.same(csrf_token_for(sess.sid), csrf_token):
+                return error(request, 403, auth.EXPIRED_FORM, sess)
+            tokens.end_session(db, sess.sid)
         response = to_signin(request)
         response.delete_cookie(SESSION_COOKIE, path=base(request) or "/")
         return response
@@ -355,6 +304,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
     @app.get("/hits", include_in_schema=False)
     def inbox(
         request: Request,
+        sess: Signed,
         status: str = "",
         domain: Annotated[str, Query(max_length=253)] = "",
         min_score: Annotated[str, Query(max_length=20)] = "",
@@ -362,10 +312,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         sort: Annotated[str, Query(max_length=10)] = "value",
         page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     ) -> Response:
-        sess = session(request)
-        who = sess[1]
-        if who is None:
-            return to_signin(request)
+        who = sess.who
         try:
             score = float(min_score) if min_score.strip() else None
         except ValueError:
@@ -385,7 +332,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         params = {"status": status, "domain": domain.strip(), "min_score": min_score.strip(), "since": since.strip(), "sort": sort}
         pages = max(1, -(-result.total // PAGE_SIZE))
         return render(
-            request, "hits.html", _session=sess,
+            request, "hits.html", session=sess,
             hits=[{**h, "found_available": images.available(h["image_sha256"])} for h in result.hits],
             total=result.total,
             claimable=[format_money(c, cur) for cur, c in result.claimable_cents.items()] or [format_money(0)],
@@ -397,18 +344,15 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         )
 
     @app.get("/hits/{hit_id}", include_in_schema=False)
-    def hit_page(request: Request, hit_id: HitId, done: Annotated[str, Query(max_length=20)] = "") -> Response:
-        sess = session(request)
-        who = sess[1]
-        if who is None:
-            return to_signin(request)
+    def hit_page(request: Request, sess: Signed, hit_id: HitId, done: Annotated[str, Query(max_length=20)] = "") -> Response:
+        who = sess.who
         hit = workflow.get_hit(db, who.customer_id, hit_id)
         if hit is None:
             return error(request, 404, "There is no such hit in your inbox.", sess)
         image = workflow.get_image(db, who.customer_id, hit["image_id"]) or {}
         licence_check = licence_check_rows(hit["licence_match"])
         return render(
-            request, "hit.html", _session=sess,
+            request, "hit.html", session=sess,
             hit=hit,
             image_title=image.get("title") or hit["image_id"],
             found_available=images.available(hit["image_sha256"]),
@@ -427,15 +371,12 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
     @app.post("/hits/{hit_id}/action", include_in_schema=False)
     def hit_action(
         request: Request,
+        sess: Form_,
         hit_id: HitId,
         action: Annotated[str, Form(max_length=20)] = "",
         note: Annotated[str, Form(max_length=5000)] = "",
-        csrf_token: Annotated[str, Form(max_length=100)] = "",
     ) -> Response:
-        sess, refused = form_session(request, csrf_token)
-        if refused is not None:
-            return refused
-        who = sess[1]
+        who = sess.who
         if action not in workflow.ACTIONS:
             return error(request, 422, "Unknown action.", sess)
         result = workflow.apply_action(db, who.customer_id, hit_id, action, who.actor, note or None)
@@ -461,23 +402,13 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         return image_response(images.jpeg(image["sha256"], size) if image else None)
 
     # ---- settings --------------------------------------------------------------------------
-    @app.get("/settings", include_in_schema=False)
-    def settings_page(request: Request, saved: Annotated[str, Query(max_length=5)] = "") -> Response:
-        sess = session(request)
-        if sess[1] is None:
-            return to_signin(request)
-        return render(request, "settings.html", _session=sess, saved=saved == "1", key_id=sess[1].key_id)
-
     @app.post("/settings", include_in_schema=False)
     def save_settings(
         request: Request,
-        csrf_token: Annotated[str, Form(max_length=100)] = "",
+        sess: Form_,
         digest: Annotated[str, Form(max_length=10)] = "",
     ) -> Response:
-        sess, refused = form_session(request, csrf_token)
-        if refused is not None:
-            return refused
-        who = sess[1]
+        who = sess.who
         workflow.set_digest_opt_out(db, who.customer_id, opt_out=digest != "on")
         return RedirectResponse(f"{base(request)}/settings?saved=1", status_code=303)
 
@@ -486,22 +417,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         return {"ok": True}
 
     # ---- JSON API --------------------------------------------------------------------------
-    bearer = HTTPBearer(
-        auto_error=False,
-        scheme_name="customer token",
-        description="A customer token made by `copyhunt customers token CUSTOMER_ID`.",
-    )
-
-    def api_identity(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> tokens.Identity:
-        identity = bearer_identity(request, credentials.credentials) if credentials else None
-        if identity is None:
-            raise HTTPException(401, "a valid customer token is required", headers={"WWW-Authenticate": "Bearer"})
-        return identity
-
-    Caller = Annotated[tokens.Identity, Depends(api_identity)]
+    Caller = Annotated[tokens.Identity, Depends(auth.api_customer)]
 
     @app.get("/api/hits", response_model=HitList, tags=["hits"], summary="The caller's hits")
     def api_hits(
