@@ -33,7 +33,7 @@ from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from copyhunt.config import Settings
-from copyhunt.hitsdb.digest import _Smtp, inbox_link
+from copyhunt.hitsdb.digest import _mail_domain, _Smtp, inbox_link
 from copyhunt.hitsdb.models import EMAIL_MAX, ID_MAX, NAME_MAX, Account, AccountToken, Customer, InboxSession
 from copyhunt.hitsdb.store import CUSTOMER_ID_RE
 from copyhunt.hitsdb.tokens import Identity
@@ -321,7 +321,7 @@ def mail_link(settings: Settings, to: str, kind: str, secret: str | None = None)
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = email.utils.formatdate(usegmt=True)
-    msg["Message-ID"] = email.utils.make_msgid(domain="copyhunt.invalid")
+    msg["Message-ID"] = email.utils.make_msgid(domain=_mail_domain(settings))
     msg.set_content(body.format(link=link))
     data = msg.as_bytes()
     if settings.smtp_host:

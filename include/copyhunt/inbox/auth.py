@@ -5,8 +5,8 @@ and failure limiter on ``app.state`` and registers the handlers below; a router 
 then declares what it needs::
 
     @router.get("/library")
-    def library(request: Request, who: Annotated[Identity, Depends(current_customer)]) -> Response:
-        return render(request, "library.html", who=who, ...)
+    def library(request: Request, sess: Annotated[PageSession, Depends(current_session)]) -> Response:
+        return render(request, "library.html", session=sess, images=...)  # header, CSRF token
 
     @router.post("/library/withdraw")
     def withdraw(request: Request, sess: Annotated[PageSession, Depends(check_csrf)]) -> Response: ...
