@@ -28,7 +28,6 @@ def test_two_day_backfill_runs_to_completion(tmp_path):
     from copyhunt.demo.web import build, serve
     from copyhunt.demo_run import demo_settings, ensure_airflow_db
     from copyhunt import references
-    from copyhunt.registry import customers
     from copyhunt.lake import parse_run_date
 
     settings = demo_settings_for(tmp_path)
@@ -38,7 +37,7 @@ def test_two_day_backfill_runs_to_completion(tmp_path):
     with serve(web_root, "127.0.0.1", 0) as server:
         run_settings = demo_settings(settings, server.proxy_url, web_root / "seeds.txt")
         first = parse_run_date(DATES[0])
-        references.register_references(run_settings, first, customers(run_settings))
+        references.register_stage(run_settings, first)  # seeds the registry and snapshots it
         references.fingerprint_references(run_settings, first)
         references.build_reference_index(run_settings, first)
 

@@ -28,8 +28,10 @@ app = typer.Typer(help="copyhunt: find where registered images are used on the w
                   rich_markup_mode=None)
 index_app = typer.Typer(help="Build reference indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
-customers_app = typer.Typer(help="Customers of the hits database: inbox access tokens.", no_args_is_help=True)
+customers_app = typer.Typer(help="Customers in the registry (the hits database), and their access tokens.", no_args_is_help=True)
 app.add_typer(customers_app, name="customers")
+images_app = typer.Typer(help="Customers' registered images: add (upload) and list.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
 bench_app = typer.Typer(help="Benchmarks", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
@@ -278,12 +280,12 @@ def stage(
     run_date: Optional[str] = typer.Option(None, help="Partition date YYYY-MM-DD (default today)."),
 ) -> None:
     """Run one pipeline stage for a run date, outside Airflow (same code the DAG tasks call)."""
-    from copyhunt import hunt, references, registry
+    from copyhunt import hunt, references
 
     settings = _settings()
     d = _run_date(run_date)
     if name == "register":
-        result = {"path": str(references.register_references(settings, d, registry.customers(settings), progress_bar))}
+        result = references.register_stage(settings, d)
     elif name == "fingerprint_references":
         result = {"path": str(references.fingerprint_references(settings, d, progress_bar))}
     elif name == "build_index":
@@ -425,14 +427,15 @@ def demo(
 
 
 def _hits_engine(settings):
-    """The hits database, migrated to the current schema, with the customers file synced into it."""
+    """The hits database (the registry), migrated to the current schema and seeded from the
+    customers file where there is one (seeding again adds nothing)."""
     from copyhunt import registry
-    from copyhunt.hitsdb.store import create_schema, make_engine, sync_customers
+    from copyhunt.hitsdb.store import create_schema, make_engine
 
     engine = make_engine(settings.database_url)
     create_schema(engine)
     if settings.customers_path.exists():
-        sync_customers(engine, registry.customers(settings))
+        registry.seed_from_file(engine, settings)
     return engine
 
 
@@ -450,6 +453,87 @@ def serve(
     engine = _hits_engine(settings)
     console.print(f"copyhunt inbox on http://{host}:{port}/ (database {engine.url.render_as_string(hide_password=True)})")
     uvicorn.run(create_app(settings, engine), host=host, port=port, log_level="info", proxy_headers=True)
+
+
+@customers_app.command("add")
+def customers_add(
+    customer_id: str = typer.Argument(..., help="A stable id: letters, digits, '.', '_' or '-'."),
+    email: str = typer.Option(..., help="Where the daily digest goes."),
+    name: Optional[str] = typer.Option(None, help="The customer's name (default: the id)."),
+) -> None:
+    """Add a customer to the registry (or change its e-mail and name)."""
+    from copyhunt import registry
+
+    engine = _hits_engine(_settings())
+    try:
+        created = registry.add_customer(engine, customer_id, email, name)
+    except ValueError as exc:
+        typer.echo(f"customer refused: {exc}", err=True)
+        raise typer.Exit(1)
+    finally:
+        engine.dispose()
+    typer.echo(f"customer {customer_id} {'added' if created else 'updated'}")
+
+
+@customers_app.command("list")
+def customers_list() -> None:
+    """The registry's customers with their number of images (not counting withdrawn ones)."""
+    from copyhunt import registry
+
+    engine = _hits_engine(_settings())
+    try:
+        rows = registry.list_customers(engine)
+    finally:
+        engine.dispose()
+    _print_rows([["id", "name", "e-mail", "images"]] + [[r["id"], r["name"], r["email"], str(r["images"])] for r in rows], "customers")
+
+
+@images_app.command("add")
+def images_add(
+    customer_id: str = typer.Argument(..., help="The customer the images belong to."),
+    paths: list[Path] = typer.Argument(..., help="Image files, folders of them, or ZIP archives.", metavar="FILE_OR_DIR..."),
+) -> None:
+    """Register images for a customer, one result line per file; they are searched from the next index build."""
+    from copyhunt import registry
+
+    settings = _settings()
+    engine = _hits_engine(settings)
+    try:
+        results = registry.add_files(engine, settings, customer_id, paths)
+    except LookupError as exc:
+        typer.echo(str(exc).strip("'\""), err=True)
+        raise typer.Exit(1)
+    finally:
+        engine.dispose()
+    for r in results:
+        if r.status == "rejected":
+            typer.echo(f"{r.filename}: rejected: {r.reason}")
+        else:
+            near = f" (looks like your image {r.near_duplicate_of})" if r.near_duplicate_of else ""
+            typer.echo(f"{r.filename}: {r.status} as {r.image_id}{near}")
+    counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "existing", "rejected")}
+    typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if counts["rejected"]:
+        raise typer.Exit(1)
+
+
+@images_app.command("list")
+def images_list(customer_id: str = typer.Argument(..., help="The customer whose images to list.")) -> None:
+    """A customer's images: id, title, size, source, when added, and whether withdrawn."""
+    from copyhunt import registry
+
+    engine = _hits_engine(_settings())
+    try:
+        rows = registry.list_images(engine, customer_id)
+    finally:
+        engine.dispose()
+    table = [["image", "title", "size", "source", "added", "state"]]
+    for r in rows:
+        size = f"{r['width']}x{r['height']}" if r["width"] else ""
+        added = r["uploaded_at"].strftime("%Y-%m-%d %H:%M") if r["uploaded_at"] else ""
+        state = "withdrawn" if r["withdrawn_at"] else ("looks like " + r["near_duplicate_of"] if r["near_duplicate_of"] else "searched")
+        table.append([r["image_id"], r["title"] or "", size, r["source_kind"] or "", added, state])
+    _print_rows(table, f"images of {customer_id}")
 
 
 @customers_app.command("token")

@@ -66,6 +66,10 @@ class Settings:
     crawl_image_processes: int = 1
     # Images above this many pixels are refused before decoding (decompression-bomb guard).
     max_image_pixels: int = 64_000_000
+    # Uploads (copyhunt.registry): a file is refused past this size while its bytes arrive, and a
+    # customer holds at most this many images that are not withdrawn.
+    max_upload_bytes: int = 50_000_000
+    customer_image_quota: int = 10_000
     # Index: window entries per Annoy shard (~40 per reference). Every query window is looked up
     # in every shard, so shards are large: 4M entries is ~100k references.
     shard_size: int = 4_000_000
@@ -186,8 +190,9 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
             values[key] = _coerce(key, f.type, raw)
 
     settings = Settings(**values)
-    if settings.shard_size < 1:
-        raise ConfigError("setting 'shard_size': must be at least 1")
+    for name in ("shard_size", "max_upload_bytes", "customer_image_quota"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"setting '{name}': must be at least 1")
     if not (0 < settings.demo_web_port < 65536) or not (0 < settings.smtp_port < 65536):
         raise ConfigError("ports must be between 1 and 65535")
     return settings

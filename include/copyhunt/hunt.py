@@ -25,7 +25,7 @@ from copyhunt.config import Settings
 from copyhunt.fingerprint import FINGERPRINT_BATCH, FINGERPRINT_COLUMNS, compile_kernels, fingerprint_images
 from copyhunt.imaging import BadImage
 from copyhunt.lake import Lake, to_table
-from copyhunt.registry import customers
+from copyhunt.registry import customers_from_snapshot
 from copyhunt.sparkjob import run_job
 
 
@@ -34,6 +34,14 @@ Progress = Callable[..., Iterable]
 
 def _plain(items: Iterable, **_: object) -> Iterable:
     return items
+
+
+def run_customers(settings: Settings, run_date: dt.date) -> list:
+    """The registry a run on ``run_date`` uses: the snapshot taken with the index it matches
+    against (the newest customer_index run on or before that day), not the database as it is now."""
+    from copyhunt.references import index_date_for
+
+    return customers_from_snapshot(settings, index_date_for(settings, run_date))
 
 
 def read_seeds(path: Path) -> list[str]:
@@ -269,7 +277,7 @@ def enrich(settings: Settings, run_date: dt.date) -> dict:
 
     lake = Lake(settings.lake)
     frame = enrich_matches(lake.read_frame("matches", run_date), lake.read_frame("images", run_date), lake.read_frame("pages", run_date),
-                           customers(settings), _html_reader(settings), run_date, first_seen_history(settings, run_date))
+                           run_customers(settings, run_date), _html_reader(settings), run_date, first_seen_history(settings, run_date))
     lake.write_partition("enriched", run_date, frame, sort_by=["customer_id", "image_id", "page_url", "image_url"])
     return {"enriched": len(frame), "with_operator": int(frame["operator_name"].notna().sum()), "with_date": int(frame["published_at"].notna().sum()),
             "seen_before": int((frame["first_seen"] < run_date.isoformat()).sum()) if len(frame) else 0,
@@ -298,7 +306,7 @@ def price(settings: Settings, run_date: dt.date) -> dict:
 
     lake = Lake(settings.lake)
     card = load_rate_card()
-    frame = price_hits(lake.read_frame("enriched", run_date), customers(settings), card, run_date)
+    frame = price_hits(lake.read_frame("enriched", run_date), run_customers(settings, run_date), card, run_date)
     lake.write_partition("priced", run_date, frame, sort_by=["customer_id", "image_id", "page_url", "image_url"])
     lake.write_manifest(run_date, extra={"rate_card_version": card.version})
     return {"priced": len(frame), "licensed": int(frame["licensed"].sum()) if len(frame) else 0,
@@ -313,8 +321,8 @@ def load(settings: Settings, run_date: dt.date) -> dict:
     engine = make_engine(settings.database_url)
     try:
         create_schema(engine)
-        registered = customers(settings)
-        sync_customers(engine, registered)
+        registered = run_customers(settings, run_date)
+        sync_customers(engine, registered, only_missing=True)  # the hits' customers and images exist
         # The day's crawl covered every seed for every customer: a hit not found again is offline.
         stats = load_hits(engine, Lake(settings.lake).read_frame("priced", run_date), run_date, complete_for=[c.id for c in registered])
     finally:

@@ -18,7 +18,6 @@ from copyhunt.fingerprint import HASH_WORKING_SIZE, WindowHash, reference_hashes
 from copyhunt.imaging import BadImage, load_gray, probe
 from copyhunt.index import ENTRY_COLUMNS, build_index
 from copyhunt.lake import Lake
-from copyhunt.registry import customers
 from copyhunt.verify import VERIFY_WORKING_SIZE, FeatureStore, reference_features
 
 Progress = Callable[[Iterable], Iterable]
@@ -110,8 +109,24 @@ def build_reference_index(settings: Settings, run_date: dt.date) -> dict:
 
 
 def register_stage(settings: Settings, run_date: dt.date) -> dict:
-    """The customer_index ``register`` task: the customers file's images, as figures for the task."""
-    return {"path": str(register_references(settings, run_date, customers(settings)))}
+    """The customer_index ``register`` task: snapshot the registry (the hits database) into the
+    lake, and register the snapshot's images that are not withdrawn.
+
+    The customers file, where there is one, seeds the registry first (the demo's customers)
+    through the same path as an upload; seeding again adds nothing."""
+    from copyhunt import registry
+    from copyhunt.hitsdb.store import create_schema, make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        create_schema(engine)
+        seeded = registry.seed_from_file(engine, settings) if settings.customers_path.exists() else []
+        snapshot = registry.write_snapshot(engine, settings, run_date)
+    finally:
+        engine.dispose()
+    path = register_references(settings, run_date, registry.customers_from_snapshot(settings, run_date))
+    return {"path": str(path), "snapshot": {name: str(p) for name, p in snapshot.items()},
+            "seeded": sum(1 for r in seeded if r.status == "created"), "seed_rejected": [r.as_dict() for r in seeded if r.status == "rejected"]}
 
 
 def fingerprint_stage(settings: Settings, run_date: dt.date) -> dict:
@@ -119,11 +134,15 @@ def fingerprint_stage(settings: Settings, run_date: dt.date) -> dict:
     return {"path": str(fingerprint_references(settings, run_date))}
 
 
-def index_version_for(settings: Settings, run_date: dt.date) -> str:
-    """The index version a hunt on ``run_date`` matches against: the newest built on or before it."""
-    lake = Lake(settings.lake)
-    dates = [d for d in lake.run_dates("index_versions") if d <= run_date]
+def index_date_for(settings: Settings, run_date: dt.date) -> dt.date:
+    """The customer_index run a hunt on ``run_date`` uses: the newest on or before it."""
+    dates = [d for d in Lake(settings.lake).run_dates("index_versions") if d <= run_date]
     if not dates:
         raise FileNotFoundError(f"no customer index built on or before {run_date}; run the customer_index DAG first")
-    frame = lake.read_frame("index_versions", dates[-1])
+    return dates[-1]
+
+
+def index_version_for(settings: Settings, run_date: dt.date) -> str:
+    """The index version a hunt on ``run_date`` matches against: the newest built on or before it."""
+    frame = Lake(settings.lake).read_frame("index_versions", index_date_for(settings, run_date))
     return str(frame["version"].iloc[0])

@@ -74,6 +74,7 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(NAME_MAX))
     email: Mapped[str] = mapped_column(String(NAME_MAX))
     digest_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    rate_card: Mapped[str | None] = mapped_column(Text)  # JSON: this customer's overrides of the rate card
     # Bookkeeping only (when the row was first synced); never part of any hit or digest.
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -88,6 +89,15 @@ class Image(Base):
     title: Mapped[str | None] = mapped_column(String(TITLE_MAX))
     sha256: Mapped[str | None] = mapped_column(String(SHA256_LEN))
     path: Mapped[str | None] = mapped_column(String(TITLE_MAX))
+    # The registry (copyhunt.registry): where the image came from, when, and whether it is withdrawn.
+    source_kind: Mapped[str | None] = mapped_column(String(SOURCE_MAX))  # "upload", "import" or "seed"
+    source_url: Mapped[str | None] = mapped_column(String(URL_MAX_BYTES))
+    uploaded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # no longer searched; hits stay
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    whole_phash: Mapped[int | None] = mapped_column(BigInteger)  # the upright whole-image pHash, for near-duplicates
+    near_duplicate_of: Mapped[str | None] = mapped_column(String(ID_MAX))  # an image id of the same customer
 
 
 class Licence(Base):
@@ -98,6 +108,7 @@ class Licence(Base):
         String(ID_MAX), ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
     licensee_domain: Mapped[str] = mapped_column(String(DOMAIN_MAX))
+    licensee_operator: Mapped[str | None] = mapped_column(String(NAME_MAX))  # the licensee by name (pricing matches it)
     image_ids: Mapped[str] = mapped_column(Text, default="[]")  # JSON list; ["*"] = every image
     valid_from: Mapped[dt.date | None] = mapped_column(Date)
     valid_to: Mapped[dt.date | None] = mapped_column(Date)

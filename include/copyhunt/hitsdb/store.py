@@ -406,7 +406,7 @@ def _image_sha256(image: Any, root: Path | None) -> str | None:
         return None  # a missing file is the matcher's problem to report, not the sync's
 
 
-def sync_customers(engine: Engine, customers: Iterable[Any], root: Path | None = None) -> SyncStats:
+def sync_customers(engine: Engine, customers: Iterable[Any], root: Path | None = None, only_missing: bool = False) -> SyncStats:
     """Upsert customers, their images and licences, in one transaction (idempotent).
 
     ``customers`` are dicts or objects with ``id, name, email, images, licences`` (as returned by
@@ -415,6 +415,10 @@ def sync_customers(engine: Engine, customers: Iterable[Any], root: Path | None =
     against ``root``). ``digest_opt_out`` is written only when the customer object carries it, so
     an opt-out recorded in the database is not undone by a customers file that does not mention it.
     Nothing is deleted: hits keep pointing at images even after a customer drops them.
+
+    ``only_missing`` inserts rows the database lacks and changes none that it has: the daily load
+    uses it with the day's registry snapshot, which must not undo what a customer changed since
+    (a licence ended, an image renamed) in the registry of truth.
     """
     customer_rows: list[dict[str, Any]] = []
     image_rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -448,6 +452,7 @@ def sync_customers(engine: Engine, customers: Iterable[Any], root: Path | None =
                 "id": lid,
                 "customer_id": cid,
                 "licensee_domain": bound_text(_get(lic, "licensee_domain"), DOMAIN_MAX) or "",
+                "licensee_operator": bound_text(_get(lic, "licensee_operator"), NAME_MAX),
                 "image_ids": image_ids if isinstance(image_ids, str) else json.dumps(list(image_ids)),
                 "valid_from": _as_date(_get(lic, "valid_from")),
                 "valid_to": _as_date(_get(lic, "valid_to")),
@@ -460,7 +465,8 @@ def sync_customers(engine: Engine, customers: Iterable[Any], root: Path | None =
         for row in customer_rows:
             stmt = insert(ct)
             new = {k: stmt.excluded[k] for k in row if k != "id"}
-            stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=new, where=_changed(ct, new))
+            stmt = (stmt.on_conflict_do_nothing(index_elements=["id"]) if only_missing
+                    else stmt.on_conflict_do_update(index_elements=["id"], set_=new, where=_changed(ct, new)))
             n_customers += len(conn.execute(stmt.returning(ct.c.id), row).all())
 
         if image_rows:
@@ -472,9 +478,8 @@ def sync_customers(engine: Engine, customers: Iterable[Any], root: Path | None =
                 # Keep a known hash when this sync could not compute one (file moved away).
                 "sha256": func.coalesce(stmt.excluded.sha256, it.c.sha256),
             }
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["customer_id", "image_id"], set_=new, where=_changed(it, new)
-            )
+            stmt = (stmt.on_conflict_do_nothing(index_elements=["customer_id", "image_id"]) if only_missing
+                    else stmt.on_conflict_do_update(index_elements=["customer_id", "image_id"], set_=new, where=_changed(it, new)))
             n_images = len(conn.execute(stmt.returning(it.c.image_id), list(image_rows.values())).all())
 
         if licence_rows:
@@ -484,8 +489,9 @@ def sync_customers(engine: Engine, customers: Iterable[Any], root: Path | None =
                 if owner != licence_rows[lid]["customer_id"]:
                     raise ValueError(f"licence id {lid!r} already belongs to customer {owner!r}")
             stmt = insert(lt)
-            new = {k: stmt.excluded[k] for k in ("licensee_domain", "image_ids", "valid_from", "valid_to")}
-            stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=new, where=_changed(lt, new))
+            new = {k: stmt.excluded[k] for k in ("licensee_domain", "licensee_operator", "image_ids", "valid_from", "valid_to")}
+            stmt = (stmt.on_conflict_do_nothing(index_elements=["id"]) if only_missing
+                    else stmt.on_conflict_do_update(index_elements=["id"], set_=new, where=_changed(lt, new)))
             n_licences = len(conn.execute(stmt.returning(lt.c.id), list(licence_rows.values())).all())
     return SyncStats(customers=n_customers, images=n_images, licences=n_licences)
 
