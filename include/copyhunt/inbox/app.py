@@ -47,6 +47,7 @@ from copyhunt.inbox import auth
 from copyhunt.inbox.accounts_routes import EMAIL_FIELD_MAX, PASSWORD_FIELD_MAX
 from copyhunt.inbox.accounts_routes import router as accounts_router
 from copyhunt.inbox.auth import SESSION_COOKIE, csrf_token_for
+from copyhunt.inbox.api_images import router as images_router
 from copyhunt.inbox.images import RenderedImages
 from copyhunt.inbox.ratelimit import FailureLimiter
 from copyhunt.inbox.views import (
@@ -219,6 +220,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
     auth.install(app, db, env, limiter, secure_cookies)
     app.state.settings = settings
     app.include_router(accounts_router)
+    app.include_router(images_router)
     render, error, base, to_signin, set_cookie = auth.render, auth.error_page, auth.base_path, auth.to_signin, auth.set_cookie
     session = auth.page_session
     Signed = Annotated[auth.PageSession, Depends(auth.current_session)]

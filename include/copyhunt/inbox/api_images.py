@@ -1,0 +1,213 @@
+"""The image API: customers upload, list and withdraw their registered images.
+
+``POST /api/images`` takes a multipart body with a ``file`` field (an image or a ZIP of images)
+and an optional ``title``. The body is parsed as it streams (python-multipart's push parser): the
+file goes to a spool file on disk, refused once it passes ``max_upload_bytes``, so an upload's
+size never shows in the server's memory. Answers: 201 with the new ``image_id``; 200 with the
+existing one for the same bytes again; 422 with a reason a person reads for anything unusable; a
+ZIP gets 200 and one result per member. Another customer's image id is 404, never 403.
+"""
+
+# No "from __future__ import annotations": FastAPI reads the route signatures at runtime.
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from copyhunt import registry
+from copyhunt.hitsdb import tokens
+from copyhunt.inbox import auth
+
+router = APIRouter(prefix="/api/images", tags=["images"])
+Customer = Annotated[tokens.Identity, Depends(auth.api_customer)]
+ImageId = Annotated[str, PathParam(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
+FIELD_MAX = 2_000  # the title, and any other small field
+# Past the limit the rest of the body is read and dropped, so the client gets its answer instead
+# of a broken pipe; past this many times the limit the connection is simply refused.
+DRAIN_FACTOR = 8
+
+
+class ImageOut(BaseModel):
+    image_id: str
+    title: str | None = None
+    width: int | None = None
+    height: int | None = None
+    source: str | None = None
+    uploaded_at: str | None = None
+    withdrawn: bool = False
+    near_duplicate_of: str | None = None
+
+
+class UploadResult(BaseModel):
+    filename: str
+    status: str  # created, existing or rejected
+    image_id: str | None = None
+    reason: str | None = None
+    near_duplicate_of: str | None = None
+
+
+class UploadResults(BaseModel):
+    results: list[UploadResult]
+
+
+class TooLarge(Exception):
+    pass
+
+
+class _Upload:
+    """The state of one streamed multipart body: the file part spooled to disk, small fields kept."""
+
+    def __init__(self, spool_dir: Path, limit: int):
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        self.spool_dir, self.limit = spool_dir, limit
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self.file: Path | None = None
+        self.too_large = False
+        self._headers: dict[bytes, bytes] = {}
+        self._field, self._value, self._name, self._out, self._size = b"", b"", None, None, 0
+        self._small = bytearray()
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_part_begin": self._begin, "on_header_field": self._header_field, "on_header_value": self._header_value,
+                "on_header_end": self._header_end, "on_headers_finished": self._headers_done, "on_part_data": self._data,
+                "on_part_end": self._end}
+
+    def _begin(self) -> None:
+        self._headers, self._name, self._out, self._size, self._small = {}, None, None, 0, bytearray()
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._field.lower()] = self._value
+        self._field, self._value = b"", b""
+
+    def _headers_done(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._name = options.get(b"name", b"").decode("utf-8", "replace")
+        if self._name == "file" and self.file is None:
+            self.filename = Path(options.get(b"filename", b"upload").decode("utf-8", "replace").replace("\\", "/")).name[:200] or "upload"
+            fd, name = tempfile.mkstemp(dir=self.spool_dir, prefix="api-")
+            self.file, self._out = Path(name), os.fdopen(fd, "wb")
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._out is not None:
+            self._size += end - start
+            if self._size > self.limit:
+                self.too_large = True
+                self._out.close()
+                self._out = None
+                return
+            self._out.write(data[start:end])
+        elif self._name and self._name != "file" and len(self._small) <= FIELD_MAX:
+            self._small += data[start:end]
+
+    def _end(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        elif self._name and self._name != "file":
+            self.fields[self._name] = bytes(self._small[:FIELD_MAX]).decode("utf-8", "replace")
+
+    def discard(self) -> None:
+        if self._out is not None:
+            self._out.close()
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
+
+
+async def _read_upload(request: Request, settings) -> _Upload:
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or b"boundary" not in options:
+        raise HTTPException(415, "send the image as multipart/form-data with a field named 'file'")
+    upload = _Upload(settings.blob_root / ".incoming", settings.max_upload_bytes)
+    parser = MultipartParser(options[b"boundary"], upload.callbacks())
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > DRAIN_FACTOR * settings.max_upload_bytes:
+                raise HTTPException(413, f"the request is far larger than the upload limit of {settings.max_upload_bytes / 1e6:g} MB")
+            if not upload.too_large:
+                parser.write(chunk)
+        if not upload.too_large:
+            parser.finalize()
+    except HTTPException:
+        upload.discard()
+        raise
+    except Exception:  # a malformed body: python-multipart raises its own error types
+        upload.discard()
+        raise HTTPException(400, "the multipart body is malformed") from None
+    return upload
+
+
+def _result(r: registry.ImageResult) -> UploadResult:
+    return UploadResult(filename=r.filename, status=r.status, image_id=r.image_id, reason=r.reason, near_duplicate_of=r.near_duplicate_of)
+
+
+@router.post("", summary="Upload an image (or a ZIP of images)",
+             responses={200: {"description": "The same bytes were uploaded before (the existing image_id), or a ZIP's results"},
+                        201: {"description": "A new image"}, 422: {"description": "Unusable: the reason says why"}})
+async def upload_image(request: Request, who: Customer) -> JSONResponse:
+    settings = request.app.state.settings
+    engine = auth.engine_of(request)
+    upload = await _read_upload(request, settings)
+    try:
+        if upload.too_large:
+            reason = f"the file is larger than the limit of {settings.max_upload_bytes / 1e6:g} MB"
+            return JSONResponse(_result(registry.ImageResult(upload.filename or "upload", "rejected", reason=reason)).model_dump(), 422)
+        if upload.file is None:
+            raise HTTPException(422, "the body has no field named 'file'")
+        with upload.file.open("rb") as head:
+            is_zip = head.read(4) == b"PK\x03\x04"
+        if is_zip:
+            results = await run_in_threadpool(registry.add_zip, engine, settings, who.customer_id, upload.file)
+            return JSONResponse(UploadResults(results=[_result(r) for r in results]).model_dump(), 200)
+
+        def add() -> registry.ImageResult:
+            with upload.file.open("rb") as stream:
+                return registry.add_image(engine, settings, who.customer_id, stream, upload.filename or "upload", upload.fields.get("title") or None)
+
+        result = await run_in_threadpool(add)
+        status = {"created": 201, "existing": 200}.get(result.status, 422)
+        return JSONResponse(_result(result).model_dump(), status)
+    finally:
+        upload.discard()
+
+
+def _out(row: dict) -> ImageOut:
+    return ImageOut(image_id=row["image_id"], title=row["title"], width=row["width"], height=row["height"], source=row["source_kind"],
+                    uploaded_at=row["uploaded_at"].isoformat() if row["uploaded_at"] else None, withdrawn=row["withdrawn_at"] is not None,
+                    near_duplicate_of=row["near_duplicate_of"])
+
+
+@router.get("", response_model=list[ImageOut], summary="The caller's images")
+def list_images(request: Request, who: Customer) -> list[ImageOut]:
+    return [_out(r) for r in registry.list_images(auth.engine_of(request), who.customer_id)]
+
+
+@router.get("/{image_id}", response_model=ImageOut, summary="One of the caller's images")
+def get_image(request: Request, who: Customer, image_id: ImageId) -> ImageOut:
+    row = registry.get_image(auth.engine_of(request), who.customer_id, image_id)
+    if row is None:
+        raise HTTPException(404, "no such image")
+    return _out(row)
+
+
+@router.delete("/{image_id}", response_model=ImageOut, summary="Withdraw an image: not searched from the next index build on; its hits stay")
+def withdraw_image(request: Request, who: Customer, image_id: ImageId) -> ImageOut:
+    engine = auth.engine_of(request)
+    if not registry.withdraw_image(engine, who.customer_id, image_id):
+        raise HTTPException(404, "no such image")
+    return _out(registry.get_image(engine, who.customer_id, image_id))
