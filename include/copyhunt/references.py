@@ -119,9 +119,10 @@ def fingerprint_stage(settings: Settings, run_date: dt.date) -> dict:
     return {"path": str(fingerprint_references(settings, run_date))}
 
 
-def index_version_for(settings: Settings, run_date: dt.date) -> str:
-    """The index version a hunt on ``run_date`` matches against: the newest built on or before it."""
-    lake = Lake(settings.lake)
+def index_version_for(settings: Settings, run_date: dt.date, lake: Lake | None = None) -> str:
+    """The index version a hunt on ``run_date`` matches against: the newest built on or before it
+    (read through ``lake`` when given, which remembers the partition read)."""
+    lake = lake or Lake(settings.lake)
     dates = [d for d in lake.run_dates("index_versions") if d <= run_date]
     if not dates:
         raise FileNotFoundError(f"no customer index built on or before {run_date}; run the customer_index DAG first")
