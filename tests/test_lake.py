@@ -134,3 +134,14 @@ def test_record_reads_names_each_partition_read_with_its_sha(tmp_path):
     reader.record_reads("2026-11-21", "enrich")
     reads = reader.read_manifest("2026-11-21")["run"]["reads"]["enrich"]
     assert reads == [{"dataset": "enriched", "run_date": "2026-11-20", "sha256": sha256_file(earlier)}]
+
+
+def test_a_rewrite_with_different_content_keeps_the_recorded_content_by_its_sha(tmp_path):
+    lake = Lake(tmp_path)
+    first = sha256_file(lake.write_partition("enriched", "2026-11-21", frame(5)))
+    lake.write_partition("enriched", "2026-11-21", frame(5))  # same bytes: nothing kept
+    assert lake.superseded_file("enriched", "2026-11-21", first) is None
+    lake.write_partition("enriched", "2026-11-21", frame(6))
+    kept = lake.superseded_file("enriched", "2026-11-21", first)
+    assert kept is not None and sha256_file(kept) == first
+    assert "_superseded" not in lake.read_manifest("2026-11-21")["datasets"]

@@ -94,3 +94,14 @@ def test_after_a_key_rotation_old_manifests_still_verify(sealed):
     assert results(lake, D1, key.parent)["signature"] == "ok" and results(lake, D2, key.parent)["signature"] == "ok"
     (key.parent / f"{old}.pub").unlink()
     assert "no public key" in results(lake, D1, key.parent)["signature"]
+
+
+def test_a_re_run_of_an_earlier_day_keeps_the_sealed_manifest_later_days_link_to(sealed):
+    lake, key, _ = sealed
+    day(lake, D1, n=5)  # a legitimate re-run with different outputs, sealed by the pipeline
+    seal_manifest(lake, D1, key)
+    assert results(lake, D3, key.parent)["chain"].startswith("ok (previous 2026-11-18, re-run since")
+    # A forger's replacement of the kept copy does not pass.
+    kept = next((lake.root / "_manifests" / "_superseded").rglob("*.json"))
+    kept.write_text(kept.read_text().replace('"rows": 3', '"rows": 4'))
+    assert "expected sha256" in results(lake, D3, key.parent)["chain"]

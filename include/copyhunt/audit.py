@@ -168,15 +168,23 @@ def verify_run(settings: Settings, run_date: dt.date, seal: bool = True) -> list
     return out
 
 
+def _read_source(lake: Lake, read: dict) -> Path | None:
+    """The file holding a recorded read (dataset, run date, sha256) as the run read it: the
+    partition, or its superseded copy when a later re-run replaced it."""
+    p = lake.partition_file(read["dataset"], read["run_date"])
+    if lake.has_partition(read["dataset"], read["run_date"]) and sha256_file(p) == read["sha256"]:
+        return p
+    return lake.superseded_file(read["dataset"], read["run_date"], read["sha256"])
+
+
 def _read_problem(lake: Lake, read: dict) -> str | None:
-    """Why a recorded read (dataset, run date, sha256) cannot be read again as it was, or None."""
+    """Why a recorded read cannot be read again as it was, or None."""
+    if _read_source(lake, read) is not None:
+        return None
     p = lake.partition_file(read["dataset"], read["run_date"])
     if not lake.has_partition(read["dataset"], read["run_date"]):
         return f"{p} is missing"
-    actual = sha256_file(p)
-    if actual != read["sha256"]:
-        return f"{p}: expected sha256 {read['sha256']} (as read by the run), actual sha256 {actual}"
-    return None
+    return f"{p}: expected sha256 {read['sha256']} (as read by the run), actual sha256 {sha256_file(p)}, and no superseded copy is kept"
 
 
 # ---- replay ------------------------------------------------------------------------------------
@@ -267,12 +275,15 @@ def replay(settings: Settings, run_date: dt.date, from_stage: str = "fingerprint
         if _manifest_file(manifest, dataset) is None:
             report.snapshot_problems.append(f"{dataset}: not in the manifest")
     history = _replay_reads(lake, manifest, run_date, todo) - recomputed - inputs
+    sources: dict[tuple[str, str], Path] = {}  # recorded reads whose partition was replaced since
     for stage in todo:
         for read in manifest.get("run", {}).get("reads", {}).get(stage, []):
             if (read["dataset"], read["run_date"]) in history:
                 problem = _read_problem(lake, read)
                 if problem:
                     report.snapshot_problems.append(f"{stage} read {read['dataset']}/run_date={read['run_date']}: {problem}")
+                elif _read_source(lake, read) != lake.partition_file(read["dataset"], read["run_date"]):
+                    sources[(read["dataset"], read["run_date"])] = _read_source(lake, read)
     if report.snapshot_problems:
         return report
 
@@ -282,6 +293,11 @@ def replay(settings: Settings, run_date: dt.date, from_stage: str = "fingerprint
     replay_lake.root.mkdir(parents=True)
     for dataset, d in sorted(inputs | history):
         _link_partition(lake, replay_lake, dataset, parse_run_date(d))
+    # Then, with every partition of a date and its manifest in place, the earlier contents that
+    # later re-runs replaced (recorded in the replay lake's manifest of that date).
+    for (dataset, d), source in sorted(sources.items()):
+        shutil.copyfile(source, replay_lake.partition_file(dataset, d))
+        replay_lake.write_manifest(d, written=[dataset])
     # Blobs and index shards are content-addressed and only read: share them.
     os.symlink(settings.blob_root.resolve(), replay_lake.root / "_blobs")
     os.symlink(settings.index_root.resolve(), replay_lake.root / "index")

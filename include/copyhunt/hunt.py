@@ -63,11 +63,11 @@ def crawl(settings: Settings, run_date: dt.date, force: bool = False) -> dict:
     from copyhunt.crawl.validators import validators_from_lake
 
     lake = Lake(settings.lake)
-    if not force and all(lake.has_partition(d, run_date) for d in ("pages", "images", "crawl_errors")):
-        return {"skipped": True, **_crawl_counts(lake, run_date)}
-    # A crawl killed mid-run leaves its staging directory: this run of the day removes them.
+    # A crawl killed mid-run leaves its staging directory: the day's next run removes them.
     for leftover in (settings.lake / ".crawl-staging").glob(f"{run_date.isoformat()}-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+    if not force and all(lake.has_partition(d, run_date) for d in ("pages", "images", "crawl_errors")):
+        return {"skipped": True, **_crawl_counts(lake, run_date)}
     staging = settings.lake / ".crawl-staging" / f"{run_date.isoformat()}-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:

@@ -37,6 +37,9 @@ from copyhunt.failpoints import failpoint
 
 PART_FILE = "part-00000.parquet"
 MANIFESTS = "_manifests"
+# A partition's earlier content, kept when a re-run replaces it with different bytes, named by its
+# sha256: a later day that read it then replays from exactly that (``superseded_file``).
+SUPERSEDED = "_superseded"
 # Fixed writer options: any change here changes every file's bytes, so it is a format version.
 WRITER_OPTIONS: dict[str, Any] = dict(
     compression="zstd",
@@ -182,12 +185,27 @@ class Lake:
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
             failpoint("lake.before_swap", dataset)  # crash tests: die with the partition staged
+            self._keep_superseded(dataset, run_date, target / PART_FILE, sha256_file(staging / PART_FILE))
             self._swap_in(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         self.write_manifest(run_date, written=[dataset])
         return target / PART_FILE
+
+    def _keep_superseded(self, dataset: str, run_date: str | dt.date, current: Path, new_sha: str) -> None:
+        """Keep the partition's recorded content if the new file differs from it."""
+        old_sha = self.recorded_sha256(dataset, run_date)
+        if old_sha is None or old_sha == new_sha or not current.exists() or sha256_file(current) != old_sha:
+            return  # nothing recorded, unchanged, or not the recorded content (tampered: not worth keeping)
+        keep = self.root / SUPERSEDED / dataset / f"run_date={parse_run_date(run_date).isoformat()}" / f"{old_sha}.parquet"
+        if not keep.exists():
+            atomic_write_bytes(keep, current.read_bytes())
+
+    def superseded_file(self, dataset: str, run_date: str | dt.date, sha256: str) -> Path | None:
+        """The kept earlier content of a partition with this sha256, if there is one and it is intact."""
+        p = self.root / SUPERSEDED / dataset / f"run_date={parse_run_date(run_date).isoformat()}" / f"{sha256}.parquet"
+        return p if p.exists() and sha256_file(p) == sha256 else None
 
     @staticmethod
     def _swap_in(staging: Path, target: Path) -> None:
@@ -282,8 +300,19 @@ class Lake:
         body["run"] = {**previous.get("run", {}), **(extra or {})}
         if "chain" in previous:
             body["chain"] = previous["chain"]
+        if "signature" in previous:
+            # A sealed manifest is what later days' chain links name: keep it by its sha256.
+            old = path.read_bytes()
+            keep = self.root / MANIFESTS / SUPERSEDED / f"run_date={parse_run_date(run_date).isoformat()}" / f"{hashlib.sha256(old).hexdigest()}.json"
+            if not keep.exists():
+                atomic_write_bytes(keep, old)
         atomic_write_json(path, body)
         return path
+
+    def superseded_manifest(self, run_date: str | dt.date, sha256: str) -> Path | None:
+        """A sealed manifest of the run date that a re-run replaced, by its sha256, if intact."""
+        p = self.root / MANIFESTS / SUPERSEDED / f"run_date={parse_run_date(run_date).isoformat()}" / f"{sha256}.json"
+        return p if p.exists() and sha256_file(p) == sha256 else None
 
     def record_reads(self, run_date: str | dt.date, stage: str) -> None:
         """Record in the run date's manifest the partitions this object read (dataset, run date,

@@ -11,6 +11,9 @@ manifest's at sealing time. A backfill of an earlier date, written after later d
 links to its own nearest earlier date and leaves the later days' links alone: the chain is a
 tree over run dates, each link naming its parent by date and sha256, so ``check_seal`` can check
 every link. Deleting or rewriting a day's manifest breaks the link of the day sealed after it.
+A legitimate re-run of an earlier day replaces its manifest; the sealed one it replaces is kept
+(``_manifests/_superseded/run_date=D/<sha256>.json``), so a later day's link still checks out
+against a signed manifest, while a forged one (unsigned, or not signed by a known key) does not.
 
 The private key (PEM, 0600) lives outside the lake at ``Settings.manifest_key_file``; the public
 keys that verify signatures are the ``<key_id>.pub`` files beside it (old ones are kept after a
@@ -133,6 +136,15 @@ def seal_manifest(lake: Lake, run_date: dt.date, key_path: Path) -> Path:
     return path
 
 
+def _signature_ok(manifest: dict[str, Any], keys: dict[str, Ed25519PublicKey]) -> bool:
+    signature = manifest.get("signature") or {}
+    try:
+        keys[signature["key_id"]].verify(bytes.fromhex(signature.get("ed25519", "")), canonical_bytes(manifest))
+        return True
+    except (KeyError, InvalidSignature, ValueError):
+        return False
+
+
 def check_seal(lake: Lake, run_date: dt.date, key_dir: Path) -> list[tuple[str, str]]:
     """(check, problem or "ok") for the manifest's signature and its chain link."""
     manifest = lake.read_manifest(run_date)
@@ -160,7 +172,11 @@ def check_seal(lake: Lake, run_date: dt.date, key_dir: Path) -> list[tuple[str, 
         if actual is None:
             out.append(("chain", f"the previous manifest ({chain['previous_run_date']}) is missing"))
         elif actual != chain.get("previous_sha256"):
-            out.append(("chain", f"{prev_path}: expected sha256 {chain.get('previous_sha256')}, actual sha256 {actual}"))
+            kept = lake.superseded_manifest(chain["previous_run_date"], chain.get("previous_sha256") or "")
+            if kept is not None and _signature_ok(json.loads(kept.read_text()), keys):
+                out.append(("chain", f"ok (previous {chain['previous_run_date']}, re-run since; the manifest linked is kept in {kept.parent})"))
+            else:
+                out.append(("chain", f"{prev_path}: expected sha256 {chain.get('previous_sha256')}, actual sha256 {actual}"))
         else:
             out.append(("chain", f"ok (previous {chain['previous_run_date']})"))
     return out
