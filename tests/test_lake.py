@@ -85,3 +85,63 @@ def test_partition_written_in_chunks_reads_back_whole_and_same_bytes_again(tmp_p
     assert lake.write_partition_chunks("pages", "2026-11-21", chunks(), schema).read_bytes() == first
     empty = lake.write_partition_chunks("pages", "2026-11-22", iter(()), schema)
     assert lake.read_table("pages", "2026-11-22").schema.equals(schema) and pq.read_metadata(empty).num_rows == 0
+
+
+def _rewrite_with(path, **changes):
+    """Rewrite a partition's Parquet file as valid Parquet with some values changed (a forger's edit)."""
+    table = pq.read_table(path).to_pandas()
+    for column, value in changes.items():
+        table.loc[0, column] = value
+    pq.write_table(__import__("pyarrow").Table.from_pandas(table, preserve_index=False), path)
+
+
+def test_a_read_refuses_a_file_that_is_not_the_one_its_manifest_recorded(tmp_path):
+    from copyhunt.lake import IntegrityError
+
+    lake = Lake(tmp_path)
+    path = lake.write_partition("pages", "2026-11-21", frame(10))
+    recorded = sha256_file(path)
+    assert len(lake.read_frame("pages", "2026-11-21")) == 10
+    _rewrite_with(path, n=1)
+    with pytest.raises(IntegrityError) as exc:
+        lake.read_frame("pages", "2026-11-21")
+    message = str(exc.value)
+    assert "\n" not in message and str(path) in message and recorded in message and sha256_file(path) in message
+
+
+def test_a_later_write_does_not_bless_a_tampered_partition_but_rewriting_it_does(tmp_path):
+    from copyhunt.lake import IntegrityError
+
+    lake = Lake(tmp_path)
+    path = lake.write_partition("pages", "2026-11-21", frame(10))
+    _rewrite_with(path, n=1)
+    with pytest.raises(IntegrityError, match="pages"):
+        lake.write_partition("images", "2026-11-21", frame(4))
+    assert "images" not in lake.read_manifest("2026-11-21")["datasets"]
+    # The stage that owns the partition rewrites it: partition and manifest agree again.
+    lake.write_partition("pages", "2026-11-21", frame(10))
+    lake.write_partition("images", "2026-11-21", frame(4))
+    assert len(lake.read_frame("pages", "2026-11-21")) == 10
+
+
+def test_record_reads_names_each_partition_read_with_its_sha(tmp_path):
+    lake = Lake(tmp_path)
+    earlier = lake.write_partition("enriched", "2026-11-20", frame(5))
+    lake.write_partition("enriched", "2026-11-21", frame(6))
+    reader = Lake(tmp_path)
+    reader.read_frame("enriched", "2026-11-20")
+    reader.read_frame("enriched", "2026-11-20", columns=["url"])
+    reader.record_reads("2026-11-21", "enrich")
+    reads = reader.read_manifest("2026-11-21")["run"]["reads"]["enrich"]
+    assert reads == [{"dataset": "enriched", "run_date": "2026-11-20", "sha256": sha256_file(earlier)}]
+
+
+def test_a_rewrite_with_different_content_keeps_the_recorded_content_by_its_sha(tmp_path):
+    lake = Lake(tmp_path)
+    first = sha256_file(lake.write_partition("enriched", "2026-11-21", frame(5)))
+    lake.write_partition("enriched", "2026-11-21", frame(5))  # same bytes: nothing kept
+    assert lake.superseded_file("enriched", "2026-11-21", first) is None
+    lake.write_partition("enriched", "2026-11-21", frame(6))
+    kept = lake.superseded_file("enriched", "2026-11-21", first)
+    assert kept is not None and sha256_file(kept) == first
+    assert "_superseded" not in lake.read_manifest("2026-11-21")["datasets"]

@@ -8,6 +8,8 @@
     copyhunt summary --run-date D      what a run found and where to look
     copyhunt serve                     the customer inbox (web pages and JSON API)
     copyhunt customers token ID        make a customer's inbox/API access token
+    copyhunt audit verify --run-date D check a day's stored snapshot, manifest signature and chain
+    copyhunt replay --run-date D       recompute a day from its snapshot and compare
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Iterable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,6 +37,8 @@ images_app = typer.Typer(help="Customers' registered images: add (upload) and li
 app.add_typer(images_app, name="images")
 bench_app = typer.Typer(help="Benchmarks", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+audit_app = typer.Typer(help="Audit the lake: stored outputs, manifests, signatures.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 
 
@@ -281,9 +286,23 @@ def stage(
 ) -> None:
     """Run one pipeline stage for a run date, outside Airflow (same code the DAG tasks call)."""
     from copyhunt import hunt, references
+    from copyhunt.audit import record_run_facts
+    from copyhunt.lake import IntegrityError
 
     settings = _settings()
     d = _run_date(run_date)
+    try:
+        result = _run_stage(name, settings, d)
+        record_run_facts(settings, d)  # as the DAG's tasks do: stamp and seal the manifest
+    except IntegrityError as exc:
+        typer.echo(f"{name} refused: {exc}", err=True)  # one line, unwrapped: it names the file and both sha256
+        raise typer.Exit(1)
+    typer.echo(json.dumps(result, sort_keys=True, default=str))
+
+
+def _run_stage(name: str, settings, d: dt.date) -> dict:
+    from copyhunt import hunt, references, registry
+
     if name == "register":
         result = references.register_stage(settings, d)
     elif name == "fingerprint_references":
@@ -297,7 +316,7 @@ def stage(
             result = getattr(hunt, name)(settings, d)
     else:
         raise typer.BadParameter(f"unknown stage {name!r}; one of {', '.join(STAGES)}")
-    typer.echo(json.dumps(result, sort_keys=True, default=str))
+    return result
 
 
 @app.command()
@@ -404,6 +423,60 @@ def replay(
     if not report.code_version_matches:
         out_console.print("[yellow]note: the code version differs from the one recorded for this run[/yellow]")
     raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    run_date: Optional[str] = typer.Option(None, help="One run date YYYY-MM-DD."),
+    date_from: Optional[str] = typer.Option(None, "--from", help="First run date of a range (with --to)."),
+    date_to: Optional[str] = typer.Option(None, "--to", help="Last run date of a range (with --from)."),
+) -> None:
+    """Check run dates' stored snapshots: every partition against its manifest, every referenced
+    blob, the index files used, the manifest's signature and chain link. Exit 1 on any difference."""
+    from copyhunt.audit import verify_run
+    from copyhunt.lake import Lake
+
+    settings = _settings()
+    if run_date and (date_from or date_to):
+        raise typer.BadParameter("give --run-date or --from/--to, not both")
+    if run_date:
+        dates = [_run_date(run_date)]
+    elif date_from and date_to:
+        first, last = _run_date(date_from), _run_date(date_to)
+        if last < first:
+            raise typer.BadParameter("--to is before --from")
+        root = Lake(settings.lake).root / "_manifests"
+        present = sorted(_run_date(p.name.split("=", 1)[1]) for p in root.glob("run_date=*")) if root.exists() else []
+        dates = [d for d in present if first <= d <= last]
+        if not dates:
+            console.print(f"[red]no run date with a manifest between {first} and {last}[/red]")
+            raise typer.Exit(1)
+    else:
+        raise typer.BadParameter("give --run-date, or --from and --to")
+    findings = [f for d in dates for f in verify_run(settings, d)]
+    table = Table(title=f"audit of {', '.join(d.isoformat() for d in dates)}")
+    for col in ("run date", "check", "what", "result"):
+        table.add_column(col, overflow="fold")
+    for f in findings:
+        table.add_row(f.run_date, f.check, f.subject, f"[red]{escape(f.problem)}[/red]" if f.problem else f"[green]ok[/green] {escape(f.detail)}")
+    Console(width=200).print(table)
+    bad = sum(1 for f in findings if f.problem)
+    Console().print(f"{bad} difference(s)" if bad else "no differences", markup=False)
+    raise typer.Exit(1 if bad else 0)
+
+
+@audit_app.command("keygen")
+def audit_keygen(rotate: bool = typer.Option(False, "--rotate", help="Replace the signing key; its public key is kept.")) -> None:
+    """Make the ed25519 key that signs run manifests (the configured manifest_key_file)."""
+    from copyhunt.sealing import create_key
+
+    settings = _settings()
+    try:
+        kid = create_key(settings.manifest_key_path, replace=rotate)
+    except FileExistsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    typer.echo(f"key {kid} in {settings.manifest_key_path} (public key {settings.manifest_key_path.parent / (kid + '.pub')})")
 
 
 @app.command()

@@ -73,6 +73,10 @@ class Settings:
     # Index: window entries per Annoy shard (~40 per reference). Every query window is looked up
     # in every shard, so shards are large: 4M entries is ~100k references.
     shard_size: int = 4_000_000
+    # Ed25519 private key that signs the run manifests (PEM, 0600). Kept outside the lake: whoever
+    # can rewrite the lake must not be able to re-sign it. The public keys that verify manifests
+    # (old ones kept after a rotation) are the *.pub files beside it.
+    manifest_key_file: Path = Path("data/keys/manifest-signing.key")
     # Demo web
     demo_web_host: str = "127.0.0.1"
     demo_web_port: int = 8899
@@ -93,6 +97,10 @@ class Settings:
     @property
     def index_root(self) -> Path:
         return self.lake / "index"
+
+    @property
+    def manifest_key_path(self) -> Path:
+        return self.resolve(self.manifest_key_file)
 
     @property
     def outbox(self) -> Path:

@@ -79,7 +79,10 @@ def run_demo(settings: Settings, run_date: dt.date, port: int = 0, log: Callable
     from copyhunt.demo.web import build, serve
     from copyhunt.hunt import summary
 
+    from copyhunt.sealing import ensure_key
+
     started = time.monotonic()
+    ensure_key(settings.manifest_key_path)  # signs the run manifests; kept outside the lake
     web_root = settings.resolve("data/demo-web")
     log(f"building the demo web in {web_root}")
     build(web_root, settings.customers_path)

@@ -36,12 +36,14 @@ def _plain(items: Iterable, **_: object) -> Iterable:
     return items
 
 
-def run_customers(settings: Settings, run_date: dt.date) -> list:
+def run_customers(settings: Settings, run_date: dt.date, lake: Lake | None = None) -> list:
     """The registry a run on ``run_date`` uses: the snapshot taken with the index it matches
-    against (the newest customer_index run on or before that day), not the database as it is now."""
+    against (the newest customer_index run on or before that day), not the database as it is now.
+    Read through the stage's ``lake``, which records the partitions for replay."""
     from copyhunt.references import index_date_for
 
-    return customers_from_snapshot(settings, index_date_for(settings, run_date))
+    lake = lake or Lake(settings.lake)
+    return customers_from_snapshot(settings, index_date_for(settings, run_date, lake), lake)
 
 
 def read_seeds(path: Path) -> list[str]:
@@ -68,6 +70,9 @@ def crawl(settings: Settings, run_date: dt.date, force: bool = False) -> dict:
     from copyhunt.crawl.validators import validators_from_lake
 
     lake = Lake(settings.lake)
+    # A crawl killed mid-run leaves its staging directory: the day's next run removes them.
+    for leftover in (settings.lake / ".crawl-staging").glob(f"{run_date.isoformat()}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     if not force and all(lake.has_partition(d, run_date) for d in ("pages", "images", "crawl_errors")):
         return {"skipped": True, **_crawl_counts(lake, run_date)}
     staging = settings.lake / ".crawl-staging" / f"{run_date.isoformat()}-{uuid.uuid4().hex}"
@@ -171,7 +176,7 @@ def earlier_fingerprints(lake: Lake, run_date: dt.date, key: str) -> EarlierFing
         marker = lake.partition_dir("image_fingerprints", day) / FINGERPRINT_KEY_FILE
         if day < run_date and marker.exists() and marker.read_text() == key and lake.has_partition("fingerprint_errors", day):
             errors = lake.read_frame("fingerprint_errors", day)
-            return EarlierFingerprints(lake.partition_file("image_fingerprints", day), dict(zip(errors["image_sha256"], errors["reason"])))
+            return EarlierFingerprints(lake.verified_file("image_fingerprints", day), dict(zip(errors["image_sha256"], errors["reason"])))
     return None
 
 
@@ -235,24 +240,27 @@ def fingerprint(settings: Settings, run_date: dt.date, progress: Progress = _pla
 
     lake.write_partition_chunks("image_fingerprints", run_date, tables(), FINGERPRINT_SCHEMA, extra_files={FINGERPRINT_KEY_FILE: key.encode()})
     lake.write_partition("fingerprint_errors", run_date, pd.DataFrame(errors, columns=["image_sha256", "reason"]), sort_by=["image_sha256"])
+    lake.record_reads(run_date, "fingerprint")
     return {"images": len(shas), "windows": windows, "errors": len(errors), "reused": earlier.reused if earlier else 0}
 
 
 # ---- match -------------------------------------------------------------------------------------
 def match(settings: Settings, run_date: dt.date) -> dict:
     """Spark-parallel ANN search against the index version of this run date, then verification."""
+    from copyhunt.index import index_file_hashes
     from copyhunt.references import index_version_for
 
     lake = Lake(settings.lake)
-    version = index_version_for(settings, run_date)
-    fingerprints = lake.partition_file("image_fingerprints", run_date)
+    version = index_version_for(settings, run_date, lake)
     if not lake.has_partition("image_fingerprints", run_date):
         raise FileNotFoundError(f"no fingerprints for {run_date}: run the fingerprint task first")
+    fingerprints = lake.verified_file("image_fingerprints", run_date)  # Spark reads the file: check it here
     args = ["--fingerprints", str(fingerprints), "--index-dir", str(settings.index_root), "--index-version", version,
             "--query-blobs", str(settings.blob_root), "--ref-blobs", str(settings.blob_root),
             "--lake", str(settings.lake), "--run-date", run_date.isoformat()]
     run_job(settings, "match", args, settings.resolve("data/logs") / f"run_date={run_date.isoformat()}" / "match-spark.log")
-    lake.write_manifest(run_date, extra={"index_version": version})
+    lake.write_manifest(run_date, extra={"index_version": version, "index_files": index_file_hashes(settings.index_root, version)})
+    lake.record_reads(run_date, "match")
     matches = lake.read_frame("matches", run_date)
     return {"matches": len(matches), "index_version": version}
 
@@ -277,22 +285,24 @@ def enrich(settings: Settings, run_date: dt.date) -> dict:
 
     lake = Lake(settings.lake)
     frame = enrich_matches(lake.read_frame("matches", run_date), lake.read_frame("images", run_date), lake.read_frame("pages", run_date),
-                           run_customers(settings, run_date), _html_reader(settings), run_date, first_seen_history(settings, run_date))
+                           run_customers(settings, run_date, lake), _html_reader(settings), run_date, first_seen_history(settings, run_date, lake))
     lake.write_partition("enriched", run_date, frame, sort_by=["customer_id", "image_id", "page_url", "image_url"])
+    lake.record_reads(run_date, "enrich")  # the earlier days' history: what a replay must read
     return {"enriched": len(frame), "with_operator": int(frame["operator_name"].notna().sum()), "with_date": int(frame["published_at"].notna().sum()),
             "seen_before": int((frame["first_seen"] < run_date.isoformat()).sum()) if len(frame) else 0,
             "errors": int(frame["enrich_error"].notna().sum()) if len(frame) else 0}
 
 
-def first_seen_history(settings: Settings, run_date: dt.date) -> dict:
-    """(customer, image, page, image URL) -> first run date it was found, from earlier partitions."""
-    lake = Lake(settings.lake)
+def first_seen_history(settings: Settings, run_date: dt.date, lake: Lake | None = None) -> dict:
+    """(customer, image, page, image URL) -> first run date it was found, from earlier partitions
+    (read through ``lake``, which remembers them, so the stage can record which)."""
+    lake = lake or Lake(settings.lake)
     seen: dict = {}
     for d in lake.run_dates("enriched"):
         if d >= run_date:
             break
         # Partitions written since enrichment records first_seen carry history older than themselves.
-        has_first_seen = "first_seen" in pq.read_schema(lake.partition_file("enriched", d)).names
+        has_first_seen = "first_seen" in pq.read_schema(lake.verified_file("enriched", d)).names
         f = lake.read_frame("enriched", d, columns=["customer_id", "image_id", "page_url", "image_url"] + (["first_seen"] if has_first_seen else []))
         for key, first in zip(f[["customer_id", "image_id", "page_url", "image_url"]].itertuples(index=False, name=None),
                               f["first_seen"] if has_first_seen else [None] * len(f)):
@@ -306,9 +316,10 @@ def price(settings: Settings, run_date: dt.date) -> dict:
 
     lake = Lake(settings.lake)
     card = load_rate_card()
-    frame = price_hits(lake.read_frame("enriched", run_date), run_customers(settings, run_date), card, run_date)
+    frame = price_hits(lake.read_frame("enriched", run_date), run_customers(settings, run_date, lake), card, run_date)
     lake.write_partition("priced", run_date, frame, sort_by=["customer_id", "image_id", "page_url", "image_url"])
     lake.write_manifest(run_date, extra={"rate_card_version": card.version})
+    lake.record_reads(run_date, "price")
     return {"priced": len(frame), "licensed": int(frame["licensed"].sum()) if len(frame) else 0,
             "claim_value_cents": int(frame["license_value_cents"].sum()) if len(frame) else 0,
             "errors": int(frame["price_status"].str.startswith("error").sum()) if len(frame) else 0}

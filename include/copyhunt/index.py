@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from annoy import AnnoyIndex
 
 from copyhunt.fingerprint import FINGERPRINT_VERSION, HASH_BITS
-from copyhunt.lake import WRITER_OPTIONS, atomic_write_bytes, atomic_write_json, to_table
+from copyhunt.lake import WRITER_OPTIONS, atomic_write_bytes, atomic_write_json, sha256_file, to_table
 
 ANNOY_SEED = 20261121
 N_TREES = 16  # recall vs. build time; 16 trees find every neighbour within 12 bits in tests
@@ -198,6 +198,14 @@ def current_shards(index_dir: Path, version: str | None = None) -> list[str]:
     if not version:
         return []
     return list(json.loads((Path(index_dir) / "versions" / f"{version}.json").read_text())["shards"])
+
+
+def index_file_hashes(index_dir: Path, version: str) -> dict[str, str]:
+    """sha256 of every file an index version consists of (its version file and its shards),
+    keyed by path relative to ``index_dir``: what a run's manifest records, for audit to check."""
+    index_dir = Path(index_dir)
+    files = [f"versions/{version}.json"] + [f"shards/{sid}{suffix}" for sid in current_shards(index_dir, version) for suffix in (".ann", ".parquet")]
+    return {rel: sha256_file(index_dir / rel) for rel in files}
 
 
 class IndexNotUsable(ValueError):

@@ -9,7 +9,11 @@ A partition is written atomically and deterministically:
     only a ``.staging-*`` directory, cleaned by the next write.
 
 Each write refreshes ``_manifests/run_date=D/manifest.json``: every output file of that run date
-with its rows and sha256.
+with its rows and sha256. Every read checks the file against that manifest and refuses a mismatch
+(``IntegrityError``), and a manifest refresh refuses to take in a partition it did not write whose
+file no longer matches its recorded sha256, so a tampered file is never blessed by a later write.
+A ``Lake`` remembers what it read (``reads``): stages record the partitions of other days they
+read, so a replay reads exactly those.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from copyhunt.failpoints import failpoint
 
 PART_FILE = "part-00000.parquet"
 MANIFESTS = "_manifests"
+# A partition's earlier content, kept when a re-run replaces it with different bytes, named by its
+# sha256: a later day that read it then replays from exactly that (``superseded_file``).
+SUPERSEDED = "_superseded"
 # Fixed writer options: any change here changes every file's bytes, so it is a format version.
 WRITER_OPTIONS: dict[str, Any] = dict(
     compression="zstd",
@@ -42,6 +49,10 @@ WRITER_OPTIONS: dict[str, Any] = dict(
     write_statistics=True,
     data_page_size=1 << 20,
 )
+
+
+class IntegrityError(RuntimeError):
+    """A partition's file does not match the manifest that recorded it (or is not recorded)."""
 
 
 def parse_run_date(value: str | dt.date | dt.datetime) -> dt.date:
@@ -100,6 +111,8 @@ class Lake:
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
+        # (dataset, run date, sha256) of every partition read through this object, in order.
+        self.reads: list[tuple[str, str, str]] = []
 
     # ---- locations ---------------------------------------------------------------------------
     def dataset_dir(self, dataset: str) -> Path:
@@ -172,12 +185,27 @@ class Lake:
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
             failpoint("lake.before_swap", dataset)  # crash tests: die with the partition staged
+            self._keep_superseded(dataset, run_date, target / PART_FILE, sha256_file(staging / PART_FILE))
             self._swap_in(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self.write_manifest(run_date)
+        self.write_manifest(run_date, written=[dataset])
         return target / PART_FILE
+
+    def _keep_superseded(self, dataset: str, run_date: str | dt.date, current: Path, new_sha: str) -> None:
+        """Keep the partition's recorded content if the new file differs from it."""
+        old_sha = self.recorded_sha256(dataset, run_date)
+        if old_sha is None or old_sha == new_sha or not current.exists() or sha256_file(current) != old_sha:
+            return  # nothing recorded, unchanged, or not the recorded content (tampered: not worth keeping)
+        keep = self.root / SUPERSEDED / dataset / f"run_date={parse_run_date(run_date).isoformat()}" / f"{old_sha}.parquet"
+        if not keep.exists():
+            atomic_write_bytes(keep, current.read_bytes())
+
+    def superseded_file(self, dataset: str, run_date: str | dt.date, sha256: str) -> Path | None:
+        """The kept earlier content of a partition with this sha256, if there is one and it is intact."""
+        p = self.root / SUPERSEDED / dataset / f"run_date={parse_run_date(run_date).isoformat()}" / f"{sha256}.parquet"
+        return p if p.exists() and sha256_file(p) == sha256 else None
 
     @staticmethod
     def _swap_in(staging: Path, target: Path) -> None:
@@ -199,10 +227,30 @@ class Lake:
             shutil.rmtree(p, ignore_errors=True)
 
     # ---- reading -----------------------------------------------------------------------------
-    def read_table(self, dataset: str, run_date: str | dt.date, columns: Iterable[str] | None = None) -> pa.Table:
+    def recorded_sha256(self, dataset: str, run_date: str | dt.date) -> str | None:
+        """The sha256 the run date's manifest recorded for the partition's Parquet file."""
+        rel = f"{dataset}/run_date={parse_run_date(run_date).isoformat()}/{PART_FILE}"
+        for entry in self.read_manifest(run_date).get("datasets", {}).get(dataset, {}).get("files", []):
+            if entry.get("path") == rel:
+                return entry.get("sha256")
+        return None
+
+    def verified_file(self, dataset: str, run_date: str | dt.date) -> Path:
+        """The partition's Parquet file, once its sha256 is the one its manifest recorded (else
+        IntegrityError in one line: the file, the expected and the actual sha256). For readers
+        that open the file themselves (Spark); ``read_table`` goes through here."""
         if not self.has_partition(dataset, run_date):
             raise FileNotFoundError(f"no complete partition {dataset}/run_date={parse_run_date(run_date)} in {self.root}")
-        return pq.read_table(self.partition_file(dataset, run_date), columns=list(columns) if columns else None)
+        path = self.partition_file(dataset, run_date)
+        expected = self.recorded_sha256(dataset, run_date)
+        actual = sha256_file(path)
+        if expected != actual:
+            raise IntegrityError(f"refusing {path}: expected sha256 {expected or '(not in the manifest)'}, actual sha256 {actual}")
+        self.reads.append((dataset, parse_run_date(run_date).isoformat(), actual))
+        return path
+
+    def read_table(self, dataset: str, run_date: str | dt.date, columns: Iterable[str] | None = None) -> pa.Table:
+        return pq.read_table(self.verified_file(dataset, run_date), columns=list(columns) if columns else None)
 
     def read_frame(self, dataset: str, run_date: str | dt.date, columns: Iterable[str] | None = None) -> pd.DataFrame:
         return self.read_table(dataset, run_date, columns).to_pandas()
@@ -228,14 +276,52 @@ class Lake:
                 datasets[ds.name] = {"files": files, "rows": sum(e.get("rows", 0) for e in files)}
         return {"run_date": rd, "datasets": datasets}
 
-    def write_manifest(self, run_date: str | dt.date, extra: dict[str, Any] | None = None) -> Path:
+    def write_manifest(self, run_date: str | dt.date, extra: dict[str, Any] | None = None, written: Iterable[str] = ()) -> Path:
+        """Refresh the run date's manifest from its partitions. Only the datasets in ``written``
+        (just written by the caller) may change their files; any other recorded partition whose
+        files differ from the manifest is refused (IntegrityError): a later write must not bless
+        a tampered file. The signature and chain link (``audit.seal_manifest``) are dropped: the
+        body changed, and the stage seals it again when it finishes."""
         path = self.manifest_path(run_date)
         body = self.manifest(run_date)
         previous = self.read_manifest(run_date)
-        # Run-level facts (code version, config hash, index version) survive partition rewrites.
+        written = set(written)
+        for dataset, entry in body["datasets"].items():
+            before = previous.get("datasets", {}).get(dataset)
+            if dataset in written or before is None:
+                continue
+            old = {f["path"]: f["sha256"] for f in before.get("files", [])}
+            for f in entry["files"]:
+                if f["path"] in old and old[f["path"]] != f["sha256"]:
+                    raise IntegrityError(f"refusing {self.root / f['path']}: expected sha256 {old[f['path']]}, actual sha256 {f['sha256']}"
+                                         f" (re-run the stage that writes {dataset} to replace it)")
+        # Run-level facts (code version, config hash, index version) survive partition rewrites,
+        # and so does the chain link's choice of previous day (audit's sealing refreshes its sha).
         body["run"] = {**previous.get("run", {}), **(extra or {})}
+        if "chain" in previous:
+            body["chain"] = previous["chain"]
+        if "signature" in previous:
+            # A sealed manifest is what later days' chain links name: keep it by its sha256.
+            old = path.read_bytes()
+            keep = self.root / MANIFESTS / SUPERSEDED / f"run_date={parse_run_date(run_date).isoformat()}" / f"{hashlib.sha256(old).hexdigest()}.json"
+            if not keep.exists():
+                atomic_write_bytes(keep, old)
         atomic_write_json(path, body)
         return path
+
+    def superseded_manifest(self, run_date: str | dt.date, sha256: str) -> Path | None:
+        """A sealed manifest of the run date that a re-run replaced, by its sha256, if intact."""
+        p = self.root / MANIFESTS / SUPERSEDED / f"run_date={parse_run_date(run_date).isoformat()}" / f"{sha256}.json"
+        return p if p.exists() and sha256_file(p) == sha256 else None
+
+    def record_reads(self, run_date: str | dt.date, stage: str) -> None:
+        """Record in the run date's manifest the partitions this object read (dataset, run date,
+        sha256): what a replay of ``stage`` must read, and nothing else (earlier days' history,
+        the index version of the reference run it matched against)."""
+        reads = sorted(set(self.reads))
+        facts = self.read_manifest(run_date).get("run", {}).get("reads", {})
+        facts = {**facts, stage: [{"dataset": ds, "run_date": d, "sha256": sha} for ds, d, sha in reads]}
+        self.write_manifest(run_date, extra={"reads": facts})
 
     def read_manifest(self, run_date: str | dt.date) -> dict[str, Any]:
         path = self.manifest_path(run_date)

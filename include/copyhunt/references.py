@@ -134,15 +134,18 @@ def fingerprint_stage(settings: Settings, run_date: dt.date) -> dict:
     return {"path": str(fingerprint_references(settings, run_date))}
 
 
-def index_date_for(settings: Settings, run_date: dt.date) -> dt.date:
+def index_date_for(settings: Settings, run_date: dt.date, lake: Lake | None = None) -> dt.date:
     """The customer_index run a hunt on ``run_date`` uses: the newest on or before it."""
-    dates = [d for d in Lake(settings.lake).run_dates("index_versions") if d <= run_date]
+    lake = lake or Lake(settings.lake)
+    dates = [d for d in lake.run_dates("index_versions") if d <= run_date]
     if not dates:
         raise FileNotFoundError(f"no customer index built on or before {run_date}; run the customer_index DAG first")
     return dates[-1]
 
 
-def index_version_for(settings: Settings, run_date: dt.date) -> str:
-    """The index version a hunt on ``run_date`` matches against: the newest built on or before it."""
-    frame = Lake(settings.lake).read_frame("index_versions", index_date_for(settings, run_date))
+def index_version_for(settings: Settings, run_date: dt.date, lake: Lake | None = None) -> str:
+    """The index version a hunt on ``run_date`` matches against: the newest built on or before it
+    (read through ``lake`` when given, which remembers the partition read)."""
+    lake = lake or Lake(settings.lake)
+    frame = lake.read_frame("index_versions", index_date_for(settings, run_date, lake))
     return str(frame["version"].iloc[0])

@@ -363,9 +363,11 @@ def write_snapshot(engine: Engine, settings: Settings, run_date: dt.date) -> dic
     return {name: lake.write_partition(name, run_date, frame, sort_by=keys[name]) for name, frame in frames.items()}
 
 
-def customers_from_snapshot(settings: Settings, snapshot_date: dt.date, include_withdrawn: bool = False) -> list[Customer]:
-    """The stages' view of the registry as the snapshot of ``snapshot_date`` holds it."""
-    lake = Lake(settings.lake)
+def customers_from_snapshot(settings: Settings, snapshot_date: dt.date, lake: Lake | None = None,
+                            include_withdrawn: bool = False) -> list[Customer]:
+    """The stages' view of the registry as the snapshot of ``snapshot_date`` holds it (read
+    through ``lake`` when given, so a stage's lake records the partitions it read)."""
+    lake = lake or Lake(settings.lake)
     if not lake.has_partition("registry_customers", snapshot_date):
         raise FileNotFoundError(f"no registry snapshot for {snapshot_date}: run the customer_index DAG (its register task) for that day")
     people = lake.read_frame("registry_customers", snapshot_date)
