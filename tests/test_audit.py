@@ -33,7 +33,6 @@ def three_days(tmp_path_factory):
     from copyhunt.audit import record_run_facts
     from copyhunt.demo.web import build, serve
     from copyhunt.demo_run import demo_settings
-    from copyhunt.registry import customers
     from copyhunt.runlog import run_stage
     from copyhunt.sealing import ensure_key
 
@@ -44,7 +43,7 @@ def three_days(tmp_path_factory):
     build(web_root, settings.customers_path)
     with serve(web_root, "127.0.0.1", 0) as server:
         run = demo_settings(settings, server.proxy_url, web_root / "seeds.txt")
-        references.register_references(run, REF, customers(run))
+        references.register_stage(run, REF)  # seeds the registry and snapshots it
         references.fingerprint_references(run, REF)
         references.build_reference_index(run, REF)
         record_run_facts(run, REF)

@@ -605,7 +605,23 @@ def _write_crawl_partitions(settings, demo, run_date):
     lake.write_partition("pages", run_date, pa.Table.from_pylist(page_rows, schema=PAGES_SCHEMA), sort_by=["url"])
     lake.write_partition("images", run_date, pa.Table.from_pylist(image_rows, schema=IMAGES_SCHEMA), sort_by=["page_url", "image_url"])
     lake.write_partition("matches", run_date, matches, sort_by=["customer_id", "image_id", "image_sha256"])
+    _write_registry_snapshot(settings, lake, run_date)
     return lake, truth
+
+
+def _write_registry_snapshot(settings, lake, run_date):
+    """What customer_index's register stage would have left: the registry snapshot and an index version."""
+    import pandas as pd
+
+    from copyhunt import registry
+    from copyhunt.hitsdb.store import create_schema, make_engine
+
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    registry.seed_from_file(engine, settings)
+    registry.write_snapshot(engine, settings, run_date)
+    engine.dispose()
+    lake.write_partition("index_versions", run_date, pd.DataFrame([{"version": "test", "shards": "[]", "entries": 0}]))
 
 
 def test_enrich_price_and_load_stages_on_two_days(settings, demo):
