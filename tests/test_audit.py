@@ -70,8 +70,9 @@ def test_the_backfill_changed_the_first_days_history_and_the_run_recorded_what_i
     lake = Lake(three_days.lake)
     reads = lake.read_manifest(LATEST)["run"]["reads"]["enrich"]
     read_days = {(r["dataset"], r["run_date"]) for r in reads if r["run_date"] != LATEST.isoformat()}
-    # The 22nd ran before the 20th existed: it read the 21st's enriched, as it was then.
-    assert read_days == {("enriched", FIRST.isoformat())}
+    # The 22nd ran before the 20th existed: it read the 21st's enriched, as it was then, and the
+    # registry snapshot of the customer_index run its index came from.
+    assert read_days == {("enriched", FIRST.isoformat())} | {(d, REF.isoformat()) for d in ("registry_customers", "registry_images", "registry_licences")}
     then = next(r["sha256"] for r in reads if r["run_date"] == FIRST.isoformat())
     assert sha256_file(lake.partition_file("enriched", FIRST)) != then, "the re-run after the backfill changed the 21st"
     assert lake.superseded_file("enriched", FIRST, then) is not None

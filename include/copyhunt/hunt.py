@@ -43,7 +43,11 @@ def run_customers(settings: Settings, run_date: dt.date, lake: Lake | None = Non
     from copyhunt.references import index_date_for
 
     lake = lake or Lake(settings.lake)
-    return customers_from_snapshot(settings, index_date_for(settings, run_date, lake), lake)
+    snapshot_date = index_date_for(settings, run_date, lake)
+    # Read the index version too, not only its date: the read is recorded, so a replay of this
+    # stage links that partition and finds the same customer_index run.
+    lake.read_frame("index_versions", snapshot_date)
+    return customers_from_snapshot(settings, snapshot_date, lake)
 
 
 def read_seeds(path: Path) -> list[str]:
