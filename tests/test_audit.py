@@ -72,7 +72,7 @@ def test_the_backfill_changed_the_first_days_history_and_the_run_recorded_what_i
     read_days = {(r["dataset"], r["run_date"]) for r in reads if r["run_date"] != LATEST.isoformat()}
     # The 22nd ran before the 20th existed: it read the 21st's enriched, as it was then, and the
     # registry snapshot of the customer_index run its index came from.
-    assert read_days == {("enriched", FIRST.isoformat())} | {(d, REF.isoformat()) for d in ("registry_customers", "registry_images", "registry_licences")}
+    assert read_days == {("enriched", FIRST.isoformat())} | {(d, REF.isoformat()) for d in ("index_versions", "registry_customers", "registry_images", "registry_licences")}
     then = next(r["sha256"] for r in reads if r["run_date"] == FIRST.isoformat())
     assert sha256_file(lake.partition_file("enriched", FIRST)) != then, "the re-run after the backfill changed the 21st"
     assert lake.superseded_file("enriched", FIRST, then) is not None
@@ -134,21 +134,30 @@ def test_a_tampered_stored_output_is_refused_by_load_replay_and_verify(copied):
     assert verify.returncode == 1 and "priced" in verify.stdout, verify.stdout[-3000:]
 
 
-def test_a_tampered_partition_with_a_rewritten_manifest_is_caught_by_signature_and_chain(copied):
-    path = tamper_priced(copied, FIRST)
-    lake = Lake(copied.lake)
-    manifest_path = lake.manifest_path(FIRST)
+def forge(settings, dataset, d, path):
+    """Rewrite the manifest entry of a tampered file to its new sha256, as a forger would."""
+    manifest_path = Lake(settings.lake).manifest_path(d)
     m = json.loads(manifest_path.read_text())
-    entry = next(f for f in m["datasets"]["priced"]["files"] if f["path"].endswith(".parquet"))
+    entry = next(f for f in m["datasets"][dataset]["files"] if f["path"].endswith(".parquet"))
     entry["sha256"], entry["bytes"] = sha256_file(path), path.stat().st_size
     manifest_path.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+
+
+def test_a_tampered_partition_with_a_rewritten_manifest_is_caught_by_signature_and_chain(copied):
+    forge(copied, "priced", FIRST, tamper_priced(copied, FIRST))
     # The partition check passes now: only the seal can tell.
     verify = cli(copied, "audit", "verify", "--run-date", FIRST.isoformat())
     assert verify.returncode == 1
     assert "changed after signing" in verify.stdout, verify.stdout[-3000:]
-    # The 22nd was sealed after the 21st: its chain link names the 21st's manifest as it was.
-    later = cli(copied, "audit", "verify", "--run-date", LATEST.isoformat())
-    assert later.returncode == 1 and "chain" in later.stdout and "expected sha256" in later.stdout, later.stdout[-3000:]
+    # The reference run's manifest is what the 20th's and the 21st's chain links name.
+    lake = Lake(copied.lake)
+    path = lake.partition_file("index_versions", REF)
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(0, table.schema.field(0), pa.array(["0" * 16] * table.num_rows, table.schema.field(0).type)), path)
+    forge(copied, "index_versions", REF, path)
+    for d in (BACKFILLED, FIRST):
+        later = cli(copied, "audit", "verify", "--run-date", d.isoformat())
+        assert later.returncode == 1 and "chain" in later.stdout and "expected sha256" in later.stdout, later.stdout[-3000:]
 
 
 def test_a_killed_crawls_staging_is_removed_by_the_days_next_run(copied):

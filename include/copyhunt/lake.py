@@ -280,8 +280,9 @@ class Lake:
         """Refresh the run date's manifest from its partitions. Only the datasets in ``written``
         (just written by the caller) may change their files; any other recorded partition whose
         files differ from the manifest is refused (IntegrityError): a later write must not bless
-        a tampered file. The signature and chain link (``audit.seal_manifest``) are dropped: the
-        body changed, and the stage seals it again when it finishes."""
+        a tampered file. The signature (``sealing.seal_manifest``) is dropped: the body changed,
+        and the stage seals it again when it finishes; a sealed manifest replaced here is kept by
+        its sha256, since later days' chain links name it."""
         path = self.manifest_path(run_date)
         body = self.manifest(run_date)
         previous = self.read_manifest(run_date)
