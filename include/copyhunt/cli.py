@@ -226,6 +226,8 @@ def _bench_held_out(settings, out: Path, assets: Path, seeds: Optional[str], var
     for part, p in report.precision.items():
         for example in p.false_examples:
             typer.echo(f"false match ({part}): {example}")
+    for name, reason in report.unusable.items():
+        typer.echo(f"unusable query (counted as missed if a copy): {name}: {reason}")
     if report.scale:
         typer.echo(f"note: {report.scale['note']}")
     typer.echo(f"seconds: {report.seconds}")

@@ -172,6 +172,8 @@ class HeldOutReport:
     seconds: dict[str, float]
     note: str = THRESHOLD_NOTE
     scale: dict | None = None
+    # Queries the fingerprint refused (too small, say): a refused copy counts as missed.
+    unusable: dict[str, str] = field(default_factory=dict)
 
     def meets_targets(self) -> bool:
         ok = all(c.held_out.recall >= c.target() for c in self.classes) and self.precision["held-out"].precision >= TARGET_PRECISION
@@ -260,6 +262,7 @@ def run_heldout(settings: Settings, out_dir: Path, assets: Path, seeds: Iterable
         found[r.query].add(r.image_id)
     distances, seconds["baseline"] = run_baseline(suite)
     report = make_report(suite, found, distances, seeds, assets, seconds)
+    report.unusable = dict(sorted(info["unusable"].items()))
     if scale_refs and scale_queries:
         t = time.perf_counter()
         report.scale = precision_at_scale(settings, work, assets, work / "index", scale_refs, scale_queries, workers)
