@@ -12,6 +12,7 @@ Chains draw three different steps from ``CHAIN_STEPS``, each with its own ranges
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import random
@@ -199,7 +200,7 @@ def _blur(im, p, pool, used):
     return Generated(im.filter(ImageFilter.GaussianBlur(p["radius"])))
 
 
-def _noise(im, p, pool, used, rng=None):
+def _noise(im, p, pool, used):
     a = np.asarray(im).astype(np.float32)
     gen = np.random.default_rng(abs(hash_params(p)))
     shape = a.shape if p["colour"] else a.shape[:2] + (1,)
@@ -208,8 +209,7 @@ def _noise(im, p, pool, used, rng=None):
 
 
 def hash_params(p: dict) -> int:
-    import hashlib
-
+    """A seed from the parameters, for the edits that need more randomness than they draw (noise, embed backgrounds)."""
     return int.from_bytes(hashlib.sha256(repr(sorted(p.items())).encode()).digest()[:7], "big")
 
 
