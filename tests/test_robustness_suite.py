@@ -101,6 +101,7 @@ def test_held_out_and_tuning_queries_never_share_a_photo(tmp_path):
     n_held = sum(1 for q in suite.truth if q.part == "held-out" and q.reference_id and q.transform == copy.transform)
     assert rows[copy.transform].held_out.copies == n_held
     assert report.precision["held-out"].false_matches == 1 and report.precision["tuning"].false_matches == 0
+    assert {m["part"] for m in report.misses} == {"held-out"} and copy.file not in {m["file"] for m in report.misses}
     assert heldout.format_table(report)[1][0] == "grid" and "held-out" in heldout.format_table(report)[0][1]
 
 

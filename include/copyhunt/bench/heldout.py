@@ -174,6 +174,8 @@ class HeldOutReport:
     scale: dict | None = None
     # Queries the fingerprint refused (too small, say): a refused copy counts as missed.
     unusable: dict[str, str] = field(default_factory=dict)
+    # Every missed copy with its drawn parameters, held-out first: where the matcher's work is.
+    misses: list[dict] = field(default_factory=list)
 
     def meets_targets(self) -> bool:
         ok = all(c.held_out.recall >= c.target() for c in self.classes) and self.precision["held-out"].precision >= TARGET_PRECISION
@@ -238,7 +240,10 @@ def make_report(suite: HeldOutSuite, found: dict[str, set[str]], distances: dict
         precision[part] = PartPrecision(len(in_part), sum(1 for q in in_part if q.reference_id is None), t, f, round(_precision(t, f), 4),
                                         round(_precision(p_matches[part][0], p_matches[part][1]), 4), ex[:20])
     photos = {part: {role: [p.name for p in photos_of(assets, part, role)] for role in ("reference", "distractor")} for part in PARTS}
-    return HeldOutReport(list(seeds), photos, rows, precision, threshold, {k: round(v, 2) for k, v in seconds.items()})
+    misses = [{"part": q.part, "transform": q.transform, "file": q.file, "params": q.params}
+              for q in sorted(suite.truth, key=lambda q: (PARTS.index(q.part), q.file))
+              if q.reference_id is not None and q.reference_id not in found.get(q.file, set())]
+    return HeldOutReport(list(seeds), photos, rows, precision, threshold, {k: round(v, 2) for k, v in seconds.items()}, misses=misses)
 
 
 def run_heldout(settings: Settings, out_dir: Path, assets: Path, seeds: Iterable[int] = HELD_OUT_SEEDS, variants: int = 1,
