@@ -42,6 +42,9 @@ def test_drawn_parameters_lie_in_their_ranges_and_a_seed_reproduces_them():
                 assert set(params) == set(ranges)
                 for key, value in params.items():
                     assert edits.within(ranges[key], value), (name, key, value)
+    assert not edits.within((0.25, 0.90), 0.95) and not edits.within((2, 5), 6) and not edits.within(("left", "right"), "top")
+    assert edits.RANGES["rotation"]["degrees"] == (-20.0, 20.0) and edits.RANGES["thumbnail"]["longest_px"][0] == 100
+    assert edits.RANGES["embed"]["share"] == (0.15, 0.60)
     grids = [edits.draw("grid", random.Random(i)) for i in range(300)]
     assert {g["cells"] for g in grids} == {2, 3, 4, 5} and {g["cell_fit"] for g in grids} == {"fitted", "contained", "cropped"}
     assert min(g["gutter"] for g in grids) == 0 and max(g["gutter"] for g in grids) == 12
