@@ -218,6 +218,8 @@ def _bench_held_out(settings, out: Path, assets: Path, seeds: Optional[str], var
         seed_list = [int(x) for x in seeds.split(",")] if seeds else list(heldout.HELD_OUT_SEEDS)
     except ValueError:
         raise typer.BadParameter("--seeds takes integers separated by commas, e.g. 101,202,303")
+    if bool(scale_refs) != bool(scale_queries):
+        raise typer.BadParameter("--scale-refs and --scale-queries go together, e.g. --scale-refs 100000 --scale-queries 10000")
     report = heldout.run_heldout(settings, out, assets, seed_list, variants, distractor_variants, workers, scale_refs=scale_refs,
                                  scale_queries=scale_queries, progress=progress_bar)
     _print_rows(heldout.format_table(report), f"held-out robustness suite, seeds {','.join(map(str, report.seeds))}")
