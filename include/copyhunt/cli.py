@@ -182,6 +182,12 @@ def bench_robustness(
     workers: int = typer.Option(2, min=1, help="Processes for fingerprinting and matching."),
     fit: bool = typer.Option(False, "--fit", help="Also refit the score calibration (on the calibration seed) and print the constants."),
     write_docs: bool = typer.Option(False, "--write-docs", help="Put this run's figures into the table in docs/performance.md."),
+    held_out: bool = typer.Option(False, "--held-out", help="Run the split suite instead: random edits of held-out and tuning photos."),
+    seeds: Optional[str] = typer.Option(None, help="With --held-out: seeds, comma-separated (default 101,202,303)."),
+    variants: int = typer.Option(1, min=1, help="With --held-out: edits per reference, class and seed."),
+    distractor_variants: int = typer.Option(1, min=1, help="With --held-out: edits per distractor photo, class and seed."),
+    scale_refs: int = typer.Option(0, min=0, help="With --held-out: also plant the references among this many (synthetic) references..."),
+    scale_queries: int = typer.Option(0, min=0, help="...and count false hits of this many unrelated queries against them."),
 ) -> None:
     """Recall per transform class and precision, next to whole-image pHash; writes a PNG chart."""
     from copyhunt.bench import robustness
@@ -190,6 +196,10 @@ def bench_robustness(
 
     settings = _settings()
     out = settings.resolve(out)
+    if held_out:
+        _bench_held_out(settings, out, REPO_ROOT / "assets" / "images", seeds, variants, distractor_variants, workers, scale_refs, scale_queries,
+                        write_docs)
+        return
     report = robustness.run_robustness(settings, out, REPO_ROOT / "assets" / "images", seed if seed is not None else SUITE_SEED, quick, workers, progress_bar)
     _print_rows(robustness.format_table(report), f"robustness suite, seed {report.seed}: {report.copies} copies, {report.distractors} distractors")
     typer.echo(f"whole-image pHash at its best threshold for precision >= {robustness.TARGET_PRECISION}: <= {report.baseline_threshold} bits")
@@ -205,6 +215,37 @@ def bench_robustness(
         typer.echo("below target: precision >= 0.99 and recall >= 0.95 on every class")
     if write_docs:
         _write_docs("robustness" + (" --quick" if quick else ""), robustness.figures(report))
+
+
+def _bench_held_out(settings, out: Path, assets: Path, seeds: Optional[str], variants: int, distractor_variants: int, workers: int,
+                    scale_refs: int, scale_queries: int, write_docs: bool) -> None:
+    from copyhunt.bench import heldout
+
+    try:
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else list(heldout.HELD_OUT_SEEDS)
+    except ValueError:
+        raise typer.BadParameter("--seeds takes integers separated by commas, e.g. 101,202,303")
+    if bool(scale_refs) != bool(scale_queries):
+        raise typer.BadParameter("--scale-refs and --scale-queries go together, e.g. --scale-refs 100000 --scale-queries 10000")
+    report = heldout.run_heldout(settings, out, assets, seed_list, variants, distractor_variants, workers, scale_refs=scale_refs,
+                                 scale_queries=scale_queries, progress=progress_bar)
+    _print_rows(heldout.format_table(report), f"held-out robustness suite, seeds {','.join(map(str, report.seeds))}")
+    typer.echo(f"whole-image pHash threshold chosen on the tuning part (precision >= {heldout.TARGET_PRECISION}): <= {report.phash_threshold} bits")
+    typer.echo(f"note: {report.note}")
+    for part, p in report.precision.items():
+        for example in p.false_examples:
+            typer.echo(f"false match ({part}): {example}")
+    for name, reason in report.unusable.items():
+        typer.echo(f"unusable query (counted as missed if a copy): {name}: {reason}")
+    if report.scale:
+        typer.echo(f"note: {report.scale['note']}")
+    typer.echo(f"seconds: {report.seconds}")
+    typer.echo(f"wrote {out / 'robustness-held-out.json'} and {out / 'robustness-held-out.png'}")
+    if not report.meets_targets():
+        typer.echo(f"below target: held-out recall >= {heldout.TARGET_RECALL} per class (chains {heldout.TARGET_CHAIN_RECALL}), "
+                   f"precision >= {heldout.TARGET_PRECISION}, <= {heldout.TARGET_FALSE_PER_10K} false hit per 10,000 unrelated")
+    if write_docs:
+        _write_docs("robustness held-out", heldout.figures(report))
 
 
 @bench_app.command("throughput")
