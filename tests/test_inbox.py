@@ -163,10 +163,12 @@ def test_api_rejects_bad_filters(inbox: Inbox) -> None:
 
 def test_openapi_documents_the_api_and_bearer_auth(inbox: Inbox) -> None:
     spec = inbox.client().get("/api/openapi.json").json()
-    assert set(spec["paths"]) == {"/api/hits", "/api/hits/{hit_id}", "/api/hits/{hit_id}/action"}
+    assert set(spec["paths"]) == {"/api/hits", "/api/hits/{hit_id}", "/api/hits/{hit_id}/action",
+                                  "/api/images", "/api/images/{image_id}"}
     schemes = spec["components"]["securitySchemes"]
     assert [s["scheme"] for s in schemes.values()] == ["bearer"]
-    assert spec["paths"]["/api/hits"]["get"]["security"] == [{name: []} for name in schemes]
+    for path, method in [("/api/hits", "get"), ("/api/images", "post"), ("/api/images/{image_id}", "delete")]:
+        assert spec["paths"][path][method]["security"] == [{name: []} for name in schemes]
     assert "HitOut" in spec["components"]["schemas"]
 
 
