@@ -489,3 +489,68 @@ def test_an_index_of_another_fingerprint_version_is_refused_and_rebuilt(tmp_path
         ShardSearcher(tmp_path)
     rebuilt = build_index(entries, tmp_path, shard_size=10)
     assert not ShardSearcher(tmp_path).query([2], k=1, max_distance=0).empty and rebuilt.version == first.version
+
+
+def numbered_entries(hashes, customer, first):
+    """Index entries for images numbered from ``first`` (distinct ids and content shas)."""
+    return entries_for(hashes, customer).assign(image_id=[f"img{first + i:05d}" for i in range(len(hashes))],
+                                                ref_sha256=[f"{first + i:064x}" for i in range(len(hashes))])
+
+
+def test_uploads_add_small_shards_withdrawals_rebuild_one_and_compaction_merges_them(tmp_path):
+    from copyhunt.index import compact_index, small_shards
+
+    rng = random.Random(11)
+    base = numbered_entries([rng.getrandbits(64) - (1 << 63) for _ in range(400)], "c1", 0)
+    batches = [numbered_entries([rng.getrandbits(64) - (1 << 63) for _ in range(10)], f"c{n}", 1000 * n) for n in range(2, 6)]
+    index = tmp_path / "index"
+    first = build_index(base, index, shard_size=200)
+    registered = base
+    versions = [first]
+    for batch in batches:  # four days' uploads, one incremental build each
+        registered = pd.concat([registered, batch], ignore_index=True)
+        versions.append(build_index(registered, index, shard_size=200))
+        assert set(versions[-2].shards) <= set(versions[-1].shards) and len(versions[-1].built) == 1
+    assert len(small_shards(index, 200)) == 4
+
+    # A withdrawal rebuilds the one shard that held the image; the searcher never finds it again.
+    gone = batches[1].iloc[0]
+    withdrawn = build_index(registered[registered["image_id"] != gone["image_id"]], index, shard_size=200)
+    assert len(withdrawn.built) == 1 and len(set(versions[-1].shards) - set(withdrawn.shards)) == 1
+    searcher = ShardSearcher(index)
+    assert gone["image_id"] not in set(searcher.query([int(gone["phash"])], k=3, max_distance=0)["image_id"])
+
+    compacted = compact_index(index, shard_size=200)
+    assert len(compacted.merged) == 4 and len(compacted.built) == 1
+    assert small_shards(index, 200) == compacted.built  # their 39 entries fill one shard, still under half full
+    assert set(first.shards) <= set(compacted.shards)  # full shards are left alone
+    searcher = ShardSearcher(index)
+    kept = registered[registered["image_id"] != gone["image_id"]]
+    found = searcher.query(kept["phash"].tolist(), k=3, max_distance=0)
+    assert set(found["image_id"]) == set(kept["image_id"])
+    assert gone["image_id"] not in set(searcher.query([int(gone["phash"])], k=3, max_distance=0)["image_id"])
+    # Compacting again changes nothing; every earlier version is still searchable (replays need them).
+    assert compact_index(index, shard_size=200).version == compacted.version
+    old = ShardSearcher(index, version=versions[2].version).query([int(gone["phash"])], k=3, max_distance=0)
+    assert gone["image_id"] in set(old["image_id"])
+
+    # The same entries give the same bytes: a fresh build of the compacted entries, compacted, is that version.
+    fresh = tmp_path / "fresh"
+    build_index(base, fresh, shard_size=200)
+    build_index(kept, fresh, shard_size=200)
+    again = compact_index(fresh, shard_size=200)
+    assert again.version == compacted.version
+    for sid in again.built:
+        assert (fresh / "shards" / f"{sid}.ann").read_bytes() == (index / "shards" / f"{sid}.ann").read_bytes()
+
+
+def test_compaction_drops_references_it_is_told_are_withdrawn(tmp_path):
+    from copyhunt.index import compact_index
+
+    rng = random.Random(5)
+    entries = numbered_entries([rng.getrandbits(64) - (1 << 63) for _ in range(300)], "c1", 0)
+    build_index(entries, tmp_path, shard_size=200)
+    result = compact_index(tmp_path, shard_size=200, keep=lambda side: side["image_id"] != "img00007")
+    assert result.dropped_entries == 1
+    found = ShardSearcher(tmp_path).query(entries["phash"].tolist(), k=3, max_distance=0)
+    assert set(found["image_id"]) == set(entries["image_id"]) - {"img00007"}

@@ -73,6 +73,9 @@ class Settings:
     # Index: window entries per Annoy shard (~40 per reference). Every query window is looked up
     # in every shard, so shards are large: 4M entries is ~100k references.
     shard_size: int = 4_000_000
+    # Incremental builds add a small shard each; once a version has more small shards (under half
+    # of shard_size) than this, the build compacts them into full ones.
+    index_max_small_shards: int = 8
     # Ed25519 private key that signs the run manifests (PEM, 0600). Kept outside the lake: whoever
     # can rewrite the lake must not be able to re-sign it. The public keys that verify manifests
     # (old ones kept after a rotation) are the *.pub files beside it.
@@ -198,7 +201,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
             values[key] = _coerce(key, f.type, raw)
 
     settings = Settings(**values)
-    for name in ("shard_size", "max_upload_bytes", "customer_image_quota"):
+    for name in ("shard_size", "max_upload_bytes", "customer_image_quota", "index_max_small_shards"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"setting '{name}': must be at least 1")
     if not (0 < settings.demo_web_port < 65536) or not (0 < settings.smtp_port < 65536):

@@ -10,6 +10,13 @@ Layout of an index directory::
 A shard's id is the sha256 of its entries, so a shard whose inputs are unchanged already exists
 and is not rebuilt; new reference images go into new shards and leave the old ones alone. The
 Annoy build is seeded and single-threaded, so the same entries give the same bytes.
+
+Growth: each incremental build adds a small shard holding only the new images, and a withdrawn
+image's shard is rebuilt without it (a shard is bounded by ``shard_size``, so that costs at most
+one shard's build, and the searcher needs no exclusion list: a version's shards hold exactly its
+references). Every lookup visits every shard, so small shards pile up cost; ``compact_index``
+merges them into full ones. Shard files are never deleted here: every published version stays
+searchable, as replaying a past hunt needs.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -92,8 +99,7 @@ def build_index(entries: pd.DataFrame, index_dir: Path, shard_size: int) -> Buil
     index_dir = Path(index_dir)
     shards_dir = index_dir / "shards"
     shards_dir.mkdir(parents=True, exist_ok=True)
-    entries = entries[ENTRY_COLUMNS].astype({"mirrored": bool, "x0": "float64", "y0": "float64", "x1": "float64", "y1": "float64", "phash": "int64"})
-    entries = entries.sort_values(["customer_id", "image_id", "ref_sha256", "mirrored", "window"], kind="mergesort").reset_index(drop=True)
+    entries = _normalised(entries)
     wanted = {tuple(k) for k in entries[IMAGE_KEY].drop_duplicates().itertuples(index=False)}
 
     kept: list[str] = []
@@ -127,11 +133,89 @@ def build_index(entries: pd.DataFrame, index_dir: Path, shard_size: int) -> Buil
         built.append(sid)
 
     shards = kept + new_shards
+    version = _publish(index_dir, shards, int(len(entries)))
+    return BuildResult(version, shards, built, reused + kept, int(len(entries)))
+
+
+def _publish(index_dir: Path, shards: list[str], entries: int) -> str:
+    """Write the version file for ``shards`` and make it CURRENT (last, atomically)."""
     version = hashlib.sha256("\n".join(shards).encode()).hexdigest()[:16]
     atomic_write_json(index_dir / "versions" / f"{version}.json",
-                      {"version": version, "shards": shards, "entries": int(len(entries)), "fingerprint_version": FINGERPRINT_VERSION})
+                      {"version": version, "shards": shards, "entries": entries, "fingerprint_version": FINGERPRINT_VERSION})
     atomic_write_bytes(index_dir / "CURRENT", (version + "\n").encode())
-    return BuildResult(version, shards, built, reused + kept, int(len(entries)))
+    return version
+
+
+def shard_entry_counts(index_dir: Path, version: str | None = None) -> dict[str, int]:
+    """Entries per shard of a version (from the side tables' footers, not their rows)."""
+    shards_dir = Path(index_dir) / "shards"
+    return {sid: pq.ParquetFile(shards_dir / f"{sid}.parquet").metadata.num_rows for sid in current_shards(index_dir, version)}
+
+
+def small_shards(index_dir: Path, shard_size: int, version: str | None = None) -> list[str]:
+    """Shards of a version holding less than half of ``shard_size`` entries: what compaction merges."""
+    return [sid for sid, n in shard_entry_counts(index_dir, version).items() if n < shard_size // 2]
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    version: str
+    shards: list[str]
+    merged: list[str]  # the small shards whose entries moved
+    built: list[str]  # the shards they moved into
+    dropped_entries: int  # entries of references no longer wanted
+
+
+def compact_index(index_dir: Path, shard_size: int, keep: Callable[[pd.DataFrame], pd.Series] | None = None) -> CompactResult:
+    """Merge the current version's small shards into as few full shards as their entries fill,
+    drop the entries ``keep`` rejects (a mask over side-table rows; default: keep all), publish
+    the result as a new version and make it CURRENT.
+
+    Large shards that hold a rejected entry are rebuilt too, so the new version holds none.
+    The merged shards are content-addressed like any build: compacting the same entries twice
+    gives the same shards and the same version. The old shard files stay (older versions use them).
+    """
+    index_dir = Path(index_dir)
+    version = check_index(index_dir)
+    shards_dir = index_dir / "shards"
+    counts = shard_entry_counts(index_dir, version)
+    small = set(small_shards(index_dir, shard_size, version))
+    kept: list[str] = []
+    moved: list[pd.DataFrame] = []
+    merged: list[str] = []
+    dropped = 0
+    for sid in counts:
+        side = pq.read_table(shards_dir / f"{sid}.parquet", columns=ENTRY_COLUMNS).to_pandas() if (sid in small or keep) else None
+        mask = keep(side) if keep is not None and side is not None else None
+        if sid not in small and (mask is None or bool(mask.all())):
+            kept.append(sid)
+            continue
+        if mask is not None:
+            dropped += int((~mask).sum())
+            side = side[mask.to_numpy()]
+        moved.append(side)
+        merged.append(sid)
+    if not merged:
+        return CompactResult(version, kept, [], [], 0)
+    rest = pd.concat(moved, ignore_index=True) if moved else pd.DataFrame(columns=ENTRY_COLUMNS)
+    rest = _normalised(rest)
+    built: list[str] = []
+    new_shards: list[str] = []
+    for chunk in _pack(rest, shard_size):
+        sid = _shard_id(chunk)
+        new_shards.append(sid)
+        if not ((shards_dir / f"{sid}.ann").exists() and (shards_dir / f"{sid}.parquet").exists()):
+            _write_shard(chunk, shards_dir, sid)
+            built.append(sid)
+    shards = kept + new_shards
+    entries = sum(counts[s] for s in kept) + int(len(rest))
+    return CompactResult(_publish(index_dir, shards, entries), shards, merged, built, dropped)
+
+
+def _normalised(entries: pd.DataFrame) -> pd.DataFrame:
+    """Entries in the column types and order shards are built from (their ids hash them)."""
+    entries = entries[ENTRY_COLUMNS].astype({"mirrored": bool, "x0": "float64", "y0": "float64", "x1": "float64", "y1": "float64", "phash": "int64"})
+    return entries.sort_values(["customer_id", "image_id", "ref_sha256", "mirrored", "window"], kind="mergesort").reset_index(drop=True)
 
 
 def _pack(entries: pd.DataFrame, shard_size: int) -> Iterable[pd.DataFrame]:

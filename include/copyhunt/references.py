@@ -16,7 +16,7 @@ from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.fingerprint import HASH_WORKING_SIZE, WindowHash, reference_hashes
 from copyhunt.imaging import BadImage, load_gray, probe
-from copyhunt.index import ENTRY_COLUMNS, build_index
+from copyhunt.index import ENTRY_COLUMNS, build_index, compact_index, small_shards
 from copyhunt.lake import Lake
 from copyhunt.verify import VERIFY_WORKING_SIZE, FeatureStore, reference_features
 
@@ -71,16 +71,57 @@ def features_store(index_root: Path) -> FeatureStore:
     return FeatureStore(Path(index_root) / "features")
 
 
+# In a reference_fingerprints partition: the key its rows were made under (as for found images).
+REFERENCE_KEY_FILE = "_FINGERPRINT_KEY"
+
+
+def reference_fingerprint_key(max_pixels: int) -> str:
+    """Everything a reference's index entries depend on besides its bytes (the hunt's key for
+    found images covers the same code and libraries)."""
+    from copyhunt.hunt import fingerprint_key
+
+    return "reference:" + fingerprint_key(max_pixels)
+
+
+def earlier_reference_entries(lake: Lake, run_date: dt.date, key: str) -> dict[str, pd.DataFrame]:
+    """Index entries by reference sha256 from the latest reference_fingerprints partition on or
+    before ``run_date`` made under ``key`` (the same day counts: customer_index runs hourly).
+    Read through ``lake``, so the file is checked against its manifest."""
+    for day in reversed(lake.run_dates("reference_fingerprints")):
+        marker = lake.partition_dir("reference_fingerprints", day) / REFERENCE_KEY_FILE
+        if day <= run_date and marker.exists() and marker.read_text() == key:
+            frame = lake.read_frame("reference_fingerprints", day)
+            return {sha: rows for sha, rows in frame.groupby("ref_sha256", sort=False)}
+    return {}
+
+
 def fingerprint_references(settings: Settings, run_date: dt.date, progress: Progress = _plain) -> Path:
+    """The reference_fingerprints partition for ``run_date`` (see ``fingerprint_references_counted``)."""
+    return fingerprint_references_counted(settings, run_date, progress)[0]
+
+
+def fingerprint_references_counted(settings: Settings, run_date: dt.date, progress: Progress = _plain) -> tuple[Path, dict[str, int]]:
     """Window hashes (whole image in eight orientations, mirrored blob windows) of every usable
-    registered image; their verification features go to the index's feature store."""
+    registered image; their verification features go to the index's feature store.
+
+    A reference fingerprinted before under the same key (same bytes, same code) takes its earlier
+    entries instead of a new decode, so a run after an upload decodes the new images only."""
     lake = Lake(settings.lake)
     refs = lake.read_frame("reference_images", run_date)
     refs = refs[refs["error"].isna()]
     blobs = LocalBlobStore(settings.blob_root)
     features = features_store(settings.index_root)
-    rows, errors = [], []
-    for ref in progress(list(refs.itertuples(index=False)), description="fingerprint references"):
+    key = reference_fingerprint_key(settings.max_image_pixels)
+    earlier = earlier_reference_entries(lake, run_date, key)
+    rows, errors, reused = [], [], []
+    todo = []
+    for ref in refs.itertuples(index=False):
+        known = earlier.get(ref.ref_sha256)
+        if known is not None and features.has(ref.ref_sha256):
+            reused.append(known.assign(customer_id=ref.customer_id, image_id=ref.image_id))
+        else:
+            todo.append(ref)
+    for ref in progress(todo, description="fingerprint references"):
         try:
             found = describe_reference(blobs.get(ref.ref_sha256), ref.ref_sha256, settings.max_image_pixels, features)
         except BadImage as exc:  # a header that probes fine but does not decode
@@ -93,19 +134,29 @@ def fingerprint_references(settings: Settings, run_date: dt.date, progress: Prog
                          "window": wh.window, "mirrored": wh.mirrored, "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
     lake.write_partition("reference_fingerprint_errors", run_date, pd.DataFrame(errors, columns=["customer_id", "image_id", "reason"]),
                          sort_by=["customer_id", "image_id"])
-    frame = pd.DataFrame(rows, columns=ENTRY_COLUMNS).astype({"phash": "int64", "mirrored": "bool"})
-    return lake.write_partition("reference_fingerprints", run_date, frame, sort_by=["customer_id", "image_id", "mirrored", "window"])
+    frame = pd.concat([pd.DataFrame(rows, columns=ENTRY_COLUMNS), *(r[ENTRY_COLUMNS] for r in reused)], ignore_index=True)
+    frame = frame.astype({"phash": "int64", "mirrored": "bool", "x0": "float64", "y0": "float64", "x1": "float64", "y1": "float64"})
+    path = lake.write_partition("reference_fingerprints", run_date, frame, sort_by=["customer_id", "image_id", "mirrored", "window"],
+                                extra_files={REFERENCE_KEY_FILE: key.encode()})
+    return path, {"fingerprinted": len(todo), "reused": len(reused)}
 
 
 def build_reference_index(settings: Settings, run_date: dt.date) -> dict:
-    """Publish an index version for this run date; unchanged shards are reused, not rebuilt."""
+    """Publish an index version for this run date: unchanged shards are kept, the images not in
+    one go into new shards, and once more than ``index_max_small_shards`` small shards pile up
+    they are compacted. Re-running with an unchanged registry publishes the same version."""
     lake = Lake(settings.lake)
     entries = lake.read_frame("reference_fingerprints", run_date)
     result = build_index(entries, settings.index_root, settings.shard_size)
-    frame = pd.DataFrame([{"version": result.version, "shards": json.dumps(result.shards), "entries": result.entries}])
+    version, shards, compacted = result.version, result.shards, None
+    if len(small_shards(settings.index_root, settings.shard_size, version)) > settings.index_max_small_shards:
+        compacted = compact_index(settings.index_root, settings.shard_size)
+        version, shards = compacted.version, compacted.shards
+    frame = pd.DataFrame([{"version": version, "shards": json.dumps(shards), "entries": result.entries}])
     lake.write_partition("index_versions", run_date, frame)
-    lake.write_manifest(run_date, extra={"index_version": result.version})
-    return {"version": result.version, "shards": len(result.shards), "built": len(result.built), "reused": len(result.reused), "entries": result.entries}
+    lake.write_manifest(run_date, extra={"index_version": version})
+    return {"version": version, "shards": len(shards), "built": len(result.built) + (len(compacted.built) if compacted else 0),
+            "reused": len(result.reused), "entries": result.entries, "compacted": len(compacted.merged) if compacted else 0}
 
 
 def register_stage(settings: Settings, run_date: dt.date) -> dict:
@@ -131,7 +182,8 @@ def register_stage(settings: Settings, run_date: dt.date) -> dict:
 
 def fingerprint_stage(settings: Settings, run_date: dt.date) -> dict:
     """The customer_index ``fingerprint`` task, as figures for the task."""
-    return {"path": str(fingerprint_references(settings, run_date))}
+    path, counts = fingerprint_references_counted(settings, run_date)
+    return {"path": str(path), **counts}
 
 
 def index_date_for(settings: Settings, run_date: dt.date, lake: Lake | None = None) -> dt.date:
