@@ -18,7 +18,7 @@ def run(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(EXE + list(args), capture_output=True, text=True, timeout=300, **kw)
 
 
-@pytest.mark.parametrize("command", [["crawl"], ["index", "build"], ["match"], ["bench", "throughput"], ["stage"]])
+@pytest.mark.parametrize("command", [["crawl"], ["index", "build"], ["index", "compact"], ["match"], ["bench", "throughput"], ["stage"]])
 def test_help_shows_no_python_types(command):
     proc = run(*command, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -39,6 +39,24 @@ def test_index_build_prints_a_summary_not_a_repr(tmp_path):
     assert facts["references"] == "3"
     assert facts["unusable references"].startswith("1 (reasons in")
     assert facts["shards"].endswith("built, 0 reused)")
+
+
+def test_index_compact_merges_the_shards_two_builds_added_and_refuses_a_non_index(tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for image in CUSTOMER_IMAGES[:2]:  # two builds, one image more each time: two small shards
+        shutil.copy(image, refs / image.name)
+        assert run("index", "build", "--images", str(refs), "--out", str(tmp_path / "idx")).returncode == 0
+    proc = run("index", "compact", "--index-dir", str(tmp_path / "idx"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    facts = {cells[0]: cells[1] for line in proc.stdout.splitlines()
+             if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 2}
+    assert facts["small shards merged"] == "2 into 1 new" and facts["shards"] == "1"
+    again = run("index", "compact", "--index-dir", str(tmp_path / "idx"))
+    assert "1 into 0 new" in again.stdout  # the merged shard is itself small: rebuilt from the same entries, it is the same file
+    (tmp_path / "photos").mkdir()
+    refused = run("index", "compact", "--index-dir", str(tmp_path / "photos"))
+    assert refused.returncode == 2 and "is not a copyhunt index" in " ".join(refused.stderr.split()) and "Traceback" not in refused.stderr
 
 
 def test_match_refuses_a_folder_that_is_not_an_index_before_any_work(tmp_path):

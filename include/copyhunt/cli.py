@@ -4,6 +4,7 @@
     copyhunt demo-web                  serve the generated demo web on loopback
     copyhunt crawl --seed URL --out D  crawl into pages/images/errors Parquet files
     copyhunt index build / match       build an index of a folder of images; match a folder against it
+    copyhunt index compact             merge an index's small shards (incremental builds' uploads) into full ones
     copyhunt stage NAME --run-date D   run one pipeline stage without Airflow
     copyhunt summary --run-date D      what a run found and where to look
     copyhunt serve                     the customer inbox (web pages and JSON API)
@@ -291,6 +292,31 @@ def index_build(
         ("references", f"{result['references']:,}"),
         ("unusable references", f"{result['errors']:,}" + (f" (reasons in {out / 'references.parquet'})" if result["errors"] else "")),
         ("shards", f"{result['shards']:,} ({result['built']:,} built, {result['reused']:,} reused)"),
+    ])
+
+
+@index_app.command("compact")
+def index_compact(
+    index_dir: Optional[Path] = typer.Option(None, "--index-dir", help="Index directory (default: the customer index in the lake)."),
+    shard_size: Optional[int] = typer.Option(None, help="Entries per Annoy shard (default: the configured shard_size)."),
+) -> None:
+    """Merge the current version's small shards into full ones and make the result current.
+
+    The customer_index DAG does this itself once more than index_max_small_shards small shards
+    pile up; hunts use the compacted version from the next customer_index run on."""
+    from copyhunt.index import IndexNotUsable, compact_index
+
+    settings = _settings()
+    target = index_dir or settings.index_root
+    try:
+        result = compact_index(target, shard_size or settings.shard_size)
+    except IndexNotUsable as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    _print_facts(f"index version {result.version} in {target}", [
+        ("shards", f"{len(result.shards):,}"),
+        ("small shards merged", f"{len(result.merged):,} into {len(result.built):,} new"),
+        ("entries dropped", f"{result.dropped_entries:,}"),
     ])
 
 
