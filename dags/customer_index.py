@@ -2,11 +2,23 @@
 ### customer_index
 
 Registers the customers' images, fingerprints them (whole image, sub-windows, mirrored) and
-publishes an Annoy index version. Shards whose images have not changed are reused, not rebuilt.
-Produces the `customer_index` Asset that `daily_hunt` matches against.
+publishes an Annoy index version. Produces the `customer_index` Asset that `daily_hunt` matches
+against.
 
-Each task writes one lake partition for the run date: `reference_images`, `reference_fingerprints`,
-`index_versions`.
+**Incremental, hourly.** It runs every hour, so an upload is searchable by the next hunt the same
+day rather than the day after. Only images not fingerprinted before (by content sha256 and
+fingerprint key) are decoded; shards whose images are unchanged are kept and the new images go
+into a new shard; a withdrawn image's shard is rebuilt without it. Once more than
+`index_max_small_shards` small shards pile up, the build compacts them (`copyhunt index compact`
+does the same by hand). With the registry unchanged, a run rewrites the same bytes and publishes
+the same version: a cheap no-op.
+
+Each task writes one lake partition for the run date: `reference_images` (with the registry
+snapshot), `reference_fingerprints`, `index_versions`. A later run the same day replaces them; the
+lake keeps the replaced content by sha256, so a hunt that read an earlier version replays it. The
+`daily_hunt` of a day uses the version published last before its match task; if customer_index
+publishes another one while that hunt is between match and price, enrich refuses (re-run the hunt
+from match) rather than mix two registries.
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ from copyhunt.orchestration import CUSTOMER_INDEX, common_dag_arguments, run_tas
 from airflow.sdk import dag, task
 
 
-@dag(dag_id="customer_index", schedule="0 1 * * *", tags=["copyhunt", "index"], doc_md=__doc__, **common_dag_arguments())
+@dag(dag_id="customer_index", schedule="0 * * * *", tags=["copyhunt", "index"], doc_md=__doc__, **common_dag_arguments())
 def customer_index():
     @task
     def register() -> dict:

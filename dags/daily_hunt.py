@@ -2,7 +2,8 @@
 ### daily_hunt
 
 The daily run: crawl the seeds, fingerprint every found image, match them against the customer
-index with a Spark job (spark-submit), verify, enrich (operator, dates), price (licence check and
+index with a Spark job (spark-submit; the index version customer_index, which runs hourly,
+published last for the day: uploads made before the hunt are searched the same day), verify, enrich (operator, dates), price (licence check and
 post-licence value), load the hits database, send the daily digests and store the run report
 (counts per stage, errors by reason, durations) under `_runs/run_date=D/report.json`.
 

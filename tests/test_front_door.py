@@ -1,8 +1,10 @@
 """The front door end to end, on the embedded default (SQLite, local lake, Spark local):
 
-a person signs up in the inbox, confirms through the mailed link, signs in, makes an API token in
-settings and uploads a photo; the next customer_index run registers it, the next daily_hunt finds
-a copy of it on the demo web, and the hit shows in that person's inbox and in their digest.
+the demo customers are indexed (the morning's customer_index run); a person signs up in the
+inbox, confirms through the mailed link, signs in, makes an API token in settings and uploads a
+photo; the next customer_index run the same day adds it incrementally (only the new photo is
+fingerprinted, the existing shards are kept, one shard is added), the day's daily_hunt finds a copy
+of it on the demo web, and the hit shows in that person's inbox and in their digest.
 
 Nothing is stubbed: the real app (FastAPI's TestClient), the real .eml outbox, the demo web on
 loopback crawled by Scrapy in a subprocess, Spark matching, the stages through ``run_stage`` (what
@@ -61,7 +63,7 @@ def plant_a_copy(web_root) -> str:
 
 
 def test_sign_up_upload_index_hunt_and_the_hit_is_in_the_inbox_and_the_digest(tmp_path):
-    from copyhunt import hunt, references
+    from copyhunt import hunt, index, references
     from copyhunt.demo.web import build, serve
     from copyhunt.demo_run import demo_settings
     from copyhunt.hitsdb.store import create_schema, make_engine
@@ -76,6 +78,12 @@ def test_sign_up_upload_index_hunt_and_the_hit_is_in_the_inbox_and_the_digest(tm
     page_url = plant_a_copy(web_root)
     seeds = tmp_path / "seeds.txt"
     seeds.write_text((web_root / "seeds.txt").read_text() + page_url + "\n")
+
+    customer_index = (("register", references.register_stage), ("fingerprint_references", references.fingerprint_stage),
+                      ("build_index", references.build_reference_index))
+    # The morning's customer_index run: the demo customers' images, nobody else's.
+    morning = {name: run_stage(name, stage, settings, RUN_DATE) for name, stage in customer_index}
+    morning_shards = set(index.current_shards(settings.index_root, morning["build_index"]["version"]))
 
     # Sign up, confirm from the mail, sign in, make a token, upload.
     address = "grace@portraits.example"
@@ -94,15 +102,30 @@ def test_sign_up_upload_index_hunt_and_the_hit_is_in_the_inbox_and_the_digest(tm
     assert r.status_code == 201, r.text
     image_id = r.json()["image_id"]
 
+    # The next customer_index run, the same day: incremental.
+    grown = {name: run_stage(name, stage, settings, RUN_DATE) for name, stage in customer_index}
+    searchable_after = time.monotonic() - uploaded_at
+    assert grown["fingerprint_references"]["fingerprinted"] == 1, grown["fingerprint_references"]
+    assert grown["fingerprint_references"]["reused"] == morning["fingerprint_references"]["fingerprinted"] > 0
+    assert grown["build_index"]["built"] == 1 and grown["build_index"]["version"] != morning["build_index"]["version"]
+    assert morning_shards < set(index.current_shards(settings.index_root, grown["build_index"]["version"]))
+    # Another run with nothing new publishes the same version, building and decoding nothing.
+    idle = {name: run_stage(name, stage, settings, RUN_DATE) for name, stage in customer_index}
+    assert idle["build_index"]["version"] == grown["build_index"]["version"] and idle["build_index"]["built"] == 0
+    assert idle["fingerprint_references"]["fingerprinted"] == 0
+    # For comparison, the full rebuild the same registry would take without the earlier run.
+    rebuild = dataclasses.replace(settings, lake_root=tmp_path / "rebuild-lake")
+    started = time.monotonic()
+    full = {name: run_stage(name, stage, rebuild, RUN_DATE) for name, stage in customer_index}
+    full_rebuild = time.monotonic() - started
+    assert full["build_index"]["entries"] == grown["build_index"]["entries"] and full["fingerprint_references"]["reused"] == 0
+
     with serve(web_root, "127.0.0.1", 0) as server:
         run = demo_settings(settings, server.proxy_url, seeds)
-        for name, stage in (("register", references.register_stage), ("fingerprint_references", references.fingerprint_stage),
-                            ("build_index", references.build_reference_index)):
-            run_stage(name, stage, run, RUN_DATE)
-        searchable_after = time.monotonic() - uploaded_at
         for name in ("crawl", "fingerprint", "match", "enrich", "price", "load", "digest"):
             run_stage(name, getattr(hunt, name), run, RUN_DATE)
-    print(f"upload to searchable (customer_index, demo registry): {searchable_after:.1f} s")
+    print(f"upload to searchable (incremental customer_index, demo registry): {searchable_after:.1f} s; "
+          f"full rebuild of the same registry: {full_rebuild:.1f} s")
 
     # The inbox: the person's hit list names the page that took the photo, and the hit its image.
     hits = client.get("/hits").text

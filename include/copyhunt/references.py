@@ -201,3 +201,20 @@ def index_version_for(settings: Settings, run_date: dt.date, lake: Lake | None =
     lake = lake or Lake(settings.lake)
     frame = lake.read_frame("index_versions", index_date_for(settings, run_date, lake))
     return str(frame["version"].iloc[0])
+
+
+class IndexChangedDuringRun(RuntimeError):
+    """customer_index published a new version for the day after the hunt matched against the old one."""
+
+
+def check_index_as_matched(lake: Lake, run_date: dt.date, index_date: dt.date) -> None:
+    """Refuse to go on with a hunt whose match stage read another ``index_versions`` partition than
+    the one there now: customer_index runs hourly, and a run between match and price would hand
+    the later stages another registry than the one matched against. Re-running from match (or
+    the whole day) reads the new version throughout; a replay reads the recorded one."""
+    reads = lake.read_manifest(run_date).get("run", {}).get("reads", {}).get("match", [])
+    matched = {r["sha256"] for r in reads if r["dataset"] == "index_versions" and r["run_date"] == index_date.isoformat()}
+    now = lake.recorded_sha256("index_versions", index_date)
+    if matched and now not in matched:
+        raise IndexChangedDuringRun(f"the customer index of {index_date} changed after the {run_date} hunt matched against it "
+                                    f"(customer_index ran in between): re-run the {run_date} hunt from its match task")
