@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import time
 
 import pytest
@@ -115,10 +116,11 @@ def test_sign_up_upload_index_hunt_and_the_hit_is_in_the_inbox_and_the_digest(tm
     assert idle["fingerprint_references"]["fingerprinted"] == 0
     # For comparison, the full rebuild the same registry would take without the earlier run.
     rebuild = dataclasses.replace(settings, lake_root=tmp_path / "rebuild-lake")
+    shutil.copytree(settings.blob_root, rebuild.blob_root)  # the uploads' originals, as stored at upload
     started = time.monotonic()
     full = {name: run_stage(name, stage, rebuild, RUN_DATE) for name, stage in customer_index}
     full_rebuild = time.monotonic() - started
-    assert full["build_index"]["entries"] == grown["build_index"]["entries"] and full["fingerprint_references"]["reused"] == 0
+    assert full["build_index"]["entries"] == grown["build_index"]["entries"] and full["fingerprint_references"]["reused"] == 0, (full, grown)
 
     with serve(web_root, "127.0.0.1", 0) as server:
         run = demo_settings(settings, server.proxy_url, seeds)

@@ -134,7 +134,8 @@ def fingerprint_references_counted(settings: Settings, run_date: dt.date, progre
                          "window": wh.window, "mirrored": wh.mirrored, "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
     lake.write_partition("reference_fingerprint_errors", run_date, pd.DataFrame(errors, columns=["customer_id", "image_id", "reason"]),
                          sort_by=["customer_id", "image_id"])
-    frame = pd.concat([pd.DataFrame(rows, columns=ENTRY_COLUMNS), *(r[ENTRY_COLUMNS] for r in reused)], ignore_index=True)
+    parts = [part for part in (pd.DataFrame(rows, columns=ENTRY_COLUMNS), *(r[ENTRY_COLUMNS] for r in reused)) if not part.empty]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ENTRY_COLUMNS)
     frame = frame.astype({"phash": "int64", "mirrored": "bool", "x0": "float64", "y0": "float64", "x1": "float64", "y1": "float64"})
     path = lake.write_partition("reference_fingerprints", run_date, frame, sort_by=["customer_id", "image_id", "mirrored", "window"],
                                 extra_files={REFERENCE_KEY_FILE: key.encode()})
