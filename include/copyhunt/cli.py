@@ -175,6 +175,25 @@ def _write_docs(bench: str, figures) -> None:
     typer.echo(f"updated the figures table in {doc}")
 
 
+@bench_app.command("sameday")
+def bench_sameday(
+    refs: int = typer.Option(300, min=1, help="Photos registered before the upload."),
+    work: Path = typer.Option(Path("data/bench/sameday"), help="Scratch folder (emptied first)."),
+    write_docs: bool = typer.Option(False, "--write-docs", help="Also put the figures into docs/performance.md."),
+) -> None:
+    """Upload-to-searchable time: one upload, then the incremental customer_index run, against a full rebuild."""
+    from copyhunt.bench import sameday
+    from copyhunt.registry import REPO_ROOT
+
+    settings = _settings()
+    report = sameday.run_sameday(settings, settings.resolve(work), REPO_ROOT / "assets" / "images", refs)
+    found = sameday.figures(report)
+    _print_facts("the index grows the same day", [(f.measure, f"{f.value}" + (f" ({f.comparison})" if f.comparison else "")) for f in found]
+                 + [("first customer_index run (every photo fingerprinted)", f"{report.initial_seconds:.1f} s")])
+    if write_docs:
+        _write_docs("front door", found)
+
+
 @bench_app.command("robustness")
 def bench_robustness(
     quick: bool = typer.Option(False, "--quick", help="One variant per transform (about a third of the queries)."),
