@@ -114,3 +114,21 @@ def test_a_kept_benchmark_index_is_not_reused_by_another_fingerprint_version(mon
     assert benchmark_index_key(pd.DataFrame({"phash": [1, -2, 4]})) != key
     monkeypatch.setattr(fingerprint, "FINGERPRINT_VERSION", fingerprint.FINGERPRINT_VERSION + 1)
     assert benchmark_index_key(entries) != key
+
+
+def test_sameday_bench_indexes_the_upload_alone_and_publishes_the_same_entries_as_a_rebuild(tmp_path):
+    from copyhunt.bench import sameday
+    from copyhunt.config import load_settings
+    from copyhunt.index import current_version
+    from copyhunt.lake import Lake
+
+    report = sameday.run_sameday(load_settings(env={}), tmp_path / "work", IMAGES, references=4)
+    assert report.incremental_fingerprinted == 1 and report.incremental_built_shards == 1
+    assert report.upload_to_searchable_seconds > 0 and report.full_rebuild_seconds > 0
+    # The incremental index and the rebuilt one hold the same references (the rebuild in one shard).
+    incremental, rebuilt = (Lake(tmp_path / "work" / lake).read_frame("index_versions", sameday.RUN_DATE_ISO) for lake in ("lake", "rebuild-lake"))
+    assert incremental["entries"].iloc[0] == rebuilt["entries"].iloc[0] > 0
+    assert current_version(tmp_path / "work" / "lake" / "index") == incremental["version"].iloc[0]
+    assert [f.measure.split(",")[0] for f in sameday.figures(report)] == [
+        "upload to searchable: upload + incremental customer_index", "incremental customer_index after one upload",
+        "customer_index with nothing new (the hourly no-op)"]
