@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pandas as pd
 import pytest
@@ -43,3 +44,31 @@ def test_a_day_whose_hunt_has_not_matched_yet_takes_the_newest_version(tmp_path)
     publish(lake, "morning")
     publish(lake, "after-an-upload")
     check_index_as_matched(lake, DAY, DAY)
+
+
+def test_customer_index_compacts_once_small_shards_exceed_the_configured_count(tmp_path):
+    import dataclasses
+
+    from copyhunt.config import load_settings
+    from copyhunt.index import ENTRY_COLUMNS, ShardSearcher, current_shards, small_shards
+    from copyhunt.references import build_reference_index
+    from copyhunt.runlog import run_stage
+
+    settings = dataclasses.replace(load_settings(env={"COPYHUNT_HOME": str(tmp_path)}), shard_size=100, index_max_small_shards=2)
+    lake = Lake(settings.lake)
+    registered = pd.DataFrame(columns=ENTRY_COLUMNS)
+    rng = random.Random(3)
+    published = []
+    for upload in range(4):  # an hourly run after each of four uploads, 20 windows an image
+        new = pd.DataFrame([{"customer_id": "c1", "image_id": f"img{upload}", "ref_sha256": f"{upload:064x}", "window": f"w{w:02d}",
+                             "mirrored": False, "x0": 0.0, "y0": 0.0, "x1": 1.0, "y1": 1.0, "phash": rng.getrandbits(64) - (1 << 63)}
+                            for w in range(20)])
+        registered = pd.concat([registered, new], ignore_index=True) if len(registered) else new
+        lake.write_partition("reference_fingerprints", DAY, registered, sort_by=["customer_id", "image_id", "window"])
+        published.append(run_stage("build_index", build_reference_index, settings, DAY))
+    assert [p["compacted"] for p in published] == [0, 0, 3, 0]  # the third small shard triggers it
+    # Three images (60 entries) fill one shard past half full; the fourth upload is the one small shard.
+    assert len(small_shards(settings.index_root, 100)) == 1 and len(current_shards(settings.index_root)) == 2
+    version = lake.read_frame("index_versions", DAY)["version"].iloc[0]
+    found = ShardSearcher(settings.index_root, version=version).query(registered["phash"].tolist(), k=2, max_distance=0)
+    assert set(found["image_id"]) == {"img0", "img1", "img2", "img3"}
