@@ -81,8 +81,9 @@ def library(request: Request, sess: Signed, page: Annotated[int, Query(ge=1, le=
 
 
 # ---- upload --------------------------------------------------------------------------------------
-def _result_rows(results: list[registry.ImageResult]) -> list[dict[str, Any]]:
-    return [{**r.as_dict(), "words": STATUS_WORDS.get(r.status, r.status)} for r in results]
+def _result_rows(results: list[registry.ImageResult], complete: bool = False) -> list[dict[str, Any]]:
+    """Each result with its status in words; ``complete`` keeps the empty fields (for templates)."""
+    return [{**(dict(r.__dict__) if complete else r.as_dict()), "words": STATUS_WORDS.get(r.status, r.status)} for r in results]
 
 
 @router.post("/library/upload")
@@ -110,7 +111,7 @@ async def upload(request: Request, sess: Signed) -> Response:
     if wants_json:
         return JSONResponse({"results": _result_rows(results)})
     status = 200 if results else 422
-    return auth.render(request, "library_upload.html", status=status, session=sess, results=_result_rows(results))
+    return auth.render(request, "library_upload.html", status=status, session=sess, results=_result_rows(results, complete=True))
 
 
 def _refused(request: Request, sess: auth.PageSession, wants_json: bool) -> Response:
