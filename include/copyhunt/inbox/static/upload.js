@@ -70,6 +70,12 @@
     cap.appendChild(el("span", "badge status-active", "active"));
     fig.appendChild(cap);
     grid.insertBefore(fig, grid.firstChild);
+    var summary = document.getElementById("library-summary");
+    if (summary) {
+      var total = parseInt(summary.getAttribute("data-total") || "0", 10) + 1;
+      summary.setAttribute("data-total", String(total));
+      summary.textContent = total + (total === 1 ? " image" : " images") + ", newest first";
+    }
   }
 
   function failed(row, name, text) {
