@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -134,9 +137,27 @@ def test_thumbnails_are_made_when_asked_for_served_with_cache_headers_and_only_t
         assert jana.get(path).status_code == 404, path
     anonymous = TestClient(library.app).get(f"/library/{ALPINE_IMAGE}/thumb", follow_redirects=False)
     assert anonymous.status_code == 303 and anonymous.headers["location"] == "/signin"
-    # The backfill makes the rest, once.
+    # The backfill (``copyhunt images thumbnails``) makes the rest, once.
     assert registry.backfill_thumbnails(library.engine, library.settings) == 2
     assert registry.backfill_thumbnails(library.engine, library.settings) == 0
+
+
+def test_the_thumbnail_backfill_from_the_command_line(settings) -> None:
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    registry.add_customer(engine, "carla", "carla@example.org")
+    with CUSTOMER_IMAGES[0].open("rb") as stream:
+        sha = registry.get_image(engine, "carla", registry.add_image(engine, settings, "carla", stream, "one.jpg").image_id)["sha256"]
+    engine.dispose()
+    thumb = Thumbnails(settings.blob_root, settings.max_image_pixels).path(sha)
+    assert thumb.exists()
+    thumb.unlink()  # as for an image registered before thumbnails were made at upload
+    env = {"COPYHUNT_HOME": str(settings.home), "COPYHUNT_CUSTOMERS_FILE": str(settings.home / "none.toml"), "PATH": "/usr/bin:/bin",
+           **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}  # the checkout under test, not the installed one
+    run = lambda: subprocess.run([sys.executable, "-m", "copyhunt.cli", "images", "thumbnails"], capture_output=True, text=True, env=env, timeout=300)
+    first = run()
+    assert first.returncode == 0 and first.stdout.strip() == "1 thumbnail made" and thumb.exists()
+    assert run().stdout.strip() == "0 thumbnails made"
 
 
 def test_upload_without_scripts_gives_a_result_per_file(library: Library) -> None:

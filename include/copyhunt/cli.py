@@ -33,7 +33,7 @@ index_app = typer.Typer(help="Build reference indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 customers_app = typer.Typer(help="Customers in the registry (the hits database), and their access tokens.", no_args_is_help=True)
 app.add_typer(customers_app, name="customers")
-images_app = typer.Typer(help="Customers' registered images: add (upload) and list.", no_args_is_help=True)
+images_app = typer.Typer(help="Customers' registered images: add (upload), list, and their thumbnails.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
 bench_app = typer.Typer(help="Benchmarks", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -648,6 +648,20 @@ def images_list(customer_id: str = typer.Argument(..., help="The customer whose 
         state = "withdrawn" if r["withdrawn_at"] else ("looks like " + r["near_duplicate_of"] if r["near_duplicate_of"] else "searched")
         table.append([r["image_id"], r["title"] or "", size, r["source_kind"] or "", added, state])
     _print_rows(table, f"images of {customer_id}")
+
+
+@images_app.command("thumbnails")
+def images_thumbnails() -> None:
+    """Make the library thumbnails of images registered before uploads made them (idempotent)."""
+    from copyhunt import registry
+
+    settings = _settings()
+    engine = _hits_engine(settings)
+    try:
+        made = registry.backfill_thumbnails(engine, settings)
+    finally:
+        engine.dispose()
+    typer.echo(f"{made} thumbnail{'s' if made != 1 else ''} made")
 
 
 @customers_app.command("token")
