@@ -96,6 +96,11 @@ def test_the_library_lists_only_the_customers_images_and_links_the_near_duplicat
     assert 'looks like your image <a href="/library/original">original</a>' in grid
     assert f"{photo.width // 2} × {photo.height // 2} px" in grid
     assert 'badge status-active">active' in grid
+    # Each image says how many uses were found, linking to them on its page.
+    hits = {f"alp-{name}": n for name, n in (("bahrain-fort", 3), ("st-basil", 2))}
+    for image_id, n in hits.items():
+        assert f'<a href="/library/{image_id}#hits">{n} uses found</a>' in grid
+    assert grid.count("no uses found yet") == 2  # the two new uploads
 
 
 def test_the_library_pages_through_a_large_library_newest_first(library: Library) -> None:
@@ -115,6 +120,13 @@ def test_the_library_pages_through_a_large_library_newest_first(library: Library
     assert len(rest) == 14 and not set(ids) & set(rest)
     assert "Images 49–62 of 62" in second and 'id="prev-page"' in second and 'id="next-page"' not in second
     assert client.get("/library?page=0").status_code == 422
+    # Search by title (any case; "%" and "_" are letters here, not patterns), paged with the search kept.
+    found = client.get("/library", params={"q": "BULK 5"}).text
+    assert re.findall(r'id="image-([^"]+)"', found) == [f"bulk-{n:03d}" for n in range(59, 49, -1)] + ["bulk-005"]
+    assert "with “BULK 5” in the title" in found
+    assert "No image has “100%_” in its title." in client.get("/library", params={"q": "100%_"}).text
+    many = client.get("/library", params={"q": "bulk"}).text
+    assert "Images 1–48 of 60" in many and 'href="/library?page=2&amp;q=bulk"' in many
 
 
 def test_thumbnails_are_made_when_asked_for_served_with_cache_headers_and_only_to_the_owner(library: Library) -> None:
@@ -263,3 +275,24 @@ def test_licences_are_recorded_edited_ended_and_invisible_to_others(library: Lib
     ended = alpine.post(f"/library/{ALPINE_IMAGE}/licences/{licence['id']}/end", data={"csrf_token": csrf}, follow_redirects=False)
     assert ended.status_code == 303
     assert registry.list_licences(library.engine, ALPINE)[0]["valid_to"] == dt.date.today()
+
+
+def test_a_form_without_its_token_first_never_spools_a_file(tmp_path: Path) -> None:
+    from python_multipart.multipart import MultipartParser
+
+    from copyhunt.inbox.api_images import Upload
+
+    def body(token: str) -> bytes:
+        return (f'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
+                '--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n').encode() + b"x" * 5000 + b"\r\n--b--\r\n"
+
+    for token, spooled in (("wrong", False), ("right", True)):
+        spool = tmp_path / token
+        upload = Upload(spool, 1_000_000, may_spool=lambda fields: fields.get("csrf_token") == "right")
+        parser = MultipartParser(b"b", upload.callbacks())
+        parser.write(body(token))
+        parser.finalize()
+        assert upload.refused is not spooled and len(upload.files) == int(spooled)
+        assert [p.stat().st_size for p in spool.iterdir()] == ([5000] if spooled else [])
+        upload.discard()
+        assert list(spool.iterdir()) == []

@@ -297,10 +297,14 @@ def get_image(engine: Engine, customer_id: str, image_id: str) -> dict | None:
     return next((r for r in list_images(engine, customer_id) if r["image_id"] == image_id), None)
 
 
-def page_of_images(engine: Engine, customer_id: str, limit: int, offset: int) -> tuple[int, list[dict]]:
-    """(how many images the customer has, one page of them, newest upload first)."""
+def page_of_images(engine: Engine, customer_id: str, limit: int, offset: int, title_contains: str | None = None) -> tuple[int, list[dict]]:
+    """(how many images the customer has, one page of them, newest upload first); only those whose
+    title or id contains ``title_contains`` (any case) when it is given."""
     _, images, _ = _tables()
     mine = images.c.customer_id == customer_id
+    if title_contains:
+        pattern = "%" + title_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        mine = mine & (func.lower(images.c.title).like(pattern, escape="\\") | func.lower(images.c.image_id).like(pattern, escape="\\"))
     stmt = (select(images.c.image_id, images.c.title, images.c.sha256, images.c.source_kind, images.c.uploaded_at,
                    images.c.withdrawn_at, images.c.width, images.c.height, images.c.near_duplicate_of)
             .where(mine).order_by(images.c.uploaded_at.desc(), images.c.image_id).limit(limit).offset(offset))

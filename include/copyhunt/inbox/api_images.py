@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Path as PathParam
@@ -80,9 +80,13 @@ class Upload:
 
     Shared by the JSON API (which reads the first file) and the inbox's upload form (all of them)."""
 
-    def __init__(self, spool_dir: Path, limit: int):
+    def __init__(self, spool_dir: Path, limit: int, may_spool: Callable[[dict[str, str]], bool] | None = None):
         spool_dir.mkdir(parents=True, exist_ok=True)
         self.spool_dir, self.limit = spool_dir, limit
+        # Asked with the fields read so far at each file part: False drops the part unwritten (the
+        # inbox's form must show its CSRF token, which comes first, before a byte goes to disk).
+        self.may_spool = may_spool
+        self.refused = False
         self.fields: dict[str, str] = {}
         self.files: list[SpooledFile] = []
         self.refused_files: list[str] = []  # names of file parts past MAX_FILES
@@ -132,6 +136,10 @@ class Upload:
         if b"filename" in options and not options[b"filename"]:
             self._name = None  # a browser's empty file input: no file was chosen
             return
+        if self.may_spool is not None and not self.may_spool(self.fields):
+            self.refused = True
+            self._name = None
+            return
         if len(self.files) >= MAX_FILES:
             self.refused_files.append(filename)
             self._name = None
@@ -177,15 +185,16 @@ class Upload:
                 part.path.unlink(missing_ok=True)
 
 
-async def read_upload(request: Request, settings: Settings, single_file: bool = True) -> Upload:
+async def read_upload(request: Request, settings: Settings, single_file: bool = True,
+                      may_spool: Callable[[dict[str, str]], bool] | None = None) -> Upload:
     """The request's multipart body, parsed as it streams: 415 if it is not multipart, 413 once the
     whole body passes DRAIN_FACTOR times the per-file limit (per file part, for the inbox's form),
     400 if it is malformed. With ``single_file`` (the API) the rest of the body is drained unparsed
-    once the first file is too large. The caller must ``discard()`` the result."""
+    once the first file is too large; ``may_spool`` see Upload. The caller must ``discard()`` the result."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise HTTPException(415, "send the image as multipart/form-data with a field named 'file'")
-    upload = Upload(settings.blob_root / ".incoming", settings.max_upload_bytes)
+    upload = Upload(settings.blob_root / ".incoming", settings.max_upload_bytes, may_spool)
     parser = MultipartParser(options[b"boundary"], upload.callbacks())
     received = 0
     try:

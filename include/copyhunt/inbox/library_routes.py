@@ -5,10 +5,11 @@ facts, licences and hits), upload (a form that works without scripts, enhanced b
 A router included by ``copyhunt.inbox.app.create_app``. Every route takes the customer from the
 session and puts it into every query: another customer's image or licence is "not found" (404).
 Forms carry the session's CSRF token; the upload, whose body is streamed rather than parsed by
-FastAPI, takes it from the ``X-CSRF-Token`` header (the script) or the ``csrf_token`` field
-before any file is registered. Uploads share the API's streamed parser and its limits
-(``copyhunt.inbox.api_images``). Images reach the browser only re-encoded: the thumbnail made at
-upload (``copyhunt.thumbnails``) and a preview rendered by ``copyhunt.inbox.images``.
+FastAPI, takes it from the ``X-CSRF-Token`` header (the script) or the ``csrf_token`` field,
+which the form puts before its files: without it no byte of a file is written to disk. Uploads
+share the API's streamed parser and its limits (``copyhunt.inbox.api_images``). Images reach the
+browser only re-encoded: the thumbnail made at upload (``copyhunt.thumbnails``) and a preview
+rendered by ``copyhunt.inbox.images``.
 """
 
 # No "from __future__ import annotations": FastAPI reads the route signatures at runtime.
@@ -16,6 +17,7 @@ import datetime as dt
 import re
 import secrets
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
@@ -42,6 +44,7 @@ HITS_SHOWN = 50  # on an image's page; the inbox lists them all
 # A thumbnail changes only when its image's bytes do, and the image id names those bytes for good.
 THUMB_CACHE = "private, max-age=86400"
 DATE_FIELD_MAX = 10
+SEARCH_MAX = 200  # a title search
 HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 STATUS_WORDS = {"created": "new", "existing": "already in your library", "rejected": "refused"}
 
@@ -72,12 +75,25 @@ def _not_found(request: Request, sess: auth.PageSession) -> Response:
 
 
 # ---- the grid ------------------------------------------------------------------------------------
+def _hit_counts(request: Request, customer_id: str, image_ids: list[str]) -> dict[str, int]:
+    hits = Hit.__table__
+    if not image_ids:
+        return {}
+    with auth.engine_of(request).connect() as conn:
+        rows = conn.execute(select(hits.c.image_id, func.count()).where(hits.c.customer_id == customer_id, hits.c.image_id.in_(image_ids))
+                            .group_by(hits.c.image_id)).all()
+    return {image_id: int(n) for image_id, n in rows}
+
+
 @router.get("/library")
-def library(request: Request, sess: Signed, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> Response:
-    total, images = registry.page_of_images(auth.engine_of(request), _customer(sess), PAGE_SIZE, (page - 1) * PAGE_SIZE)
+def library(request: Request, sess: Signed, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+            q: Annotated[str, Query(max_length=SEARCH_MAX)] = "") -> Response:
+    customer_id, search = _customer(sess), " ".join(q.split())
+    total, images = registry.page_of_images(auth.engine_of(request), customer_id, PAGE_SIZE, (page - 1) * PAGE_SIZE, search or None)
     pages = max(1, -(-total // PAGE_SIZE))
-    return auth.render(request, "library.html", session=sess, images=images, total=total, page=page, pages=pages,
-                       first=(page - 1) * PAGE_SIZE + 1, last=min(total, page * PAGE_SIZE), results=None)
+    return auth.render(request, "library.html", session=sess, images=images, total=total, page=page, pages=pages, q=search,
+                       query=f"&q={quote(search, safe='')}" if search else "", hit_counts=_hit_counts(request, customer_id, [i["image_id"] for i in images]),
+                       first=(page - 1) * PAGE_SIZE + 1, last=min(total, page * PAGE_SIZE))
 
 
 # ---- upload --------------------------------------------------------------------------------------
@@ -97,9 +113,12 @@ async def upload(request: Request, sess: Signed) -> Response:
     header_ok = auth.same(expected, request.headers.get("x-csrf-token"))
     if request.headers.get("x-csrf-token") is not None and not header_ok:
         return _refused(request, sess, wants_json)  # a wrong header is refused before the body is read
-    parsed = await read_upload(request, settings, single_file=False)
+    def token_shown(fields: dict[str, str]) -> bool:
+        return header_ok or auth.same(expected, fields.get("csrf_token"))
+
+    parsed = await read_upload(request, settings, single_file=False, may_spool=token_shown)
     try:
-        if not (header_ok or auth.same(expected, parsed.fields.get("csrf_token"))):
+        if parsed.refused or not token_shown(parsed.fields):
             return _refused(request, sess, wants_json)
         results: list[registry.ImageResult] = []
         for part in parsed.files:
