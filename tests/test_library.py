@@ -52,9 +52,13 @@ class Library:
         return hits, events
 
 
-@pytest.fixture
-def library(tmp_path: Path) -> Iterator[Library]:
-    settings = Settings(home=tmp_path, hits_db_url=f"sqlite:///{tmp_path / 'hits.db'}", inbox_url="http://inbox.test")
+pytest_plugins = ["conftest_pg"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def library(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Library]:
+    url = f"sqlite:///{tmp_path / 'hits.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    settings = Settings(home=tmp_path, hits_db_url=url, inbox_url="http://inbox.test")
     engine = make_engine(settings.database_url)
     create_schema(engine)
     yield Library(settings, engine, seed(engine, settings.blob_root))
@@ -200,6 +204,23 @@ def test_upload_without_scripts_gives_a_result_per_file(library: Library) -> Non
     assert sorted(i["image_id"] for i in registry.list_images(library.engine, JANA)) == sorted([JANA_IMAGE, "Harbour", "one", "two"])
 
 
+def test_a_file_over_the_limit_is_refused_and_the_next_one_still_taken(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, hits_db_url=f"sqlite:///{tmp_path / 'hits.db'}", inbox_url="http://inbox.test",
+                        max_upload_bytes=60_000)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    library = Library(settings, engine, seed(engine, settings.blob_root))
+    client = library.signed_in(JANA)
+    big = io.BytesIO()
+    Image.open(CUSTOMER_IMAGES[5]).resize((1600, 1100)).save(big, "JPEG", quality=95)
+    assert len(big.getvalue()) > settings.max_upload_bytes > CUSTOMER_IMAGES[6].stat().st_size
+    got = rows(upload_form(client, [("huge.jpg", big.getvalue()), ("fine.jpg", CUSTOMER_IMAGES[6].read_bytes())],
+                           csrf_of(client.get("/library").text)).text)
+    assert got == [("huge.jpg", "rejected", "refused", "the file is larger than the limit of 0.06 MB"), ("fine.jpg", "created", "new", "")]
+    assert list((settings.blob_root / ".incoming").iterdir()) == []  # no spool file left behind
+    engine.dispose()
+
+
 def test_the_scripted_upload_gets_json_and_csrf_is_checked_either_way(library: Library) -> None:
     client = library.signed_in(ALPINE)
     csrf = csrf_of(client.get("/library").text)
@@ -212,6 +233,10 @@ def test_the_scripted_upload_gets_json_and_csrf_is_checked_either_way(library: L
     scripted = client.post("/library/upload", files=photo, headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
     assert scripted.status_code == 200
     assert scripted.json() == {"results": [{"filename": "lake.jpg", "status": "created", "image_id": "lake", "words": "new"}]}
+    archive = zip_of({"a.jpg": CUSTOMER_IMAGES[7].read_bytes(), "b.jpg": b"not a picture"})
+    zipped = client.post("/library/upload", files=[("file", ("set.zip", archive, "application/zip"))],
+                         headers={"X-CSRF-Token": csrf, "Accept": "application/json"}).json()["results"]
+    assert [(r["filename"], r["status"]) for r in zipped] == [("a.jpg", "created"), ("b.jpg", "rejected")]  # a row per member
     # Another customer's session token does not open this one's upload.
     other = library.signed_in(JANA)
     assert other.post("/library/upload", files=photo, headers={"X-CSRF-Token": csrf}).status_code == 403

@@ -307,7 +307,7 @@ def page_of_images(engine: Engine, customer_id: str, limit: int, offset: int, ti
         mine = mine & (func.lower(images.c.title).like(pattern, escape="\\") | func.lower(images.c.image_id).like(pattern, escape="\\"))
     stmt = (select(images.c.image_id, images.c.title, images.c.sha256, images.c.source_kind, images.c.uploaded_at,
                    images.c.withdrawn_at, images.c.width, images.c.height, images.c.near_duplicate_of)
-            .where(mine).order_by(images.c.uploaded_at.desc(), images.c.image_id).limit(limit).offset(offset))
+            .where(mine).order_by(images.c.uploaded_at.desc().nulls_last(), images.c.image_id).limit(limit).offset(offset))
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(images).where(mine)).scalar_one()
         return int(total), [dict(r._mapping) for r in conn.execute(stmt)]
