@@ -34,7 +34,7 @@ index_app = typer.Typer(help="Build reference indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 customers_app = typer.Typer(help="Customers in the registry (the hits database), and their access tokens.", no_args_is_help=True)
 app.add_typer(customers_app, name="customers")
-images_app = typer.Typer(help="Customers' registered images: add (upload) and list.", no_args_is_help=True)
+images_app = typer.Typer(help="Customers' registered images: add (upload), list, and their thumbnails.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
 bench_app = typer.Typer(help="Benchmarks", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -695,6 +695,20 @@ def images_list(customer_id: str = typer.Argument(..., help="The customer whose 
     _print_rows(table, f"images of {customer_id}")
 
 
+@images_app.command("thumbnails")
+def images_thumbnails() -> None:
+    """Make the library thumbnails of images registered before uploads made them (idempotent)."""
+    from copyhunt import registry
+
+    settings = _settings()
+    engine = _hits_engine(settings)
+    try:
+        made = registry.backfill_thumbnails(engine, settings)
+    finally:
+        engine.dispose()
+    typer.echo(f"{made} thumbnail{'s' if made != 1 else ''} made")
+
+
 @customers_app.command("token")
 def customers_token(
     customer_id: str = typer.Argument(..., help="The customer's id, as in the customers file."),
@@ -730,8 +744,32 @@ def customers_revoke(key_id: str = typer.Argument(..., help="The token's key id:
     console.print(f"token {key_id} revoked")
 
 
+# Placeholders in --help: typer labels every option with its Python type ("<str>", "<int>");
+# a person reads what to type instead.
+METAVAR_BY_NAME = {"run_date": "YYYY-MM-DD", "date_from": "YYYY-MM-DD", "date_to": "YYYY-MM-DD"}
+METAVAR_BY_TYPE = {"int": "N", "float": "NUMBER", "Path": "PATH", "str": "TEXT", "datetime": "YYYY-MM-DD"}
+
+
+def readable_metavars(command) -> None:
+    """Give every option and argument of ``command`` and its subcommands a plain placeholder."""
+    for param in command.params:
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None  # its placeholder says it; no "<str>" after it
+        if param.metavar or getattr(param, "is_flag", False) or param.param_type_name not in ("option", "argument"):
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = (param.name or "value").upper()
+        else:
+            kind = param.bare_type() if hasattr(param, "bare_type") else ""
+            param.metavar = METAVAR_BY_NAME.get(param.name or "") or METAVAR_BY_TYPE.get(kind.removeprefix("list[").removesuffix("]"), "VALUE")
+    for sub in getattr(command, "commands", {}).values():
+        readable_metavars(sub)
+
+
 def main() -> None:
-    app()
+    command = typer.main.get_command(app)
+    readable_metavars(command)
+    command()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.demo.customers import Customer, Licence, RegisteredImage, load_customers
 from copyhunt.lake import Lake
+from copyhunt.thumbnails import Thumbnails
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHUNK_BYTES = 1 << 20
@@ -215,6 +216,12 @@ def add_image(engine: Engine, settings: Settings, customer_id: str, stream: Bina
         near = next((r.image_id for r in mine if whole is not None and r.whole_phash is not None and r.withdrawn_at is None
                      and _hamming(r.whole_phash, whole) <= NEAR_DUPLICATE_BITS), None)
         blobs.put(data)
+        # The library shows the thumbnail at once; a failure here (disk full) must not lose the upload,
+        # and the library makes a missing one when it is first asked for (Thumbnails.ensure).
+        try:
+            Thumbnails(settings.blob_root, settings.max_image_pixels).make(sha, data)
+        except OSError:
+            pass
         new_id = image_id or _image_id_for(filename, {r.image_id for r in mine})
         with engine.begin() as conn:
             conn.execute(images.insert().values(
@@ -290,6 +297,30 @@ def get_image(engine: Engine, customer_id: str, image_id: str) -> dict | None:
     return next((r for r in list_images(engine, customer_id) if r["image_id"] == image_id), None)
 
 
+def page_of_images(engine: Engine, customer_id: str, limit: int, offset: int, title_contains: str | None = None) -> tuple[int, list[dict]]:
+    """(how many images the customer has, one page of them, newest upload first); only those whose
+    title or id contains ``title_contains`` (any case) when it is given."""
+    _, images, _ = _tables()
+    mine = images.c.customer_id == customer_id
+    if title_contains:
+        pattern = "%" + title_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        mine = mine & (func.lower(images.c.title).like(pattern, escape="\\") | func.lower(images.c.image_id).like(pattern, escape="\\"))
+    stmt = (select(images.c.image_id, images.c.title, images.c.sha256, images.c.source_kind, images.c.uploaded_at,
+                   images.c.withdrawn_at, images.c.width, images.c.height, images.c.near_duplicate_of)
+            .where(mine).order_by(images.c.uploaded_at.desc().nulls_last(), images.c.image_id).limit(limit).offset(offset))
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(images).where(mine)).scalar_one()
+        return int(total), [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def backfill_thumbnails(engine: Engine, settings: Settings) -> int:
+    """Make the thumbnails of images registered before thumbnails were made at upload; idempotent."""
+    _, images, _ = _tables()
+    with engine.connect() as conn:
+        shas = [r.sha256 for r in conn.execute(select(images.c.sha256).where(images.c.sha256.is_not(None)))]
+    return Thumbnails(settings.blob_root, settings.max_image_pixels).backfill(s for s in shas if len(s) == 64)
+
+
 def withdraw_image(engine: Engine, customer_id: str, image_id: str) -> bool:
     """Stop searching for an image from the next index build on; its hits and their history stay.
     False if the customer has no such image; withdrawing twice keeps the first time."""
@@ -323,6 +354,22 @@ def put_licence(engine: Engine, customer_id: str, licence_id: str, image_ids: It
             raise LookupError(f"no licence {licence_id!r} of customer {customer_id!r}")
         elif tuple(owner)[1:] != tuple(values.values()):
             conn.execute(update(licences).where(licences.c.id == licence_id).values(**values))
+
+
+def list_licences(engine: Engine, customer_id: str, image_id: str | None = None) -> list[dict]:
+    """This customer's licences (with ``image_ids`` as a list), those covering ``image_id`` when
+    given (naming it, or every image with "*"), latest start first."""
+    _, _, licences = _tables()
+    stmt = (select(licences.c.id, licences.c.licensee_domain, licences.c.licensee_operator, licences.c.image_ids,
+                   licences.c.valid_from, licences.c.valid_to)
+            .where(licences.c.customer_id == customer_id).order_by(licences.c.valid_from.desc(), licences.c.id))
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    for row in rows:
+        row["image_ids"] = json.loads(row["image_ids"] or "[]")
+    if image_id is None:
+        return rows
+    return [r for r in rows if image_id in r["image_ids"] or "*" in r["image_ids"]]
 
 
 # ---- the demo's seed -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ Tenant isolation: the signed-in customer id goes into every query (copyhunt.hits
 or image of another customer is "not found". Images are served only through routes that check the
 hit belongs to the caller, re-encoded (copyhunt.inbox.images), never from a path in a request.
 Web text (titles, URLs, operator names) is autoescaped by Jinja2 and only http(s) URLs become
-links; a strict Content-Security-Policy (no scripts at all) backs that up.
+links; a strict Content-Security-Policy (scripts only as files from /static, never inline or eval) backs that up.
 """
 
 # No "from __future__ import annotations" here: FastAPI reads the route signatures at runtime, and
@@ -49,6 +49,7 @@ from copyhunt.inbox.accounts_routes import router as accounts_router
 from copyhunt.inbox.auth import SESSION_COOKIE, csrf_token_for
 from copyhunt.inbox.api_images import router as images_router
 from copyhunt.inbox.images import RenderedImages
+from copyhunt.inbox.library_routes import router as library_router
 from copyhunt.inbox.ratelimit import FailureLimiter
 from copyhunt.inbox.views import (
     ACTION_LABELS,
@@ -80,7 +81,7 @@ MAX_HIT_ID = 2**63 - 1  # bigint: larger ids would be a database error, not a 40
 SIGNIN_FAILURES_MAX = 10
 SIGNIN_WINDOW_SECONDS = 300
 CSP = (
-    "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
+    "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -221,6 +222,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
     app.state.settings = settings
     app.include_router(accounts_router)
     app.include_router(images_router)
+    app.include_router(library_router)
     render, error, base, to_signin, set_cookie = auth.render, auth.error_page, auth.base_path, auth.to_signin, auth.set_cookie
     session = auth.page_session
     Signed = Annotated[auth.PageSession, Depends(auth.current_session)]
