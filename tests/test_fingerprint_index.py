@@ -268,15 +268,15 @@ def test_a_batch_gives_each_image_what_it_gets_alone():
 def test_fingerprint_chunks_are_one_sorted_table_in_pieces(tmp_path, monkeypatch):
     import pyarrow as pa
 
-    from copyhunt import hunt
+    from copyhunt.stages import fingerprint as fingerprint_stage
     from copyhunt.blobs import LocalBlobStore
 
     blobs = LocalBlobStore(tmp_path)
     datas = [p.read_bytes() for p in CUSTOMER_IMAGES[:4] + UNRELATED_IMAGES[:2]] + [b"\xff\xd8 truncated", encode(Image.new("L", (90, 90), 128))]
     shas = sorted({blobs.put(d) for d in datas}) + ["0" * 64]  # and a blob the store does not have
-    whole, whole_errors = zip(*hunt.fingerprint_chunks(str(tmp_path), shas, 10**8, workers=2))
-    monkeypatch.setattr(hunt, "FINGERPRINT_CHUNK", 3)
-    parts = list(hunt.fingerprint_chunks(str(tmp_path), shas, 10**8, workers=2))
+    whole, whole_errors = zip(*fingerprint_stage.fingerprint_chunks(str(tmp_path), shas, 10**8, workers=2))
+    monkeypatch.setattr(fingerprint_stage, "FINGERPRINT_CHUNK", 3)
+    parts = list(fingerprint_stage.fingerprint_chunks(str(tmp_path), shas, 10**8, workers=2))
     assert len(whole) == 1 and len(parts) == 3
     assert pa.concat_tables([t for t, _ in parts]).equals(whole[0])
     assert whole[0].column("image_sha256").to_pylist() == sorted(whole[0].column("image_sha256").to_pylist())
@@ -288,7 +288,7 @@ def test_an_image_crawled_again_is_not_fingerprinted_again(settings):
     import dataclasses
     import datetime as dt
 
-    from copyhunt import hunt
+    from copyhunt.stages import fingerprint as fingerprint_stage
     from copyhunt.blobs import LocalBlobStore
     from copyhunt.lake import Lake, sha256_file
 
@@ -298,11 +298,11 @@ def test_an_image_crawled_again_is_not_fingerprinted_again(settings):
     new = [blobs.put(p.read_bytes()) for p in UNRELATED_IMAGES[:2]]
     lake.write_partition("images", day1, pd.DataFrame({"blob_sha256": old}))
     lake.write_partition("images", day2, pd.DataFrame({"blob_sha256": old + new}))
-    assert hunt.fingerprint(settings, day1, workers=2)["reused"] == 0
+    assert fingerprint_stage.fingerprint(settings, day1, workers=2)["reused"] == 0
     # Day 2 does not decode the images of day 1 again: they need not even be in the store.
     for sha in old:
         blobs.path(sha).unlink()
-    reran = hunt.fingerprint(settings, day2, workers=2)
+    reran = fingerprint_stage.fingerprint(settings, day2, workers=2)
     assert reran["reused"] == 4 and reran["errors"] == 1 and reran["images"] == 6
     day2_rows = lake.read_frame("image_fingerprints", day2)
     assert set(day2_rows["image_sha256"]) == set(old[:3] + new)
@@ -310,12 +310,12 @@ def test_an_image_crawled_again_is_not_fingerprinted_again(settings):
     # The same bytes as fingerprinting day 2 from scratch (day 1 made under another key).
     for sha, path in zip(old, CUSTOMER_IMAGES[:3]):
         blobs.put(path.read_bytes())
-    (lake.partition_dir("image_fingerprints", day1) / hunt.FINGERPRINT_KEY_FILE).write_text("another key")
-    assert hunt.fingerprint(settings, day2, workers=2)["reused"] == 0
+    (lake.partition_dir("image_fingerprints", day1) / fingerprint_stage.FINGERPRINT_KEY_FILE).write_text("another key")
+    assert fingerprint_stage.fingerprint(settings, day2, workers=2)["reused"] == 0
     assert sha256_file(lake.partition_file("image_fingerprints", day2)) == reused_file
     # Another pixel limit is another key: nothing is reused.
-    hunt.fingerprint(settings, day1, workers=2)
-    assert hunt.fingerprint(dataclasses.replace(settings, max_image_pixels=10**6), day2, workers=2)["reused"] == 0
+    fingerprint_stage.fingerprint(settings, day1, workers=2)
+    assert fingerprint_stage.fingerprint(dataclasses.replace(settings, max_image_pixels=10**6), day2, workers=2)["reused"] == 0
 
 
 def test_copies_are_close_and_unrelated_photos_are_far():

@@ -71,6 +71,91 @@ def test_the_finder_sees_a_cycle():
 
 def test_copyhunt_has_no_import_cycle():
     graph = import_graph()
-    assert "copyhunt.hunt" in graph and "copyhunt.references" in graph["copyhunt.hunt"]
+    assert "copyhunt.stages.registry_snapshot" in graph and "copyhunt.references" in graph["copyhunt.stages.registry_snapshot"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# Modules every room may lean on: the settings, the lake and the blob store are the house's floor.
+SHARED_FOUNDATIONS = {"copyhunt.config", "copyhunt.lake", "copyhunt.blobs"}
+
+
+def hubs(graph: dict[str, set[str]], allowed: set[str] = SHARED_FOUNDATIONS) -> dict[str, int]:
+    """Module -> its importers, for each module outside ``allowed`` that more than half of the
+    other modules import (a hub: a change there reaches most of the house)."""
+    importers = {name: sum(1 for other, deps in graph.items() if other != name and name in deps) for name in graph}
+    half = (len(graph) - 1) / 2
+    return {name: count for name, count in importers.items() if count > half and name not in allowed}
+
+
+def test_the_hub_finder_sees_a_hub():
+    spokes = {f"m{i}": {"hub", "copyhunt.config"} for i in range(4)}
+    assert hubs({**spokes, "hub": set(), "copyhunt.config": set()}) == {"hub": 4}
+    # Half exactly is not more than half; the foundations may be imported by everyone.
+    assert hubs({"a": {"hub"}, "b": {"hub"}, "c": set(), "d": set(), "hub": set()}) == {}
+
+
+def test_no_module_is_imported_by_more_than_half_the_others():
+    graph = import_graph()
+    found = hubs(graph)
+    assert not found, f"hub modules (importers of {len(graph) - 1} others): {found}"
+
+
+# Runs in a fresh interpreter: imports every module of the library and reports what changed.
+_IMPORT_EVERYTHING = r"""
+import json, logging, multiprocessing, os, sys, threading
+
+def children():
+    me = str(os.getpid())
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == me:
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+def handlers():
+    loggers = [logging.getLogger()] + [l for l in logging.root.manager.loggerDict.values() if isinstance(l, logging.Logger)]
+    return sorted(f"{l.name}:{type(h).__name__}" for l in loggers for h in l.handlers)
+
+def state():
+    return {"environ": dict(os.environ), "cwd": os.getcwd(), "handlers": handlers(), "root_level": logging.getLogger().level,
+            # Python threads only: importing the numba kernels (copyhunt.kernels, via copyhunt.fingerprint)
+            # leaves one native thread of numba's own; a Python thread or a process would be ours.
+            "threads": sorted(t.name for t in threading.enumerate()),
+            "children": children() + [p.name for p in multiprocessing.active_children()]}
+
+# The third-party libraries first: what they do when imported is theirs, not the library's.
+import importlib
+for name in sys.argv[2].split(","):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+before = state()
+for name in sys.argv[1].split(","):
+    importlib.import_module(name)
+after = state()
+print(json.dumps({k: [before[k], after[k]] for k in before if before[k] != after[k]}, default=str))
+"""
+
+THIRD_PARTY = ["numpy", "pandas", "pyarrow", "pyarrow.parquet", "PIL", "cv2", "numba", "scipy", "sqlalchemy", "fastapi", "starlette",
+               "pydantic", "yaml", "typer", "rich", "scrapy", "twisted", "aiohttp", "pyspark", "airflow", "airflow.sdk", "jinja2", "httpx", "requests", "urllib3"]
+
+
+def test_importing_any_module_only_defines_things():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    modules = sorted(import_graph())
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_EVERYTHING, ",".join(modules), ",".join(THIRD_PARTY)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=PACKAGE_ROOT.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    changed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert changed == {}, f"importing the library changed: {changed}"

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from conftest import CUSTOMER_IMAGES, REPO, UNRELATED_IMAGES
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.fingerprint import FINGERPRINT_COLUMNS
-from copyhunt.hunt import fingerprint_batch
+from copyhunt.stages.fingerprint import fingerprint_batch
 from copyhunt.references import describe_reference, features_store
 from copyhunt.index import ENTRY_COLUMNS, build_index
 from copyhunt.matching import MatchParams

@@ -246,7 +246,7 @@ def replay(settings: Settings, run_date: dt.date, from_stage: str = "fingerprint
     """Check the day's stored snapshot against its manifest, then recompute the stages from
     ``from_stage`` on into ``out_dir``, from exactly the partitions they read when the run made
     them, and compare with the manifest."""
-    from copyhunt import hunt
+    from copyhunt.hunt import daily_stage
 
     if from_stage not in REPLAY_STAGES:
         raise ValueError(f"--from-stage must be one of {', '.join(REPLAY_STAGES)}")
@@ -305,7 +305,7 @@ def replay(settings: Settings, run_date: dt.date, from_stage: str = "fingerprint
                                           outbox_dir=out_dir / "outbox")
     for stage in todo:
         log(f"replaying {stage}")
-        getattr(hunt, stage)(replay_settings, run_date)
+        daily_stage(stage)(replay_settings, run_date)
         for dataset in REPLAY_STAGES[stage]:
             expected = _manifest_file(manifest, dataset)
             path = replay_lake.partition_file(dataset, run_date)

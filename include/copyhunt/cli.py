@@ -371,7 +371,6 @@ def stage(
     run_date: Optional[str] = typer.Option(None, help="Partition date YYYY-MM-DD (default today)."),
 ) -> None:
     """Run one pipeline stage for a run date, outside Airflow (same code the DAG tasks call)."""
-    from copyhunt import hunt, references
     from copyhunt.audit import record_run_facts
     from copyhunt.lake import IntegrityError
 
@@ -387,7 +386,9 @@ def stage(
 
 
 def _run_stage(name: str, settings, d: dt.date) -> dict:
-    from copyhunt import hunt, references, registry
+    from copyhunt import references
+    from copyhunt.hunt import daily_stage
+    from copyhunt.stages.fingerprint import fingerprint
 
     if name == "register":
         result = references.register_stage(settings, d)
@@ -396,10 +397,10 @@ def _run_stage(name: str, settings, d: dt.date) -> dict:
     elif name == "build_index":
         result = references.build_reference_index(settings, d)
     elif name == "fingerprint":
-        result = hunt.fingerprint(settings, d, progress_bar)
+        result = fingerprint(settings, d, progress_bar)
     elif name in STAGES:
         with console.status(f"{name} {d}"):
-            result = getattr(hunt, name)(settings, d)
+            result = daily_stage(name)(settings, d)
     else:
         raise typer.BadParameter(f"unknown stage {name!r}; one of {', '.join(STAGES)}")
     return result

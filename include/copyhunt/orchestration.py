@@ -46,7 +46,7 @@ def run_task_stage(name: str, stage: Stage | None = None) -> dict:
     """Run one copyhunt stage for the current task's run partition; the body of every stage task.
 
     ``stage`` takes (settings, run_date) and returns its figures; by default the daily_hunt stage
-    of that name in ``copyhunt.hunt``. The library is imported here, at task run time, so parsing
+    of that name in ``copyhunt.hunt.DAILY_STAGES``. The library is imported here, at task run time, so parsing
     a DAG file stays cheap. The match stage reads its Spark master from the Airflow connection.
     Returns the stage's figures with the partition it wrote (``run_date``).
     """
@@ -62,7 +62,7 @@ def run_task_stage(name: str, stage: Stage | None = None) -> dict:
     settings = load_settings()
     if name == "match":
         settings = dataclasses.replace(settings, spark_master=spark_master_from_connection(settings.spark_master))
-    result = run_stage(name, stage or getattr(hunt, name), settings, run_date)
+    result = run_stage(name, stage or hunt.daily_stage(name), settings, run_date)
     return {"run_date": run_date.isoformat(), **result}
 
 

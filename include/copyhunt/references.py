@@ -78,7 +78,7 @@ REFERENCE_KEY_FILE = "_FINGERPRINT_KEY"
 def reference_fingerprint_key(max_pixels: int) -> str:
     """Everything a reference's index entries depend on besides its bytes (the hunt's key for
     found images covers the same code and libraries)."""
-    from copyhunt.hunt import fingerprint_key
+    from copyhunt.stages.fingerprint import fingerprint_key
 
     return "reference:" + fingerprint_key(max_pixels)
 

@@ -91,7 +91,7 @@ def fingerprint_blobs(blobs: LocalBlobStore, shas: list[str], settings: Settings
                       workers: int | None = None) -> tuple[pa.Table, dict[str, str]]:
     """The fingerprint rows of the stored blobs ``shas`` (sorted), as the fingerprint task makes
     them, and the reason per unusable blob."""
-    from copyhunt.hunt import FINGERPRINT_SCHEMA, fingerprint_chunks
+    from copyhunt.stages.fingerprint import FINGERPRINT_SCHEMA, fingerprint_chunks
 
     tables, errors = [], {}
     for table, bad in fingerprint_chunks(str(blobs.root), shas, settings.max_image_pixels, workers, progress, "fingerprint queries"):

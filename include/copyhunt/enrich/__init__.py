@@ -25,7 +25,7 @@ module is bounded in length.
 
 Where each concern lives:
 
-* ``stage``: ``enrich_matches``, the entry point ``copyhunt.hunt`` calls, and the enriched table;
+* ``stage``: ``enrich_matches``, the entry point ``copyhunt.stages.enrich`` calls, and the enriched table;
 * ``page``: parsing and the bounds on untrusted HTML; ``hosts``: host and registrable domain;
 * ``operator``: who runs a page; ``seller``: the seller a marketplace product page names;
 * ``dates``: publication date and usage period;

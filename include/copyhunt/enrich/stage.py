@@ -96,7 +96,7 @@ def enrich_matches(matches: pd.DataFrame, images: pd.DataFrame, pages: pd.DataFr
     """One row per (customer image, page URL, image URL) with page, operator, date and usage facts.
 
     ``history`` maps a hit's key (customer, image, page URL, image URL) to the first run date an
-    earlier run found it (see hunt.first_seen_history). A row that cannot be enriched (a bug meets
+    earlier run found it (see copyhunt.stages.enrich.first_seen_history). A row that cannot be enriched (a bug meets
     hostile input) keeps its match facts, says why in ``enrich_error`` and does not stop the others.
     """
     if matches.empty:
