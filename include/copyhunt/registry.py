@@ -9,7 +9,7 @@ decoded, kept in the content-addressed blob store, and recorded with a result a 
 The stages never read the database directly. The customer_index ``register`` stage takes a
 snapshot of the registry into the lake (``write_snapshot``: datasets ``registry_customers``,
 ``registry_images``, ``registry_licences``, in that day's manifest like any partition), and every
-later stage reads the snapshot of the index it matches against (``hunt.run_customers``), so a
+later stage reads the snapshot of the index it matches against (``copyhunt.stages.registry_snapshot.run_customers``), so a
 replay of a past day uses the registry as it was that day.
 """
 
