@@ -24,27 +24,37 @@ THUMB_PX = 240  # longest side; the library grid shows them at up to 200 px wide
 JPEG_QUALITY = 82
 
 
-def render_thumbnail(data: bytes, max_pixels: int, max_px: int = THUMB_PX) -> bytes | None:
-    """A JPEG of at most ``max_px`` on its long side, upright (EXIF orientation applied), on white
-    where the original is transparent; None for bytes that do not decode within ``max_pixels``."""
+def render_jpeg(data: bytes, max_px: int, max_pixels: int, min_px: int = 0, quality: int = JPEG_QUALITY) -> bytes | None:
+    """A JPEG of at most ``max_px`` (and, scaled up if needed, at least ``min_px``) on its long side,
+    upright (EXIF orientation applied), on white where the original is transparent; None for bytes
+    that do not decode within ``max_pixels``. The inbox's previews and the library's thumbnails."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > max_pixels:
                 return None
             im.draft("RGB", (max_px, max_px))  # JPEG: decode at a fraction of the size
-            out = ImageOps.exif_transpose(im)
-            out.thumbnail((max_px, max_px))
-            if out.mode in ("RGBA", "LA", "P", "PA"):
-                rgba = out.convert("RGBA")
-                out = Image.new("RGB", rgba.size, (255, 255, 255))
-                out.paste(rgba, mask=rgba.getchannel("A"))
-            elif out.mode != "RGB":
-                out = out.convert("RGB")
+            out_im = ImageOps.exif_transpose(im)
+            out_im.thumbnail((max_px, max_px))
+            long_side = max(out_im.size)
+            if 0 < long_side < min_px:
+                scale = min_px / long_side
+                out_im = out_im.resize((max(1, round(out_im.width * scale)), max(1, round(out_im.height * scale))), Image.LANCZOS)
+            if out_im.mode in ("RGBA", "LA", "P", "PA"):
+                rgba = out_im.convert("RGBA")
+                out_im = Image.new("RGB", rgba.size, (255, 255, 255))
+                out_im.paste(rgba, mask=rgba.getchannel("A"))
+            elif out_im.mode != "RGB":
+                out_im = out_im.convert("RGB")
             buf = io.BytesIO()
-            out.save(buf, "JPEG", quality=JPEG_QUALITY)
+            out_im.save(buf, "JPEG", quality=quality)
             return buf.getvalue()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
+
+
+def render_thumbnail(data: bytes, max_pixels: int, max_px: int = THUMB_PX) -> bytes | None:
+    """The library's thumbnail: a JPEG of at most ``max_px`` on its long side (see render_jpeg)."""
+    return render_jpeg(data, max_px, max_pixels)
 
 
 class Thumbnails:

@@ -9,13 +9,11 @@ content hash and size, so a page of thumbnails is decoded once.
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from threading import Lock
 
-from PIL import Image, ImageOps
-
 from copyhunt.blobs import LocalBlobStore
+from copyhunt.thumbnails import render_jpeg
 
 __all__ = ["SIZES", "RenderedImages"]
 
@@ -57,35 +55,9 @@ class RenderedImages:
             data = self.store.get(sha256)
         except (KeyError, ValueError, OSError):
             return None
-        rendered = render_jpeg(data, SIZES[size], self.max_pixels, MIN_FULL_PX if size == "full" else 0)
+        rendered = render_jpeg(data, SIZES[size], self.max_pixels, MIN_FULL_PX if size == "full" else 0, JPEG_QUALITY)
         with self._lock:
             self._cache[key] = rendered
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         return rendered
-
-
-def render_jpeg(data: bytes, max_px: int, max_pixels: int, min_px: int = 0) -> bytes | None:
-    """A JPEG of at most ``max_px`` (and, scaled up if needed, at least ``min_px``) on its long side."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > max_pixels:
-                return None
-            im.draft("RGB", (max_px, max_px))
-            out_im = ImageOps.exif_transpose(im)
-            out_im.thumbnail((max_px, max_px))
-            long_side = max(out_im.size)
-            if 0 < long_side < min_px:
-                scale = min_px / long_side
-                out_im = out_im.resize((max(1, round(out_im.width * scale)), max(1, round(out_im.height * scale))), Image.LANCZOS)
-            if out_im.mode in ("RGBA", "LA", "P", "PA"):
-                rgba = out_im.convert("RGBA")
-                out_im = Image.new("RGB", rgba.size, (255, 255, 255))
-                out_im.paste(rgba, mask=rgba.getchannel("A"))
-            elif out_im.mode != "RGB":
-                out_im = out_im.convert("RGB")
-            buf = io.BytesIO()
-            out_im.save(buf, "JPEG", quality=JPEG_QUALITY)
-            return buf.getvalue()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
