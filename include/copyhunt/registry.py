@@ -32,6 +32,7 @@ from sqlalchemy import Engine, func, select, update
 
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
+from copyhunt.coverage import apply_licence
 from copyhunt.demo.customers import Customer, Licence, RegisteredImage, load_customers
 from copyhunt.lake import Lake
 from copyhunt.thumbnails import Thumbnails
@@ -336,8 +337,11 @@ def withdraw_image(engine: Engine, customer_id: str, image_id: str) -> bool:
 
 # ---- licences ------------------------------------------------------------------------------------
 def put_licence(engine: Engine, customer_id: str, licence_id: str, image_ids: Iterable[str], valid_from: dt.date, valid_to: dt.date,
-                licensee_domain: str = "", licensee_operator: str | None = None) -> None:
-    """Create or change a licence of this customer (a licence id of another customer is refused)."""
+                licensee_domain: str = "", licensee_operator: str | None = None, actor: str | None = None) -> int:
+    """Create or change a licence of this customer (a licence id of another customer is refused).
+
+    Open hits the licence covers change to licensed, each with a history entry by ``actor``
+    (copyhunt.coverage.apply_licence); returns how many did."""
     _, _, licences = _tables()
     if not licensee_domain and not licensee_operator:
         raise ValueError("a licence names a licensee domain, a licensee operator, or both")
@@ -354,6 +358,9 @@ def put_licence(engine: Engine, customer_id: str, licence_id: str, image_ids: It
             raise LookupError(f"no licence {licence_id!r} of customer {customer_id!r}")
         elif tuple(owner)[1:] != tuple(values.values()):
             conn.execute(update(licences).where(licences.c.id == licence_id).values(**values))
+        else:
+            return 0  # unchanged (a second seed): the hits were seen against it already
+    return apply_licence(engine, customer_id, licence_id, actor)
 
 
 def list_licences(engine: Engine, customer_id: str, image_id: str | None = None) -> list[dict]:

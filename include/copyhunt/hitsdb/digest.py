@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Engine, and_, exists, select
 
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
+from copyhunt.coverage import OWN_SITE_STATUS
 from copyhunt.hitsdb.models import Customer, Digest, Hit
 from copyhunt.hitsdb.store import bound_text, check_customer_id, dialect_insert
 from copyhunt.lake import atomic_write_bytes
@@ -278,7 +279,7 @@ def build_digest_message(
 def _due_customers(conn: Connection, run_date: dt.date) -> list[dict[str, Any]]:
     """Customers with hits first seen on run_date, not opted out, and no digest for that date yet."""
     ct, ht, dgt = Customer.__table__, Hit.__table__, Digest.__table__
-    has_new = exists().where(and_(ht.c.customer_id == ct.c.id, ht.c.first_seen == run_date))
+    has_new = exists().where(and_(ht.c.customer_id == ct.c.id, ht.c.first_seen == run_date, ht.c.status != OWN_SITE_STATUS))
     already = exists().where(and_(dgt.c.customer_id == ct.c.id, dgt.c.run_date == run_date))
     query = (
         select(ct.c.id, ct.c.name, ct.c.email)
@@ -290,7 +291,9 @@ def _due_customers(conn: Connection, run_date: dt.date) -> list[dict[str, Any]]:
 
 def _new_hits(conn: Connection, customer_id: str, run_date: dt.date) -> list[dict[str, Any]]:
     ht = Hit.__table__
-    query = select(ht).where(ht.c.customer_id == customer_id, ht.c.first_seen == run_date).order_by(ht.c.id)
+    # A use on the customer's own site is not news to them (copyhunt.coverage).
+    query = select(ht).where(ht.c.customer_id == customer_id, ht.c.first_seen == run_date,
+                             ht.c.status != OWN_SITE_STATUS).order_by(ht.c.id)
     return [dict(r) for r in conn.execute(query).mappings()]
 
 

@@ -6,7 +6,8 @@ changes to a hit's state), ``runs`` (what each run date loaded), ``digests`` (wh
 e-mails went out, so none is sent twice), and for the inbox ``customer_tokens`` (sign-in tokens,
 stored as hashes only), ``inbox_sessions`` (browser sign-ins, also stored as hashes), and for people
 ``accounts`` (e-mail and argon2 password hash of a customer's person) with ``account_tokens`` (the
-single-use e-mail confirmation and password reset links, hashed too).
+single-use e-mail confirmation and password reset links, hashed too), and ``own_sites`` (domains
+where a customer's images are used by the customer or with their leave: copyhunt.coverage).
 
 Text that comes from the web is stored in bounded columns and is cut to the bound by the loader
 (``store.bound_text`` / ``store.bound_url``), never rejected: one absurd page title must not fail a run.
@@ -291,6 +292,21 @@ class AccountToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OwnSite(Base):
+    """A domain where use of the customer's images is their own or authorised (their site, their
+    agency, a client): hits on it or its subdomains are "authorised", never infringements."""
+
+    __tablename__ = "own_sites"
+
+    customer_id: Mapped[str] = mapped_column(
+        String(ID_MAX), ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    domain: Mapped[str] = mapped_column(String(DOMAIN_MAX), primary_key=True)  # lower-case, no "www."
+    source: Mapped[str] = mapped_column(String(SOURCE_MAX))  # "settings", "approve", "import" or "cli"
+    note: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 metadata = Base.metadata

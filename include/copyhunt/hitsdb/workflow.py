@@ -1,5 +1,6 @@
 """What the inbox reads and writes: one customer's hits, filtered and sorted; one hit and its
-history; the workflow actions ("licensed", "not mine", "claim"); the digest opt-out.
+history; the workflow actions ("licensed", "not mine", "claim", "approve"), on one hit or on many
+at once (``apply_bulk``); the digest opt-out.
 
 Every function takes the customer id and filters on it in SQL, so tenant isolation is part of each
 query rather than a check the caller has to remember: a hit id of another customer is simply not
@@ -24,7 +25,10 @@ __all__ = [
     "ActionResult",
     "HitPage",
     "HitQuery",
+    "BULK_MAX",
+    "BulkResult",
     "apply_action",
+    "apply_bulk",
     "customer_domains",
     "find_hits",
     "get_customer",
@@ -34,10 +38,15 @@ __all__ = [
     "set_digest_opt_out",
 ]
 
-# Workflow states a person sets; "new" is where the loader leaves every hit.
-STATUSES: tuple[str, ...] = ("new", "claimed", "licensed", "not_mine")
+# Workflow states a person sets; "new" is where the loader leaves every hit, except those on the
+# customer's own sites, which are "authorised" (copyhunt.coverage).
+STATUSES: tuple[str, ...] = ("new", "claimed", "licensed", "not_mine", "authorised")
 # Action name (form field / API) -> the status it sets.
-ACTIONS: dict[str, str] = {"claim": "claimed", "licensed": "licensed", "not_mine": "not_mine", "reopen": "new"}
+ACTIONS: dict[str, str] = {"claim": "claimed", "licensed": "licensed", "not_mine": "not_mine", "approve": "authorised",
+                           "reopen": "new"}
+# Shown unless asked for by status: an authorised use is not an infringement to work on.
+HIDDEN_BY_DEFAULT = ("authorised",)
+BULK_MAX = 5000  # hits one bulk action changes: a filter's worth, in one transaction
 SORTS: tuple[str, ...] = ("value", "date", "score")
 MAX_PAGE = 200
 NOTE_MAX = 500  # free text typed with an action
@@ -47,7 +56,7 @@ NOTE_MAX = 500  # free text typed with an action
 class HitQuery:
     """Filters and order of an inbox listing; invalid values raise ValueError (a 422 on the web)."""
 
-    status: str | None = None
+    status: str | None = None  # None: every status but the authorised ones
     domain: str | None = None  # the page's host or its registrable domain, exactly
     min_score: float | None = None
     new_since: dt.date | None = None  # first seen on or after
@@ -89,6 +98,8 @@ def _conditions(customer_id: str, q: HitQuery) -> list[Any]:
     conds: list[Any] = [Hit.customer_id == customer_id]
     if q.status is not None:
         conds.append(Hit.status == q.status)
+    else:
+        conds.append(Hit.status.not_in(HIDDEN_BY_DEFAULT))
     if q.domain:
         conds.append(or_(Hit.domain == q.domain, Hit.registrable_domain == q.domain))
     if q.min_score is not None:
@@ -215,3 +226,54 @@ def apply_action(
 def set_digest_opt_out(engine: Engine, customer_id: str, opt_out: bool) -> None:
     with engine.begin() as conn:
         conn.execute(update(Customer).where(Customer.id == customer_id).values(digest_opt_out=opt_out))
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    action: str
+    status: str
+    changed: int  # hits whose status changed, each with its history entry
+    unchanged: int  # hits that had that status already
+    not_found: int  # ids that are not the customer's hits
+
+
+def apply_bulk(
+    engine: Engine,
+    customer_id: str,
+    action: str,
+    actor: str,
+    hit_ids: list[int] | None = None,
+    query: HitQuery | None = None,
+    note: str | None = None,
+    now: dt.datetime | None = None,
+) -> BulkResult:
+    """One action on many hits, in one transaction: the ``hit_ids`` given, or every hit ``query``
+    finds (on all its pages). Each hit that changes gets its own history entry; another
+    customer's ids are counted as not found. Raises ValueError for an unknown action or for more
+    than BULK_MAX hits (narrow the filter)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    if (hit_ids is None) == (query is None):
+        raise ValueError("give either hit ids or a query")
+    status = ACTIONS[action]
+    note = bound_text(note, min(NOTE_MAX, TITLE_MAX))
+    now = now or dt.datetime.now(dt.timezone.utc)
+    with engine.begin() as conn:
+        if hit_ids is not None:
+            wanted = sorted(set(hit_ids))
+            if len(wanted) > BULK_MAX:
+                raise ValueError(f"at most {BULK_MAX} hits at once")
+            rows = conn.execute(select(Hit.id, Hit.status).where(Hit.customer_id == customer_id, Hit.id.in_(wanted))).all()
+            not_found = len(wanted) - len(rows)
+        else:
+            rows = conn.execute(select(Hit.id, Hit.status).where(*_conditions(customer_id, query))
+                                .order_by(Hit.id).limit(BULK_MAX + 1)).all()
+            if len(rows) > BULK_MAX:
+                raise ValueError(f"the filter finds more than {BULK_MAX} hits; narrow it")
+            not_found = 0
+        changing = sorted(r.id for r in rows if r.status != status)
+        if changing:
+            conn.execute(update(Hit).where(Hit.customer_id == customer_id, Hit.id.in_(changing)).values(status=status))
+            conn.execute(HitEvent.__table__.insert(),
+                         [{"hit_id": i, "at": now, "status": status, "note": note, "actor": actor} for i in changing])
+    return BulkResult(action, status, len(changing), len(rows) - len(changing), not_found)

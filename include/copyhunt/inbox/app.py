@@ -39,6 +39,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
+from copyhunt import coverage
 from copyhunt.config import Settings
 from copyhunt.hitsdb import accounts, tokens, workflow
 from copyhunt.hitsdb.digest import format_money, safe_href
@@ -69,6 +70,9 @@ __all__ = ["create_app", "csrf_token_for"]
 HERE = Path(__file__).parent
 SIGNIN_COOKIE = auth.FORM_COOKIE  # double-submit nonce of the sign-in form (login CSRF)
 PAGE_SIZE = 50
+# What the inbox's bulk bar offers: a person's decisions about many uses at once.
+BULK_ACTIONS = ("claim", "licensed", "not_mine")
+BULK_DONE = {"claim": "claimed", "licensed": "marked licensed", "not_mine": "marked not yours"}
 TOKEN_FIELD_MAX = auth.TOKEN_FIELD_MAX
 SIGNIN_NOTICES = {
     "confirmed": "Your e-mail address is confirmed. Sign in with it and your password.",
@@ -140,7 +144,7 @@ class HitList(BaseModel):
 
 
 class ActionIn(BaseModel):
-    action: Literal["claim", "licensed", "not_mine", "reopen"]
+    action: Literal["claim", "licensed", "not_mine", "approve", "reopen"]
     note: str | None = Field(default=None, max_length=workflow.NOTE_MAX)
 
 
@@ -305,6 +309,24 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         return response
 
     # ---- inbox -----------------------------------------------------------------------------
+    def hit_query(status: str, domain: str, min_score: str, since: str, sort: str, page: int = 1) -> workflow.HitQuery:
+        """The inbox's filters as typed in the form; ValueError with a sentence a person reads."""
+        try:
+            score = float(min_score) if min_score.strip() else None
+        except ValueError:
+            raise ValueError("The minimum score must be a number between 0 and 1.") from None
+        try:
+            since_date = dt.date.fromisoformat(since.strip()) if since.strip() else None
+        except ValueError:
+            raise ValueError("'New since' must be a date (YYYY-MM-DD).") from None
+        try:
+            return workflow.HitQuery(
+                status=status or None, domain=domain.strip() or None, min_score=score,
+                new_since=since_date, sort=sort or "value", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+            )
+        except ValueError as exc:
+            raise ValueError(f"Invalid filter: {exc}.") from None
+
     @app.get("/hits", include_in_schema=False)
     def inbox(
         request: Request,
@@ -315,23 +337,14 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         since: Annotated[str, Query(max_length=20)] = "",
         sort: Annotated[str, Query(max_length=10)] = "value",
         page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+        done: Annotated[str, Query(max_length=20)] = "",
+        changed: Annotated[int, Query(ge=0)] = 0,
     ) -> Response:
         who = sess.who
         try:
-            score = float(min_score) if min_score.strip() else None
-        except ValueError:
-            return error(request, 422, "The minimum score must be a number between 0 and 1.", sess)
-        try:
-            since_date = dt.date.fromisoformat(since.strip()) if since.strip() else None
-        except ValueError:
-            return error(request, 422, "'New since' must be a date (YYYY-MM-DD).", sess)
-        try:
-            query = workflow.HitQuery(
-                status=status or None, domain=domain.strip() or None, min_score=score,
-                new_since=since_date, sort=sort or "value", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
-            )
+            query = hit_query(status, domain, min_score, since, sort, page)
         except ValueError as exc:
-            return error(request, 422, f"Invalid filter: {exc}.", sess)
+            return error(request, 422, str(exc), sess)
         result = workflow.find_hits(db, who.customer_id, query)
         params = {"status": status, "domain": domain.strip(), "min_score": min_score.strip(), "since": since.strip(), "sort": sort}
         pages = max(1, -(-result.total // PAGE_SIZE))
@@ -345,7 +358,42 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
             page=page, pages=pages,
             prev_link=query_string(params, page=page - 1) if page > 1 else None,
             next_link=query_string(params, page=page + 1) if page < pages else None,
+            bulk_actions=[(a, ACTION_LABELS[a]) for a in workflow.ACTIONS if a in BULK_ACTIONS],
+            bulk_done=BULK_DONE.get(done), changed=changed,
         )
+
+    @app.post("/hits/bulk", include_in_schema=False)
+    def bulk_action(
+        request: Request,
+        sess: Form_,
+        action: Annotated[str, Form(max_length=20)] = "",
+        scope: Annotated[str, Form(pattern="^(selected|filter)$")] = "selected",
+        hit_id: Annotated[list[int], Form(max_length=workflow.BULK_MAX)] = [],  # noqa: B006 (FastAPI copies it)
+        status: Annotated[str, Form(max_length=20)] = "",
+        domain: Annotated[str, Form(max_length=253)] = "",
+        min_score: Annotated[str, Form(max_length=20)] = "",
+        since: Annotated[str, Form(max_length=20)] = "",
+        sort: Annotated[str, Form(max_length=10)] = "value",
+    ) -> Response:
+        """One action on the ticked hits, or on every hit the filter shows (all its pages)."""
+        who = sess.who
+        if action not in BULK_ACTIONS:
+            return error(request, 422, "Choose what to do with the hits: claim, licensed or not mine.", sess)
+        try:
+            query = hit_query(status, domain, min_score, since, sort)
+        except ValueError as exc:
+            return error(request, 422, str(exc), sess)
+        if scope == "selected" and not hit_id:
+            return error(request, 422, "Tick the hits to change first, or choose all that the filter shows.", sess)
+        try:
+            if scope == "filter":
+                result = workflow.apply_bulk(db, who.customer_id, action, who.actor, query=query)
+            else:
+                result = workflow.apply_bulk(db, who.customer_id, action, who.actor, hit_ids=hit_id)
+        except ValueError as exc:
+            return error(request, 422, f"{exc}.", sess)
+        params = {"status": status, "domain": domain.strip(), "min_score": min_score.strip(), "since": since.strip(), "sort": sort}
+        return RedirectResponse(f"{base(request)}/hits{query_string(params, done=action, changed=result.changed)}", status_code=303)
 
     @app.get("/hits/{hit_id}", include_in_schema=False)
     def hit_page(request: Request, sess: Signed, hit_id: HitId, done: Annotated[str, Query(max_length=20)] = "") -> Response:
@@ -355,6 +403,8 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
             return error(request, 404, "There is no such hit in your inbox.", sess)
         image = workflow.get_image(db, who.customer_id, hit["image_id"]) or {}
         licence_check = licence_check_rows(hit["licence_match"])
+        site_domain = hit["registrable_domain"] or hit["domain"]
+        listed = {s["domain"] for s in coverage.list_own_sites(db, who.customer_id)}
         return render(
             request, "hit.html", session=sess,
             hit=hit,
@@ -370,6 +420,8 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
             history=workflow.hit_history(db, who.customer_id, hit_id),
             actions=[(a, ACTION_LABELS[a]) for a in workflow.ACTIONS if workflow.ACTIONS[a] != hit["status"]],
             done=DONE_MESSAGES.get(done),
+            site_domain=site_domain,
+            site_listed=any(site_domain == d or (site_domain or "").endswith("." + d) for d in listed),
         )
 
     @app.post("/hits/{hit_id}/action", include_in_schema=False)
@@ -379,6 +431,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         hit_id: HitId,
         action: Annotated[str, Form(max_length=20)] = "",
         note: Annotated[str, Form(max_length=5000)] = "",
+        own_site: Annotated[str, Form(max_length=5)] = "",
     ) -> Response:
         who = sess.who
         if action not in workflow.ACTIONS:
@@ -387,6 +440,13 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
         if result is None:
             return error(request, 404, "There is no such hit in your inbox.", sess)
         done = action if result.recorded else "unchanged"
+        if action == "approve" and own_site == "on":
+            hit = workflow.get_hit(db, who.customer_id, hit_id) or {}
+            try:
+                coverage.add_own_site(db, who.customer_id, hit.get("registrable_domain") or hit.get("domain") or "", "approve", who.actor)
+            except ValueError as exc:
+                return error(request, 422, f"The page's domain cannot be an own site: {exc}.", sess)
+            done = "approve_site"
         return RedirectResponse(f"{base(request)}/hits/{hit_id}?done={done}", status_code=303)
 
     def image_response(data: bytes | None) -> Response:

@@ -151,19 +151,20 @@ def _hits_of(request: Request, customer_id: str, image_id: str) -> tuple[int, li
 
 
 def image_page(request: Request, sess: auth.PageSession, image: dict[str, Any], status: int = 200,
-               message: str | None = None, form: dict[str, str] | None = None, done: str | None = None) -> Response:
+               message: str | None = None, form: dict[str, str] | None = None, done: str | None = None,
+               covered: int = 0) -> Response:
     customer_id = _customer(sess)
     licences = registry.list_licences(auth.engine_of(request), customer_id, image["image_id"])
     hit_total, hits = _hits_of(request, customer_id, image["image_id"])
     return auth.render(request, "library_image.html", status=status, session=sess, image=image, licences=licences,
-                       hits=hits, hit_total=hit_total, message=message, done=done, today=dt.date.today().isoformat(),
-                       form=form or {"licence_id": "", "licensee_domain": "", "licensee_operator": "", "valid_from": "",
+                       hits=hits, hit_total=hit_total, message=message, done=done, covered=covered,
+                       today=dt.date.today().isoformat(), form=form or {"licence_id": "", "licensee_domain": "", "licensee_operator": "", "valid_from": "",
                                      "valid_to": "", "scope": "this"})
 
 
 @router.get("/library/{image_id}")
 def image_detail(request: Request, sess: Signed, image_id: ImageId, edit: Annotated[str, Query(max_length=100)] = "",
-                 done: Annotated[str, Query(max_length=20)] = "") -> Response:
+                 done: Annotated[str, Query(max_length=20)] = "", covered: Annotated[int, Query(ge=0)] = 0) -> Response:
     image = registry.get_image(auth.engine_of(request), _customer(sess), image_id)
     if image is None:
         return _not_found(request, sess)
@@ -177,7 +178,7 @@ def image_detail(request: Request, sess: Signed, image_id: ImageId, edit: Annota
                 "valid_from": licence["valid_from"].isoformat() if licence["valid_from"] else "",
                 "valid_to": licence["valid_to"].isoformat() if licence["valid_to"] else "",
                 "scope": "all" if "*" in licence["image_ids"] else "this"}
-    return image_page(request, sess, image, form=form, done={"licence": "licence", "ended": "ended"}.get(done))
+    return image_page(request, sess, image, form=form, done={"licence": "licence", "ended": "ended"}.get(done), covered=covered)
 
 
 def _image_bytes_response(request: Request, body: bytes, etag: str) -> Response:
@@ -292,8 +293,8 @@ def record_licence(
     else:
         image_ids = [image_id]
     new_id = licence_id or f"lic-{secrets.token_hex(8)}"
-    registry.put_licence(engine, customer_id, new_id, image_ids, start, end, domain, operator)
-    return RedirectResponse(f"{auth.base_path(request)}/library/{image_id}?done=licence#licences", status_code=303)
+    covered = registry.put_licence(engine, customer_id, new_id, image_ids, start, end, domain, operator, actor=sess.who.actor)
+    return RedirectResponse(f"{auth.base_path(request)}/library/{image_id}?done=licence&covered={covered}#licences", status_code=303)
 
 
 @router.post("/library/{image_id}/licences/{licence_id}/end")
@@ -311,5 +312,5 @@ def end_licence(request: Request, sess: Posted, image_id: ImageId, licence_id: L
                           message="This licence has not started yet: change its dates instead of ending it.")
     if licence["valid_to"] is None or licence["valid_to"] > today:
         registry.put_licence(engine, customer_id, licence_id, licence["image_ids"], start, today,
-                             licence["licensee_domain"] or "", licence["licensee_operator"])
+                             licence["licensee_domain"] or "", licence["licensee_operator"], actor=sess.who.actor)
     return RedirectResponse(f"{auth.base_path(request)}/library/{image_id}?done=ended#licences", status_code=303)

@@ -27,12 +27,16 @@ __all__ = [
     "shorten",
 ]
 
-STATUS_LABELS = {"new": "new", "claimed": "claimed", "licensed": "licensed", "not_mine": "not mine"}
-ACTION_LABELS = {"claim": "Claim", "licensed": "Licensed", "not_mine": "Not mine", "reopen": "Reopen"}
+STATUS_LABELS = {"new": "new", "claimed": "claimed", "licensed": "licensed", "not_mine": "not mine",
+                 "authorised": "approved use"}
+ACTION_LABELS = {"claim": "Claim", "licensed": "Licensed", "not_mine": "Not mine", "approve": "Approve this use",
+                 "reopen": "Reopen"}
 DONE_MESSAGES = {
     "claim": "Marked as claimed.",
     "licensed": "Marked as licensed.",
     "not_mine": "Marked as not yours.",
+    "approve": "Approved: this use is not an infringement.",
+    "approve_site": "Approved, and its domain is now one of your own sites.",
     "reopen": "Reopened.",
     "unchanged": "Nothing changed: the hit already had that status.",
 }
