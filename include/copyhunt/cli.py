@@ -34,8 +34,10 @@ index_app = typer.Typer(help="Build reference indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 customers_app = typer.Typer(help="Customers in the registry (the hits database), and their access tokens.", no_args_is_help=True)
 app.add_typer(customers_app, name="customers")
-images_app = typer.Typer(help="Customers' registered images: add (upload), list, and their thumbnails.", no_args_is_help=True)
+images_app = typer.Typer(help="Customers' registered images: add (upload), import from a website, list, and their thumbnails.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
+sites_app = typer.Typer(help="Customers' own sites: domains where use of their images is theirs or authorised.", no_args_is_help=True)
+app.add_typer(sites_app, name="sites")
 bench_app = typer.Typer(help="Benchmarks", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 audit_app = typer.Typer(help="Audit the lake: stored outputs, manifests, signatures.", no_args_is_help=True)
@@ -665,6 +667,12 @@ def images_add(
         raise typer.Exit(1)
     finally:
         engine.dispose()
+    if _print_results(results)["rejected"]:
+        raise typer.Exit(1)
+
+
+def _print_results(results) -> dict[str, int]:
+    """One line per registered file, then the counts; returns the counts."""
     for r in results:
         if r.status == "rejected":
             typer.echo(f"{r.filename}: rejected: {r.reason}")
@@ -673,8 +681,83 @@ def images_add(
             typer.echo(f"{r.filename}: {r.status} as {r.image_id}{near}")
     counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "existing", "rejected")}
     typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
-    if counts["rejected"]:
+    return counts
+
+
+@images_app.command("import")
+def images_import(
+    customer_id: str = typer.Argument(..., help="The customer whose website it is."),
+    url: str = typer.Argument(..., help="The address of the customer's portfolio or shop.", metavar="URL"),
+) -> None:
+    """Crawl the customer's website with the crawler's rules, register the images found on it, and add its domain to their own sites."""
+    from copyhunt.site_import import ImportFailed, import_site
+
+    settings = _settings()
+    engine = _hits_engine(settings)
+    try:
+        outcome = import_site(engine, settings, customer_id, url, actor="cli")
+    except (ImportFailed, LookupError) as exc:
+        typer.echo(f"import failed: {str(exc).strip(chr(39) + chr(34))}", err=True)
         raise typer.Exit(1)
+    finally:
+        engine.dispose()
+    typer.echo(f"{outcome.pages} page(s) of {outcome.domain} read")
+    _print_results(outcome.results)
+    typer.echo(f"{outcome.domain} is one of {customer_id}'s own sites")
+
+
+@sites_app.command("add")
+def sites_add(
+    customer_id: str = typer.Argument(..., help="The customer whose site it is."),
+    domain: str = typer.Argument(..., help="A domain (or an address on it): its uses and its subdomains' are authorised.", metavar="DOMAIN"),
+    note: Optional[str] = typer.Option(None, help="Why, e.g. 'our agency'."),
+) -> None:
+    """Add an own site of a customer; its open hits become approved uses, with a history entry."""
+    from copyhunt.coverage import add_own_site
+
+    engine = _hits_engine(_settings())
+    try:
+        added = add_own_site(engine, customer_id, domain, "cli", "cli", note)
+    except (ValueError, LookupError) as exc:
+        typer.echo(f"own site refused: {str(exc).strip(chr(39) + chr(34))}", err=True)
+        raise typer.Exit(1)
+    finally:
+        engine.dispose()
+    typer.echo(f"{added.domain} {'added' if added.added else 'was listed already'}; {added.hits_authorised} hit(s) now approved uses")
+
+
+@sites_app.command("list")
+def sites_list(customer_id: str = typer.Argument(..., help="The customer whose own sites to list.")) -> None:
+    """A customer's own sites: domain, how it was added, when, and the note."""
+    from copyhunt.coverage import list_own_sites
+
+    engine = _hits_engine(_settings())
+    try:
+        rows = list_own_sites(engine, customer_id)
+    finally:
+        engine.dispose()
+    _print_rows([["domain", "source", "added", "note"]]
+                + [[r["domain"], r["source"], r["added_at"].strftime("%Y-%m-%d %H:%M"), r["note"] or ""] for r in rows],
+                f"own sites of {customer_id}")
+
+
+@sites_app.command("remove")
+def sites_remove(
+    customer_id: str = typer.Argument(..., help="The customer whose own site it is."),
+    domain: str = typer.Argument(..., help="The domain as listed.", metavar="DOMAIN"),
+) -> None:
+    """Take a domain off a customer's own sites (hits approved because of it keep their status)."""
+    from copyhunt.coverage import remove_own_site
+
+    engine = _hits_engine(_settings())
+    try:
+        removed = remove_own_site(engine, customer_id, domain.strip().lower())
+    finally:
+        engine.dispose()
+    if not removed:
+        typer.echo(f"{domain} is not an own site of {customer_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{domain} removed")
 
 
 @images_app.command("list")

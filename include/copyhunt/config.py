@@ -70,6 +70,10 @@ class Settings:
     # customer holds at most this many images that are not withdrawn.
     max_upload_bytes: int = 50_000_000
     customer_image_quota: int = 10_000
+    # Import from my website (copyhunt.site_import): the crawl of a customer's own site is bounded
+    # tighter than the daily crawl, because a person waits for it.
+    import_max_pages: int = 50
+    import_timeout_seconds: float = 120.0
     # Index: window entries per Annoy shard (~40 per reference). Every query window is looked up
     # in every shard, so shards are large: 4M entries is ~100k references.
     shard_size: int = 4_000_000
@@ -201,7 +205,8 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
             values[key] = _coerce(key, f.type, raw)
 
     settings = Settings(**values)
-    for name in ("shard_size", "max_upload_bytes", "customer_image_quota", "index_max_small_shards"):
+    for name in ("shard_size", "max_upload_bytes", "customer_image_quota", "index_max_small_shards", "import_max_pages",
+                 "import_timeout_seconds"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"setting '{name}': must be at least 1")
     if not (0 < settings.demo_web_port < 65536) or not (0 < settings.smtp_port < 65536):

@@ -27,7 +27,7 @@ from typing import Iterable
 
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 
-from copyhunt.hitsdb.models import NAME_MAX, Hit, HitEvent, Licence, OwnSite
+from copyhunt.hitsdb.models import NAME_MAX, Customer, Hit, HitEvent, Licence, OwnSite
 
 __all__ = [
     "OPEN_STATUSES",
@@ -105,12 +105,15 @@ def add_own_site(engine: Engine, customer_id: str, text: str, source: str, actor
     """Put a domain on the customer's own sites and authorise the open hits on it; one transaction.
 
     Idempotent: adding a listed domain again adds nothing (and authorises any open hit on it that
-    a load found since). Raises ValueError for a text that is not a domain, or a full list."""
+    a load found since). Raises ValueError for a text that is not a domain, or a full list, and
+    LookupError for an unknown customer."""
     if source not in SITE_SOURCES:
         raise ValueError(f"source must be one of {', '.join(SITE_SOURCES)}")
     domain = domain_of(text)
     now = now or _now()
     with engine.begin() as conn:
+        if conn.execute(select(Customer.id).where(Customer.id == customer_id)).first() is None:
+            raise LookupError(f"no customer {customer_id!r}")
         listed = set(conn.execute(select(OwnSite.domain).where(OwnSite.customer_id == customer_id)).scalars())
         added = domain not in listed
         if added:

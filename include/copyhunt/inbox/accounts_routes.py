@@ -1,5 +1,6 @@
 """The inbox's account pages: sign-up, e-mail confirmation, password reset, and in settings the
-API tokens (create, shown once; list; revoke) and "sign out everywhere".
+API tokens (create, shown once; list; revoke) and "sign out everywhere". The settings page also
+lists the own sites, whose forms are ``copyhunt.inbox.sites_routes``.
 
 A router included by ``copyhunt.inbox.app.create_app``; the work is done by
 ``copyhunt.hitsdb.accounts`` and ``copyhunt.hitsdb.tokens``, who is calling by
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import RedirectResponse, Response
 
+from copyhunt import coverage
 from copyhunt.config import Settings
 from copyhunt.hitsdb import accounts, tokens
 from copyhunt.hitsdb.models import NAME_MAX
@@ -171,9 +173,12 @@ def settings_page(request: Request, sess: auth.PageSession, status: int = 200, *
     ctx.setdefault("saved", False)
     ctx.setdefault("new_token", None)
     ctx.setdefault("message", None)
+    ctx.setdefault("site_message", None)
+    ctx.setdefault("site_error", False)
     return auth.render(
         request, "settings.html", status=status, session=sess,
-        key_id=sess.who.key_id, api_tokens=tokens.list_tokens(auth.engine_of(request), sess.who.customer_id), **ctx,
+        key_id=sess.who.key_id, api_tokens=tokens.list_tokens(auth.engine_of(request), sess.who.customer_id),
+        own_sites=coverage.list_own_sites(auth.engine_of(request), sess.who.customer_id), **ctx,
     )
 
 

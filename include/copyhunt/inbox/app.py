@@ -52,6 +52,7 @@ from copyhunt.inbox.api_images import router as images_router
 from copyhunt.inbox.images import RenderedImages
 from copyhunt.inbox.library_routes import router as library_router
 from copyhunt.inbox.ratelimit import FailureLimiter
+from copyhunt.inbox.sites_routes import router as sites_router
 from copyhunt.inbox.views import (
     ACTION_LABELS,
     DONE_MESSAGES,
@@ -226,6 +227,7 @@ def create_app(settings: Settings, engine: Engine | None = None, failures: Failu
     app.state.settings = settings
     app.include_router(accounts_router)
     app.include_router(images_router)
+    app.include_router(sites_router)  # before the library's: /library/import is not an image id
     app.include_router(library_router)
     render, error, base, to_signin, set_cookie = auth.render, auth.error_page, auth.base_path, auth.to_signin, auth.set_cookie
     session = auth.page_session

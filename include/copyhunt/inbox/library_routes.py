@@ -97,7 +97,7 @@ def library(request: Request, sess: Signed, page: Annotated[int, Query(ge=1, le=
 
 
 # ---- upload --------------------------------------------------------------------------------------
-def _result_rows(results: list[registry.ImageResult], complete: bool = False) -> list[dict[str, Any]]:
+def result_rows(results: list[registry.ImageResult], complete: bool = False) -> list[dict[str, Any]]:
     """Each result with its status in words; ``complete`` keeps the empty fields (for templates)."""
     return [{**(dict(r.__dict__) if complete else r.as_dict()), "words": STATUS_WORDS.get(r.status, r.status)} for r in results]
 
@@ -128,9 +128,9 @@ async def upload(request: Request, sess: Signed) -> Response:
     finally:
         parsed.discard()
     if wants_json:
-        return JSONResponse({"results": _result_rows(results)})
+        return JSONResponse({"results": result_rows(results)})
     status = 200 if results else 422
-    return auth.render(request, "library_upload.html", status=status, session=sess, results=_result_rows(results, complete=True))
+    return auth.render(request, "library_upload.html", status=status, session=sess, results=result_rows(results, complete=True))
 
 
 def _refused(request: Request, sess: auth.PageSession, wants_json: bool) -> Response:
