@@ -10,6 +10,7 @@ Needs /usr/bin/chromium and /usr/bin/chromedriver (``apt-get install chromium ch
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import os
@@ -57,18 +58,12 @@ class Served:
         self.base, self.settings, self.seeded = base, settings, seeded
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    _require_browser()
-    home = tmp_path / "home"
-    settings = Settings(home=home)
-    engine = make_engine(settings.database_url)
-    create_schema(engine)
-    seeded = seed(engine, settings.blob_root)
-    engine.dispose()
-
+@contextlib.contextmanager
+def running_inbox(tmp_path: Path, home: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """``copyhunt serve`` in a subprocess on a free loopback port, its settings from COPYHUNT_HOME
+    (and ``extra_env``); yields the base URL once /healthz answers, and stops the server after."""
     port = _free_port()
-    env = {**os.environ, "COPYHUNT_HOME": str(home), "COPYHUNT_CUSTOMERS_FILE": str(home / "none.toml"),
+    env = {**os.environ, **(extra_env or {}), "COPYHUNT_HOME": str(home), "COPYHUNT_CUSTOMERS_FILE": str(home / "none.toml"),
            "COPYHUNT_INBOX_URL": f"http://127.0.0.1:{port}"}  # the links in account mails
     env.pop("COPYHUNT_HITS_DB_URL", None)
     log = (tmp_path / "serve.log").open("wb")
@@ -89,7 +84,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("copyhunt serve did not start:\n" + (tmp_path / "serve.log").read_text(errors="replace"))
             time.sleep(0.2)
-        yield Served(base, settings, seeded)
+        yield base
     finally:
         server.terminate()
         try:
@@ -97,6 +92,19 @@ def served(tmp_path: Path) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    _require_browser()
+    home = tmp_path / "home"
+    settings = Settings(home=home)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    seeded = seed(engine, settings.blob_root)
+    engine.dispose()
+    with running_inbox(tmp_path, home) as base:
+        yield Served(base, settings, seeded)
 
 
 @pytest.fixture
@@ -122,7 +130,7 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _click_and_load(driver, element) -> None:
+def _click_and_load(driver, element, timeout: float = 15) -> None:
     """Click something that loads a new page, and wait until the old page is gone."""
     from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
@@ -144,8 +152,8 @@ def _click_and_load(driver, element) -> None:
             raise
         return False
 
-    WebDriverWait(driver, 15).until(old_page_gone)
-    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, timeout).until(old_page_gone)
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def _ids_on_page(driver) -> list[int]:
@@ -223,32 +231,42 @@ def test_sign_in_filter_open_and_claim_in_chromium(served: Served, browser) -> N
     assert D2  # the seeded data spans two run dates (see inbox_seed)
 
 
+def sign_up_confirm_and_sign_in(driver, base: str, outbox: Path, name: str, address: str, password: str) -> None:
+    """A new person's way in: the sign-up form, the confirmation link from the mail in the outbox,
+    then the password sign-in, which lands on the inbox."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/signin")
+    _click_and_load(driver, driver.find_element(By.ID, "signup-link"))
+    driver.find_element(By.ID, "name").send_keys(name)
+    driver.find_element(By.ID, "email").send_keys(address)
+    driver.find_element(By.ID, "password").send_keys(password)
+    _click_and_load(driver, driver.find_element(By.ID, "signup-button"))
+    assert address in driver.find_element(By.ID, "check-mail").text
+
+    (eml,) = (outbox / "accounts").glob("*-confirm-*.eml")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert address in message["To"]
+    link = re.search(r"http://\S+/signup/confirm\?token=\S+", message.get_content()).group(0)  # type: ignore[union-attr, attr-defined]
+    assert link.startswith(base)
+    driver.get(link)
+    _click_and_load(driver, driver.find_element(By.ID, "confirm-button"))
+    assert driver.current_url == f"{base}/signin?done=confirmed"
+    assert "confirmed" in driver.find_element(By.ID, "signin-notice").text
+
+    driver.find_element(By.ID, "email").send_keys(address)
+    driver.find_element(By.ID, "password").send_keys(password)
+    _click_and_load(driver, driver.find_element(By.ID, "password-signin-button"))
+    assert driver.current_url == f"{base}/hits"
+    assert driver.find_element(By.ID, "signed-in-as").text == name
+
+
 def test_sign_up_confirm_sign_in_and_sign_out_in_chromium(served: Served, browser) -> None:
     from selenium.webdriver.common.by import By
 
     driver = browser
-    driver.get(f"{served.base}/signin")
-    _click_and_load(driver, driver.find_element(By.ID, "signup-link"))
-    driver.find_element(By.ID, "name").send_keys("Mira Lindqvist")
-    driver.find_element(By.ID, "email").send_keys("mira@example.org")
-    driver.find_element(By.ID, "password").send_keys("a long enough passphrase")
-    _click_and_load(driver, driver.find_element(By.ID, "signup-button"))
-    assert "mira@example.org" in driver.find_element(By.ID, "check-mail").text
-
-    (eml,) = (served.settings.outbox / "accounts").glob("*-confirm-*.eml")
-    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
-    link = re.search(r"http://\S+/signup/confirm\?token=\S+", message.get_content()).group(0)  # type: ignore[union-attr, attr-defined]
-    assert link.startswith(served.base)
-    driver.get(link)
-    _click_and_load(driver, driver.find_element(By.ID, "confirm-button"))
-    assert driver.current_url == f"{served.base}/signin?done=confirmed"
-    assert "confirmed" in driver.find_element(By.ID, "signin-notice").text
-
-    driver.find_element(By.ID, "email").send_keys("mira@example.org")
-    driver.find_element(By.ID, "password").send_keys("a long enough passphrase")
-    _click_and_load(driver, driver.find_element(By.ID, "password-signin-button"))
-    assert driver.current_url == f"{served.base}/hits"
-    assert driver.find_element(By.ID, "signed-in-as").text == "Mira Lindqvist"
+    sign_up_confirm_and_sign_in(driver, served.base, served.settings.outbox, "Mira Lindqvist", "mira@example.org",
+                                "a long enough passphrase")
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "inbox-signed-up.png"))
 

@@ -283,10 +283,16 @@ def _expand(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
+def _listed(images) -> tuple:
+    """The columns a listing of images shows (the library, the API, the CLI)."""
+    c = images.c
+    return (c.image_id, c.title, c.sha256, c.source_kind, c.source_url, c.uploaded_at, c.withdrawn_at, c.width, c.height,
+            c.near_duplicate_of)
+
+
 def list_images(engine: Engine, customer_id: str, include_withdrawn: bool = True) -> list[dict]:
     _, images, _ = _tables()
-    stmt = select(images.c.image_id, images.c.title, images.c.sha256, images.c.source_kind, images.c.uploaded_at, images.c.withdrawn_at,
-                  images.c.width, images.c.height, images.c.near_duplicate_of).where(images.c.customer_id == customer_id)
+    stmt = select(*_listed(images)).where(images.c.customer_id == customer_id)
     if not include_withdrawn:
         stmt = stmt.where(images.c.withdrawn_at.is_(None))
     with engine.connect() as conn:
@@ -306,9 +312,7 @@ def page_of_images(engine: Engine, customer_id: str, limit: int, offset: int, ti
     if title_contains:
         pattern = "%" + title_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         mine = mine & (func.lower(images.c.title).like(pattern, escape="\\") | func.lower(images.c.image_id).like(pattern, escape="\\"))
-    stmt = (select(images.c.image_id, images.c.title, images.c.sha256, images.c.source_kind, images.c.uploaded_at,
-                   images.c.withdrawn_at, images.c.width, images.c.height, images.c.near_duplicate_of)
-            .where(mine).order_by(images.c.uploaded_at.desc().nulls_last(), images.c.image_id).limit(limit).offset(offset))
+    stmt = (select(*_listed(images)).where(mine).order_by(images.c.uploaded_at.desc().nulls_last(), images.c.image_id).limit(limit).offset(offset))
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(images).where(mine)).scalar_one()
         return int(total), [dict(r._mapping) for r in conn.execute(stmt)]

@@ -42,7 +42,8 @@ class ImageOut(BaseModel):
     title: str | None = None
     width: int | None = None
     height: int | None = None
-    source: str | None = None
+    source: str | None = None  # upload, import or seed
+    source_url: str | None = None  # the page an imported image was found on
     uploaded_at: str | None = None
     withdrawn: bool = False
     near_duplicate_of: str | None = None
@@ -263,7 +264,7 @@ async def upload_image(request: Request, who: Customer) -> JSONResponse:
 
 def _out(row: dict) -> ImageOut:
     return ImageOut(image_id=row["image_id"], title=row["title"], width=row["width"], height=row["height"], source=row["source_kind"],
-                    uploaded_at=row["uploaded_at"].isoformat() if row["uploaded_at"] else None, withdrawn=row["withdrawn_at"] is not None,
+                    source_url=row["source_url"], uploaded_at=row["uploaded_at"].isoformat() if row["uploaded_at"] else None, withdrawn=row["withdrawn_at"] is not None,
                     near_duplicate_of=row["near_duplicate_of"])
 
 
