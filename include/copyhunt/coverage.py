@@ -28,6 +28,7 @@ from typing import Iterable
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 
 from copyhunt.hitsdb.models import NAME_MAX, Customer, Hit, HitEvent, Licence, OwnSite
+from copyhunt.hitsdb.workflow import AUTHORISED
 
 __all__ = [
     "OPEN_STATUSES",
@@ -42,7 +43,7 @@ __all__ = [
     "remove_own_site",
 ]
 
-OWN_SITE_STATUS = "authorised"
+OWN_SITE_STATUS = AUTHORISED  # the status a hit on a customer's own site takes
 OPEN_STATUSES = ("new", "claimed")
 SITE_SOURCES = ("settings", "approve", "import", "cli")
 MAX_OWN_SITES = 500  # per customer: a list a person keeps by hand

@@ -32,7 +32,10 @@ pool workers call it); ``reference_hashes`` hashes a registered picture for the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 from typing import Iterable, NamedTuple, Protocol, Sequence
 
 import cv2
@@ -546,3 +549,23 @@ def fingerprint_images(items: Iterable[tuple[str, bytes | BadImage]], max_pixels
         results[at] = ([{"image_sha256": sha, "window": x.window, "x0": x.x0, "y0": x.y0, "x1": x.x1, "y1": x.y1, "phash": x.phash,
                          "trim_x0": box[0], "trim_y0": box[1], "trim_x1": box[2], "trim_y1": box[3]} for x in found], None)
     return results  # type: ignore[return-value]
+
+
+def fingerprint_key(max_pixels: int) -> str:
+    """Everything a found image's fingerprint rows depend on besides its bytes: the code that makes
+    them, the libraries that decode and filter its pixels (and numba, which compiles the kernels),
+    and the pixel limit."""
+    import numba
+    import PIL
+
+    from copyhunt import imaging, kernels, proposals
+
+    h = hashlib.sha256()
+    # The method's modules and every kernel module (the kernels decide the bits).
+    sources = [Path(__file__)] + [Path(m.__file__) for m in (imaging, proposals)] + sorted(Path(kernels.__file__).parent.glob("*.py"))
+    for source in sources:
+        h.update(source.read_bytes())
+    h.update(json.dumps({"pillow": PIL.__version__, "opencv": cv2.__version__, "numpy": np.__version__, "numba": numba.__version__,
+                        "max_pixels": max_pixels},
+                        sort_keys=True).encode())
+    return h.hexdigest()

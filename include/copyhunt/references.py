@@ -14,7 +14,7 @@ import pandas as pd
 
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
-from copyhunt.fingerprint import HASH_WORKING_SIZE, WindowHash, reference_hashes
+from copyhunt.fingerprint import HASH_WORKING_SIZE, WindowHash, fingerprint_key, reference_hashes
 from copyhunt.imaging import BadImage, load_gray, probe
 from copyhunt.index import ENTRY_COLUMNS, build_index, compact_index, small_shards
 from copyhunt.lake import Lake
@@ -78,8 +78,6 @@ REFERENCE_KEY_FILE = "_FINGERPRINT_KEY"
 def reference_fingerprint_key(max_pixels: int) -> str:
     """Everything a reference's index entries depend on besides its bytes (the hunt's key for
     found images covers the same code and libraries)."""
-    from copyhunt.stages.fingerprint import fingerprint_key
-
     return "reference:" + fingerprint_key(max_pixels)
 
 

@@ -33,9 +33,9 @@ from sqlalchemy import Connection, Engine, and_, exists, select
 
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
-from copyhunt.coverage import OWN_SITE_STATUS
 from copyhunt.hitsdb.models import Customer, Digest, Hit
 from copyhunt.hitsdb.store import bound_text, check_customer_id, dialect_insert
+from copyhunt.hitsdb.workflow import AUTHORISED
 from copyhunt.lake import atomic_write_bytes
 
 __all__ = [
@@ -279,7 +279,7 @@ def build_digest_message(
 def _due_customers(conn: Connection, run_date: dt.date) -> list[dict[str, Any]]:
     """Customers with hits first seen on run_date, not opted out, and no digest for that date yet."""
     ct, ht, dgt = Customer.__table__, Hit.__table__, Digest.__table__
-    has_new = exists().where(and_(ht.c.customer_id == ct.c.id, ht.c.first_seen == run_date, ht.c.status != OWN_SITE_STATUS))
+    has_new = exists().where(and_(ht.c.customer_id == ct.c.id, ht.c.first_seen == run_date, ht.c.status != AUTHORISED))
     already = exists().where(and_(dgt.c.customer_id == ct.c.id, dgt.c.run_date == run_date))
     query = (
         select(ct.c.id, ct.c.name, ct.c.email)
@@ -293,7 +293,7 @@ def _new_hits(conn: Connection, customer_id: str, run_date: dt.date) -> list[dic
     ht = Hit.__table__
     # A use on the customer's own site is not news to them (copyhunt.coverage).
     query = select(ht).where(ht.c.customer_id == customer_id, ht.c.first_seen == run_date,
-                             ht.c.status != OWN_SITE_STATUS).order_by(ht.c.id)
+                             ht.c.status != AUTHORISED).order_by(ht.c.id)
     return [dict(r) for r in conn.execute(query).mappings()]
 
 

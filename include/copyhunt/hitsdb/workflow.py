@@ -19,6 +19,7 @@ from copyhunt.hitsdb.models import TITLE_MAX, Customer, Hit, HitEvent, Image
 from copyhunt.hitsdb.store import bound_text
 
 __all__ = [
+    "AUTHORISED",
     "ACTIONS",
     "STATUSES",
     "SORTS",
@@ -39,13 +40,14 @@ __all__ = [
 ]
 
 # Workflow states a person sets; "new" is where the loader leaves every hit, except those on the
-# customer's own sites, which are "authorised" (copyhunt.coverage).
-STATUSES: tuple[str, ...] = ("new", "claimed", "licensed", "not_mine", "authorised")
+# customer's own sites, which are AUTHORISED (copyhunt.coverage).
+AUTHORISED = "authorised"
+STATUSES: tuple[str, ...] = ("new", "claimed", "licensed", "not_mine", AUTHORISED)
 # Action name (form field / API) -> the status it sets.
-ACTIONS: dict[str, str] = {"claim": "claimed", "licensed": "licensed", "not_mine": "not_mine", "approve": "authorised",
+ACTIONS: dict[str, str] = {"claim": "claimed", "licensed": "licensed", "not_mine": "not_mine", "approve": AUTHORISED,
                            "reopen": "new"}
 # Shown unless asked for by status: an authorised use is not an infringement to work on.
-HIDDEN_BY_DEFAULT = ("authorised",)
+HIDDEN_BY_DEFAULT = (AUTHORISED,)
 BULK_MAX = 5000  # hits one bulk action changes: a filter's worth, in one transaction
 SORTS: tuple[str, ...] = ("value", "date", "score")
 MAX_PAGE = 200

@@ -8,8 +8,6 @@ blobs, and the reuse of an earlier day's rows for images crawled again (same byt
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ import pyarrow.parquet as pq
 
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
-from copyhunt.fingerprint import FINGERPRINT_BATCH, FINGERPRINT_COLUMNS, compile_kernels, fingerprint_images
+from copyhunt.fingerprint import FINGERPRINT_BATCH, FINGERPRINT_COLUMNS, compile_kernels, fingerprint_images, fingerprint_key
 from copyhunt.imaging import BadImage
 from copyhunt.lake import Lake, to_table
 
@@ -57,28 +55,6 @@ FINGERPRINT_SORT = ["image_sha256", "window"]
 
 # In an image_fingerprints partition: the key its rows were made under (fingerprint_key).
 FINGERPRINT_KEY_FILE = "_FINGERPRINT_KEY"
-
-
-def fingerprint_key(max_pixels: int) -> str:
-    """Everything a found image's fingerprint rows depend on besides its bytes: the code that makes
-    them, the libraries that decode and filter its pixels (and numba, which compiles the kernels),
-    and the pixel limit."""
-    import cv2
-    import numba
-    import numpy
-    import PIL
-
-    from copyhunt import fingerprint, imaging, kernels, proposals
-
-    h = hashlib.sha256()
-    # The method's modules and every kernel module (the kernels decide the bits).
-    sources = [Path(m.__file__) for m in (fingerprint, imaging, proposals)] + sorted(Path(kernels.__file__).parent.glob("*.py"))
-    for source in sources:
-        h.update(source.read_bytes())
-    h.update(json.dumps({"pillow": PIL.__version__, "opencv": cv2.__version__, "numpy": numpy.__version__, "numba": numba.__version__,
-                        "max_pixels": max_pixels},
-                        sort_keys=True).encode())
-    return h.hexdigest()
 
 
 @dataclass
