@@ -47,14 +47,16 @@ from copyhunt.imaging import PAD_DARK, PAD_LIGHT, BadImage, content_box, load_gr
 # The blob and hash kernels compile their parameters in as constants, so those parameters are
 # defined beside them and imported here.
 from copyhunt.kernels.blobs import FIRST_BLUR_LEVEL, MIN_WINDOW_PX, blob_pyramid
-from copyhunt.kernels.hashes import HASH_INPUT, bits_above_median, cell_means, seam_strengths
+from copyhunt.kernels.hashes import HASH_INPUT, bits_above_median, cell_means, line_profile
 from copyhunt.proposals import paste_boxes
 
 
 # Changes whenever the hashes of the same pixels change: index shards are keyed by it, so an old
 # index is rebuilt rather than searched with hashes made another way.
-FINGERPRINT_VERSION = 5  # 2: windows shrunk by exact area averaging from an integral image; 3: blob octaves halved exactly, blurs to 3 sigma; 4: an octave's first blurs are the previous octave's halved; 5: blob blurs compiled (float rounding differs from OpenCV's)
+FINGERPRINT_VERSION = 6  # 2: windows shrunk by exact area averaging from an integral image; 3: blob octaves halved exactly, blurs to 3 sigma; 4: an octave's first blurs are the previous octave's halved; 5: blob blurs compiled (float rounding differs from OpenCV's); 6: blob windows in a canonical orientation, collage cells of 2 to 5 a side at detected seams, pictures on a plain background warped upright
 HASH_BITS = 64
+PART_WINDOW = "blob"  # the names of windows that hold a part of a picture (blob windows); the others may hold a whole one
+RECTIFIED_WINDOW = "rectified"  # a picture turned or keystoned onto a plain background, warped upright (plain_background_quad)
 DCT_KEEP = 8  # the 8x8 lowest frequencies give the 64 bits
 # Long side of the grey image windows are cut from. Crop windows need a few dozen pixels; the
 # 3x3 collage cells get ~100 px. Larger costs decode and blob-detection time for nothing.
@@ -66,13 +68,29 @@ MIN_WINDOW_STD = 6.0
 # (the scale space's parameters, BLOB_*, are in copyhunt.kernels.blobs).
 REFERENCE_BLOBS = 16
 QUERY_BLOBS = 16
+# Blob windows are hashed in a canonical orientation of the eight a square has (turned by
+# quarter turns, mirrored), fixed by the signs and sizes of their two lowest frequencies
+# (``canonical_orientations``): a window whose copy was turned or mirrored with the picture hashes
+# alike in it, at no cost in index entries or lookups. Within this margin of the bounds (of the
+# block's mean |AC coefficient|) a window is hashed in each orientation that passes, about 1.12
+# hashes a window: on the tuning part's crops, chains, embeds, screenshots, thumbnails and blurs,
+# that keeps as many copies within 10 bits of a reference window as plain and mirrored hashes did.
+CANONICAL_MARGIN = 0.2
 MAX_DEROTATION_DEGREES = 20  # tilted copies beyond this are rare; blob windows still see them
-# Collage proposals in found images: (rows, columns) grids; cells are trimmed of gutters.
-QUERY_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 3))
-# A grid is hashed only where the image has seams on its inner lines at least this many times its
-# median step between neighbouring rows/columns. Robustness suite (seed 20261122): every 2x2 and
-# 3x3 collage scores 3.1 or more on its own grid; 83-89% of unrelated 1-MP photos score under 2.5.
+# A picture turned or keystoned onto a plain background (``plain_background_quad``) is warped back
+# upright when a corner of it lies this far (of the image's long side) inside the image's, and it
+# covers at least this share of the image.
+MIN_QUAD_INSET = 0.03
+MIN_QUAD_AREA = 0.3
+# Collages in found images: a side split into 2 to 5 equal parts at seams (two photos meeting) or
+# gutters. A split is taken where every inner line lies on a seam at least MIN_SEAM times the
+# image's median step between neighbouring lines, within SEAM_REACH of the side from where an
+# equal split puts it; the cells are cut there (in the middle of a flat gutter) and trimmed of
+# gutters and padding.
+COLLAGE_PARTS = (2, 3, 4, 5)
 MIN_SEAM = 2.5
+SEAM_REACH = 0.03
+FLAT_LINE_STD = 4.0  # a gutter's line: its pixels' standard deviation (0-255) under this
 # Pasted-picture rectangles hashed per found image (see copyhunt.proposals), plus up to four
 # placements of the best one with a side moved: the first is right for most insets, the others
 # when a natural rectangle (window, screen) or a line through the picture ranked above it. Most
@@ -104,6 +122,9 @@ class Hasher(Protocol):
 
     def hash_windows(self, gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(hashes as int64, usable mask) for pixel boxes (x0, y0, x1, y1) of a grey image."""
+
+    def hash_window_kinds(self, gray: np.ndarray, windows: Sequence["Window"], boxes: np.ndarray) -> list["WindowHash"]:
+        """Rows of the usable windows: parts of a picture in their canonical orientations."""
 
 
 # ---- the hash ------------------------------------------------------------------------------------
@@ -155,6 +176,80 @@ ORIENTATIONS = (
 )
 
 
+ORIENTATION_TURNS = {"": 0, "-rot90": 1, "-rot180": 2, "-rot270": 3}
+MIRROR_SUFFIX = "-mirror"
+
+
+def orientation_name(window: str, turns: int, mirrored: bool) -> str:
+    """A window's name with its orientation: ``blob03-rot90-mirror`` is blob window 3 turned
+    clockwise once, then mirrored."""
+    return window + ("", "-rot90", "-rot180", "-rot270")[turns % 4] + (MIRROR_SUFFIX if mirrored else "")
+
+
+def window_orientation(window: str) -> tuple[int, bool]:
+    """(clockwise quarter turns, mirrored) read from a window's name (``orientation_name``); a
+    found image's grid cells, pastes and whole image are upright: (0, False)."""
+    mirrored = window.endswith(MIRROR_SUFFIX)
+    if mirrored:
+        window = window[: -len(MIRROR_SUFFIX)]
+    for suffix, turns in (("-rot90", 1), ("-rot180", 2), ("-rot270", 3)):
+        if window.endswith(suffix):
+            return turns, mirrored
+    return 0, mirrored
+
+
+def _d4(turns: int, mirrored: bool) -> np.ndarray:
+    """The 2x2 map of image coordinates (x right, y down) of "turn clockwise, then mirror"."""
+    turn = np.linalg.matrix_power(np.array([[0, -1], [1, 0]]), turns % 4)
+    return (np.array([[-1, 0], [0, 1]]) if mirrored else np.eye(2, dtype=int)) @ turn
+
+
+def pair_orientation(query_window: str, ref_window: str, ref_mirrored: bool) -> tuple[bool, int]:
+    """(mirrored, clockwise quarter turns) that take the registered reference to the copy, for a
+    pair of windows with close hashes: the query window hashed in its orientation, the
+    reference's in its own (its name's turns and its mirrored flag). Whole pictures are hashed
+    upright on the found image's side, so the reference entry's orientation is the copy's; blob
+    windows are hashed in a canonical orientation on both sides, which the pair composes."""
+    q_turns, q_mirrored = window_orientation(query_window)
+    r_turns, _ = window_orientation(ref_window)
+    # query hashed as (Mq Tq) Q, reference as (Mr Tr) R: alike, so Q = (Mq Tq)^-1 (Mr Tr) R.
+    copy = np.round(np.linalg.inv(_d4(q_turns, q_mirrored)) @ _d4(r_turns, bool(ref_mirrored))).astype(int)
+    for turns in range(4):
+        for mirrored in (False, True):
+            if np.array_equal(_d4(turns, mirrored), copy):
+                return mirrored, turns
+    raise AssertionError("the eight orientations are a group")
+
+
+def canonical_orientations(blocks: np.ndarray) -> list[list[int]]:
+    """For each window's DCT block, the orientations (indices into ORIENTATIONS) it is hashed
+    in: the one where its first horizontal and first vertical frequency are both positive and the
+    horizontal one the larger, and each other one that is so within CANONICAL_MARGIN x the
+    block's mean |AC coefficient| (so that a coefficient near its bound, which a copy's edits may
+    push across, does not lose the pair)."""
+    if len(blocks) == 0:
+        return []
+    turned = np.stack([turn(blocks) for _, _, turn in ORIENTATIONS])  # (8, n, 8, 8)
+    across, down = turned[:, :, 0, 1], turned[:, :, 1, 0]
+    slack = CANONICAL_MARGIN * (np.abs(blocks.reshape(len(blocks), -1)[:, 1:]).mean(axis=1) + 1e-6)
+    ok = (across >= -slack) & (down >= -slack) & (np.abs(across) >= np.abs(down) - slack)
+    return [np.flatnonzero(ok[:, i]).tolist() for i in range(len(blocks))]
+
+
+def canonical_hashes(names: Sequence[str], blocks: np.ndarray) -> list[tuple[int, str, bool, int]]:
+    """(window's index, name with orientation, mirrored, hash) of blob windows in their canonical
+    orientations, in window order."""
+    if len(blocks) == 0:
+        return []
+    hashes = np.stack([hashes_from_blocks(turn(blocks)) for _, _, turn in ORIENTATIONS])  # (8, n)
+    out = []
+    for i, (name, chosen) in enumerate(zip(names, canonical_orientations(blocks))):
+        for k in chosen:
+            suffix, mirrored, _ = ORIENTATIONS[k]
+            out.append((i, orientation_name(name, ORIENTATION_TURNS[suffix], mirrored), mirrored, int(hashes[k, i])))
+    return out
+
+
 class PHasher:
     """64-bit DCT pHash, bit-compatible with ``imagehash.phash`` on the same 32x32 pixels."""
 
@@ -164,6 +259,23 @@ class PHasher:
     def hash_windows(self, gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         blocks, std = dct_blocks(gray, boxes)
         return hashes_from_blocks(blocks), std >= MIN_WINDOW_STD
+
+    def hash_window_kinds(self, gray: np.ndarray, windows: Sequence[Window], boxes: np.ndarray) -> list[WindowHash]:
+        """WindowHash rows of ``windows`` (their pixel ``boxes``): blob windows (parts of a
+        picture) in their canonical orientations, named with them, the others (whole
+        pictures) upright; flat windows are left out."""
+        blocks, std = dct_blocks(gray, boxes)
+        usable = std >= MIN_WINDOW_STD
+        whole = [i for i, win in enumerate(windows) if usable[i] and not win.name.startswith(PART_WINDOW)]
+        parts = [i for i, win in enumerate(windows) if usable[i] and win.name.startswith(PART_WINDOW)]
+        rows: list[tuple[int, WindowHash]] = []
+        for i, value in zip(whole, hashes_from_blocks(blocks[whole]).tolist() if whole else []):
+            win = windows[i]
+            rows.append((i, WindowHash(win.name, False, win.x0, win.y0, win.x1, win.y1, int(value))))
+        for j, name, _, value in canonical_hashes([windows[i].name for i in parts], blocks[parts]):
+            win = windows[parts[j]]
+            rows.append((parts[j], WindowHash(name, False, win.x0, win.y0, win.x1, win.y1, value)))
+        return [row for _, row in sorted(rows, key=lambda r: r[0])]
 
     def hash(self, image: Image.Image) -> int:
         gray = np.asarray(image.convert("L"))
@@ -212,41 +324,74 @@ class Window(NamedTuple):
 FULL = Window("full", 0.0, 0.0, 1.0, 1.0)
 
 
-def grid_windows(grids: Iterable[tuple[int, int]] = QUERY_GRIDS) -> list[Window]:
+def query_windows(gray: np.ndarray) -> list[Window]:
+    """The whole found image, and the cells of the collage it shows seams for (blob windows
+    and paste proposals are found elsewhere)."""
+    return [FULL, *collage_cells(gray)]
+
+
+def collage_cells(gray: np.ndarray) -> list[Window]:
+    """The cells of every collage split of the image (``collage_splits``), named
+    ``grid<rows>x<columns>-<row><column>``; none for an image without seams.
+
+    Cells are searched for collages only, and each costs an index lookup and, now and then, a
+    chance candidate to verify; a photo that is no collage has no reason to pay for them."""
+    h, w = gray.shape
+    rows, cols = collage_splits(gray, axis=0), collage_splits(gray, axis=1)
+    if not rows and not cols:
+        return []
     windows = []
-    for rows, cols in grids:
-        for r in range(rows):
-            for c in range(cols):
-                windows.append(Window(f"grid{rows}x{cols}-{r}{c}", c / cols, r / rows, (c + 1) / cols, (r + 1) / rows))
+    for row_cuts in rows or [[]]:
+        for col_cuts in cols or [[]]:
+            ys, xs = [0.0, *row_cuts, float(h)], [0.0, *col_cuts, float(w)]
+            nr, nc = len(ys) - 1, len(xs) - 1
+            for r in range(nr):
+                for c in range(nc):
+                    windows.append(Window(f"grid{nr}x{nc}-{r}{c}", xs[c] / w, ys[r] / h, xs[c + 1] / w, ys[r + 1] / h))
     return windows
 
 
-def query_windows(gray: np.ndarray) -> list[Window]:
-    """The whole found image, and the cells of the collage grids it shows seams for (blob windows
-    and paste proposals are found elsewhere)."""
-    return [FULL, *grid_windows(collage_grids(gray))]
-
-
-def collage_grids(gray: np.ndarray) -> list[tuple[int, int]]:
-    """The QUERY_GRIDS whose inner lines all lie on seams of the image.
-
-    Grid cells are searched for collages only, and each costs an index lookup and, now and then,
-    a chance candidate to verify; a photo that is no collage has no reason to pay for 14 of them.
-    """
-    cols = _seam_strengths(gray, axis=1)
-    rows = _seam_strengths(gray, axis=0)
-    return [(r, c) for r, c in QUERY_GRIDS if (c == 1 or cols[c] >= MIN_SEAM) and (r == 1 or rows[r] >= MIN_SEAM)]
-
-
-def _seam_strengths(gray: np.ndarray, axis: int) -> dict[int, float]:
-    """For 2 and 3 parts along ``axis``: the weakest inner line's seam strength, i.e. the largest
-    mean step between neighbouring lines within 3% of where the line should be, over the median
-    step of the whole image. Tiles put side by side meet in a step; a photo changes smoothly."""
-    length = gray.shape[axis]
+def collage_splits(gray: np.ndarray, axis: int) -> list[list[float]]:
+    """Where a collage's cells meet along ``axis`` (1: columns, 0: rows), one list of pixel
+    positions per split of COLLAGE_PARTS the image shows: every inner line on a seam (the
+    largest mean step between neighbouring lines within SEAM_REACH of where an equal split puts
+    it, over the median step of the whole image, at least MIN_SEAM). Tiles put side by side meet
+    in a step; a photo changes smoothly. A split whose parts' count divides another found
+    split's is dropped: a 4x4 grid has the lines of a 2x2 one, whose cells would be four photos."""
+    length = gray.shape[1 if axis == 1 else 0]
     if length < 2 * MIN_WINDOW_PX:
-        return {2: 0.0, 3: 0.0}
-    two, three = seam_strengths(gray, axis, max(2, round(0.03 * length)))
-    return {2: two, 3: three}
+        return []
+    steps, spread = line_profile(np.ascontiguousarray(gray), axis)
+    typical = float(np.median(steps)) + 1e-3
+    reach = max(2, round(SEAM_REACH * length))
+    found: dict[int, list[float]] = {}
+    for parts in COLLAGE_PARTS:
+        if length / parts < MIN_WINDOW_PX:
+            break
+        cuts, strength = [], math.inf
+        for k in range(1, parts):
+            at = k * length / parts
+            lo, hi = max(0, int(at - reach)), min(len(steps), int(at + reach) + 1)
+            step = lo + int(np.argmax(steps[lo:hi]))
+            strength = min(strength, float(steps[step]) / typical)
+            cuts.append(_cut_at(spread, step, lo, hi))
+        if strength >= MIN_SEAM:
+            found[parts] = cuts
+    return [cuts for parts, cuts in found.items() if not any(other != parts and other % parts == 0 for other in found)]
+
+
+def _cut_at(spread: np.ndarray, step: int, lo: int, hi: int) -> float:
+    """Where to cut at the seam between lines ``step`` and ``step + 1``: in the middle of the flat
+    gutter beside it, if there is one within lines lo..hi, else between the two lines."""
+    for start in (step + 1, step):
+        if lo <= start <= hi and spread[start] < FLAT_LINE_STD:
+            a = b = start
+            while a - 1 >= lo and spread[a - 1] < FLAT_LINE_STD:
+                a -= 1
+            while b + 1 <= hi and spread[b + 1] < FLAT_LINE_STD:
+                b += 1
+            return (a + b + 1) / 2
+    return float(step + 1)
 
 
 def paste_windows(gray: np.ndarray, count: int | None = None) -> list[Window]:
@@ -303,11 +448,9 @@ def paste_blob_hashes_upsampled(gray: np.ndarray, pastes: list[Window], hasher: 
         if not wins:
             continue
         boxes = np.array([win.box(uw, uh) for win in wins], np.int64)
-        hv, ok = hasher.hash_windows(up, boxes)
-        for win, v, good in zip(wins, hv, ok):
-            if good:
-                placed = _from_area(f"blob-u{i}-{win.name[4:]}", win, area, w, h)
-                out.append(WindowHash(placed.name, False, placed.x0, placed.y0, placed.x1, placed.y1, int(v)))
+        for row in hasher.hash_window_kinds(up, [win._replace(name=f"blob-u{i}-{win.name[4:]}") for win in wins], boxes):
+            placed = _from_area(row.window, Window(row.window, row.x0, row.y0, row.x1, row.y1), area, w, h)
+            out.append(WindowHash(placed.name, False, placed.x0, placed.y0, placed.x1, placed.y1, row.phash))
     return out
 
 
@@ -386,14 +529,11 @@ def reference_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = N
             out.append(WindowHash("full" + suffix, mirrored, 0.0, 0.0, 1.0, 1.0, int(hashes_from_blocks(turn(full))[0])))
     rest = [i for i, win in enumerate(windows) if win.name != "full" and usable[i]]
     if rest:
-        plain = hashes_from_blocks(blocks[rest])
-        mirrored = hashes_from_blocks(mirror_blocks(blocks[rest]))
-        for j, i in enumerate(rest):
-            win = windows[i]
-            out.append(WindowHash(win.name, False, win.x0, win.y0, win.x1, win.y1, int(plain[j])))
-            # The mirrored entry hashes the same window's pixels mirrored in place; its box is
-            # where those pixels are in the registered (unmirrored) reference.
-            out.append(WindowHash(win.name, True, win.x0, win.y0, win.x1, win.y1, int(mirrored[j])))
+        # An entry's box is where its pixels are in the registered (upright, unmirrored)
+        # reference, whichever orientation they were hashed in.
+        for j, name, mirrored, value in canonical_hashes([windows[i].name for i in rest], blocks[rest]):
+            win = windows[rest[j]]
+            out.append(WindowHash(name, mirrored, win.x0, win.y0, win.x1, win.y1, value))
     return _rounded(out)
 
 
@@ -422,21 +562,71 @@ def query_hashes_many(images: Sequence[Image.Image | np.ndarray], hasher: PHashe
         if not windows:  # nothing a window can be cut from
             out.append(None)
             continue
-        hashes, usable = hasher.hash_windows(gray, boxes)
-        out.append([WindowHash(win.name, False, win.x0, win.y0, win.x1, win.y1, int(hv)) for win, hv, ok in zip(windows, hashes, usable) if ok])
+        out.append(hasher.hash_window_kinds(gray, windows, boxes))
     for hashes, gray, found in zip(out, grays, pastes):
         if hashes is not None:
             hashes.extend(paste_blob_hashes_upsampled(gray, found, hasher))
     for hashes, gray in zip(out, grays):
         if hashes is None:
             continue
-        for name, view in derotated_views(gray):
+        quad = plain_background_quad(gray)
+        views = derotated_views(gray)
+        if quad is not None:
+            views.append((RECTIFIED_WINDOW, rectified(gray, quad)[0]))
+        for name, view in views:
             vh, vw = view.shape
             if min(vh, vw) >= MIN_WINDOW_PX:
                 hv, ok = hasher.hash_windows(view, np.array([[0, 0, vw, vh]]))
                 if ok[0]:
                     hashes.append(WindowHash(name, False, 0.0, 0.0, 1.0, 1.0, int(hv[0])))
     return [_rounded(hashes) if hashes is not None else [] for hashes in out]
+
+
+def plain_background_quad(gray: np.ndarray, tolerance: int = 18) -> np.ndarray | None:
+    """The corners (top-left, top-right, bottom-right, bottom-left; x, y in pixels) of a picture
+    turned or keystoned onto a plain background, or None when the image is no such thing.
+
+    Such a copy's outline is a quadrilateral, not the image's rectangle: the background shows in
+    its four corners, which dominate a whole-image hash. The background is the colour the image's
+    corners share; the picture's corners are the points of its convex hull furthest towards the
+    image's corners (a picture's own background-coloured patches, inside it or along a side, do
+    not move them). The quad must leave background in at least one corner and hold most of the
+    image."""
+    h, w = gray.shape
+    if min(h, w) < 2 * MIN_WINDOW_PX:
+        return None
+    corner_px = np.array([gray[0, 0], gray[0, -1], gray[-1, 0], gray[-1, -1]], np.int16)
+    if int(corner_px.max()) - int(corner_px.min()) > tolerance:
+        return None
+    colour = float(np.median(corner_px))
+    content = cv2.inRange(gray, max(0.0, colour - tolerance), min(255.0, colour + tolerance)) == 0
+    points = cv2.findNonZero(content.view(np.uint8))
+    if points is None or len(points) < 4:
+        return None
+    hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
+    s, d = hull[:, 0] + hull[:, 1], hull[:, 0] - hull[:, 1]
+    quad = np.array([hull[np.argmin(s)], hull[np.argmax(d)], hull[np.argmax(s)], hull[np.argmin(d)]])
+    quad += [[0, 0], [1, 0], [1, 1], [0, 1]]  # pixel centres to the outline's outer edges
+    image = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    inset = np.abs(quad - image).max(axis=1)
+    if inset.max() < MIN_QUAD_INSET * max(w, h):  # the picture fills the image: nothing to undo
+        return None
+    if cv2.contourArea(quad.astype(np.float32)) < MIN_QUAD_AREA * w * h:
+        return None
+    return quad
+
+
+def rectified(gray: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The quadrilateral ``quad`` of ``gray`` warped to an upright rectangle (its sides' mean
+    lengths), and the homography from the rectangle's pixels to ``gray``'s."""
+    tl, tr, br, bl = quad
+    width = max(2, round((np.linalg.norm(tr - tl) + np.linalg.norm(br - bl)) / 2))
+    height = max(2, round((np.linalg.norm(bl - tl) + np.linalg.norm(br - tr)) / 2))
+    # One pixel in from each side: the outline's pixels are blended with the background.
+    target = np.float32([[-1, -1], [width + 1, -1], [width + 1, height + 1], [-1, height + 1]])
+    to_gray = cv2.getPerspectiveTransform(target, quad.astype(np.float32))
+    view = cv2.warpPerspective(gray, to_gray, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(view), to_gray
 
 
 def derotated_views(gray: np.ndarray, tolerance: int = 18) -> list[tuple[str, np.ndarray]]:

@@ -23,6 +23,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from copyhunt.fingerprint import PART_WINDOW, RECTIFIED_WINDOW
+
 # A candidate: a found image's window, a reference window within max_distance bits, and both boxes.
 CANDIDATE_COLUMNS = ["image_sha256", "window", "qx0", "qy0", "qx1", "qy1", "trim_x0", "trim_y0", "trim_x1", "trim_y1",
                      "customer_id", "image_id", "ref_sha256", "ref_window", "mirrored", "rx0", "ry0", "rx1", "ry1", "distance", "shard", "annoy_id"]
@@ -38,7 +40,6 @@ PAIR_KEY = ["image_sha256", "customer_id", "image_id", "ref_sha256"]
 # The order of a (found image, reference)'s window pairs: closest first, ties broken by names, so
 # the pairs tried never depend on partitioning (best_pairs and verify_query).
 PAIR_ORDER = ["distance", "mirrored", "window", "ref_window"]
-PART_WINDOW = "blob"  # window names of parts of a picture (fingerprint.blob_windows); others are whole pictures
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,8 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
     """Verify the candidates of one found image. Raises BadImage if it does not decode."""
     from copyhunt.fingerprint import HASH_WORKING_SIZE
     from copyhunt.imaging import BadImage
-    from copyhunt.verify import QUERY_VERIFY_SIZE, HashCandidate, similarity_score, verify_candidate, window_name_turns
+    from copyhunt.fingerprint import pair_orientation
+    from copyhunt.verify import QUERY_VERIFY_SIZE, HashCandidate, similarity_score, verify_candidate, verify_rectified
 
     state = _verifier(params)
     out = []
@@ -264,10 +266,11 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
         key = (customer_id, image_id, ref_sha256)
         if key == done_key:
             continue
+        copy_mirrored, copy_turns = pair_orientation(window, ref_window, bool(mirrored))
         if pairs_of[key] == 1 and distance >= params.weak_distance and isinstance(shard, str):
             searcher = _searcher(params.index_dir, params.index_version, params.search_k)
             opinion = second_opinion(query.gray(HASH_WORKING_SIZE), searcher.image_entries(shard, int(annoy_id)), (qx0, qy0, qx1, qy1),
-                                     (rx0, ry0, rx1, ry1), bool(mirrored), ref_window, window, params.second_opinion_bits)
+                                     (rx0, ry0, rx1, ry1), copy_mirrored, copy_turns, ref_window, window, params.second_opinion_bits)
             if opinion is False:
                 done_key = key
                 continue
@@ -276,8 +279,11 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
         except (BadImage, KeyError):
             done_key = key
             continue
-        candidate = HashCandidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), bool(mirrored), window_name_turns(ref_window))
-        v = verify_candidate(query.gray(QUERY_VERIFY_SIZE), reference, candidate)
+        candidate = HashCandidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), copy_mirrored, copy_turns)
+        if window == RECTIFIED_WINDOW:
+            v = verify_rectified(query.gray(QUERY_VERIFY_SIZE), reference, candidate)
+        else:
+            v = verify_candidate(query.gray(QUERY_VERIFY_SIZE), reference, candidate)
         if not v.ok:
             continue
         done_key = key
@@ -289,7 +295,7 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
         qb = v.query_box
         out.append({
             "image_sha256": sha, "customer_id": customer_id, "image_id": image_id, "ref_sha256": ref_sha256,
-            "query_window": window, "ref_window": ref_window, "mirrored": bool(mirrored),
+            "query_window": window, "ref_window": ref_window, "mirrored": copy_mirrored,
             "distance": int(distance), "inliers": v.inliers, "score": score,
             "query_x0": round(tx0 + qb[0] * tw, 4), "query_y0": round(ty0 + qb[1] * th, 4),
             "query_x1": round(tx0 + qb[2] * tw, 4), "query_y1": round(ty0 + qb[3] * th, 4),
@@ -299,33 +305,35 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
     return pd.DataFrame(out, columns=MATCH_COLUMNS)
 
 
-def second_opinion(query, entries: dict, query_box, ref_box, mirrored: bool, ref_window: str, query_window: str, max_bits: int) -> bool | None:
+def second_opinion(query, entries: dict, query_box, ref_box, mirrored: bool, turns: int, ref_window: str, query_window: str,
+                   max_bits: int) -> bool | None:
     """Do the reference's other windows, mapped into the found image where the window pair puts
     them, hash like the reference there? True if one is within ``max_bits``, False if none is,
-    None when it cannot tell (no other window lands inside the found image): then ORB decides."""
-    if query_window.startswith("derotated"):  # a view cut from the turned image: its box is not the image's
+    None when it cannot tell (no other window lands inside the found image): then ORB decides.
+    ``mirrored`` and ``turns`` take the reference to the copy (``fingerprint.pair_orientation``)."""
+    if query_window.startswith("derotated") or query_window == RECTIFIED_WINDOW:  # a view warped from the image: its box is not the image's
         return None
-    distance = mapped_window_distance(query, entries, query_box, ref_box, mirrored, ref_window)
+    distance = mapped_window_distance(query, entries, query_box, ref_box, mirrored, turns, ref_window)
     return None if distance is None else distance <= max_bits
 
 
-def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: bool, ref_window: str) -> int | None:
+def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: bool, turns: int, ref_window: str) -> int | None:
     """The smallest Hamming distance between the reference's other blob windows and the found
     image's pixels where the window pair puts them, or None when none lands inside it.
 
     ``query`` is the found image's grey working copy at the hashing size (the pixels its own
-    hashes were made from); boxes are relative (0..1). The found image
-    is first turned back to the reference's orientation (mirrored, quarter turns of a whole
-    picture), so the mapped windows compare with the reference's plain entries.
+    hashes were made from); boxes are relative (0..1). The found image is first turned back to
+    the reference's orientation (``mirrored`` and ``turns`` take the reference to the copy), so
+    the mapped windows are where the reference's boxes say; each is then hashed in the
+    orientation its entry was (``fingerprint.canonical_orientations``).
     """
-    from copyhunt.fingerprint import MIN_WINDOW_PX, dct_blocks, hamming_many, hashes_from_blocks
-    from copyhunt.verify import oriented, window_name_turns
+    from copyhunt.fingerprint import MIN_WINDOW_PX, ORIENTATIONS, dct_blocks, hamming_many, hashes_from_blocks, window_orientation
+    from copyhunt.verify import oriented
 
     qx0, qy0, qx1, qy1 = query_box
     rx0, ry0, rx1, ry1 = ref_box
     if rx1 <= rx0 or ry1 <= ry0 or qx1 <= qx0 or qy1 <= qy0:
         return None
-    turns = window_name_turns(ref_window)
     if mirrored or turns:
         query = oriented(query, mirrored, turns)
         if mirrored:
@@ -333,7 +341,10 @@ def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: b
         for _ in range(turns):  # np.rot90 turns counter-clockwise: (x, y) -> (y, 1 - x)
             qx0, qy0, qx1, qy1 = qy0, 1 - qx1, qy1, 1 - qx0
     sx, sy = (qx1 - qx0) / (rx1 - rx0), (qy1 - qy0) / (ry1 - ry0)
-    others = ~entries["mirrored"].astype(bool) & np.char.startswith(entries["window"].astype(str), PART_WINDOW) & (entries["window"] != ref_window)
+    names = entries["window"].astype(str)
+    bases = np.array([name.split("-rot")[0].split("-mirror")[0] for name in names.tolist()])
+    matched_base = ref_window.split("-rot")[0].split("-mirror")[0]
+    others = np.char.startswith(names, PART_WINDOW) & (bases != matched_base)
     if not others.any():
         return None
     h, w = query.shape
@@ -345,7 +356,14 @@ def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: b
     if not inside.any():
         return None
     blocks, _ = dct_blocks(query, boxes[inside])
-    return int(hamming_many(hashes_from_blocks(blocks), entries["phash"][others][inside]).min())
+    # Each entry's orientation, as an index into ORIENTATIONS (their suffix and mirrored flag).
+    index_of = {(("", "-rot90", "-rot180", "-rot270").index(suffix), m): k for k, (suffix, m, _) in enumerate(ORIENTATIONS)}
+    kinds = [index_of[(window_orientation(n)[0], bool(m))] for n, m in zip(names[others][inside].tolist(), entries["mirrored"][others][inside].tolist())]
+    hashes = np.empty(len(kinds), np.int64)
+    for k in set(kinds):
+        rows = [i for i, kind in enumerate(kinds) if kind == k]
+        hashes[rows] = hashes_from_blocks(np.ascontiguousarray(ORIENTATIONS[k][2](blocks[rows])))
+    return int(hamming_many(hashes, entries["phash"][others][inside]).min())
 
 
 def arrow_match_schema():

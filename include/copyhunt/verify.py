@@ -153,7 +153,7 @@ class HashCandidate:
     query_box: Box
     ref_box: Box
     mirrored: bool
-    quarter_turns: int  # the copy is the reference turned clockwise this many times (full windows)
+    quarter_turns: int  # the copy is the reference turned clockwise this many times, then mirrored if ``mirrored``
 
 
 @dataclass(frozen=True)
@@ -172,14 +172,6 @@ class Verification:
     @staticmethod
     def failed(matches: int = 0, inliers: int = 0, error: float = 1.0) -> "Verification":
         return Verification(False, inliers, matches, error, (0, 0, 0, 0), (0, 0, 0, 0), 0.0, 0.0, 0.0)
-
-
-def window_name_turns(ref_window: str) -> int:
-    """Quarter turns of a whole-image reference entry from its window name (``full-rot90``)."""
-    for suffix, turns in (("-rot90", 1), ("-rot180", 2), ("-rot270", 3)):
-        if ref_window.endswith(suffix):
-            return turns
-    return 0
 
 
 def oriented(gray: np.ndarray, mirrored: bool, turns: int) -> np.ndarray:
@@ -217,6 +209,8 @@ def verify_candidate(query: np.ndarray, reference: Features, candidate: HashCand
     qx0, qy0, qx1, qy1 = candidate.query_box
     if candidate.mirrored:
         qx0, qx1 = 1 - qx1, 1 - qx0
+    for _ in range(candidate.quarter_turns % 4):  # as ``oriented`` turns the image: counter-clockwise, (x, y) -> (y, 1 - x)
+        qx0, qy0, qx1, qy1 = qy0, 1 - qx1, qy1, 1 - qx0
     rx0, ry0, rx1, ry1 = candidate.ref_box
     rw, rh = reference.width, reference.height
     if rx1 <= rx0 or ry1 <= ry0 or qx1 <= qx0 or qy1 <= qy0:
@@ -286,6 +280,32 @@ def verify_candidate(query: np.ndarray, reference: Features, candidate: HashCand
         ref_overlap=round(ref_overlap, 4),
         scale=round(scale, 4),
     )
+
+
+def verify_rectified(query: np.ndarray, reference: Features, candidate: HashCandidate) -> Verification:
+    """``verify_candidate`` on the found image's picture warped upright off its plain background
+    (``fingerprint.plain_background_quad``), where its hash was made: on the found image itself
+    a turned or keystoned copy lies far from the box the hashes predict. The regions are mapped
+    back onto the found image."""
+    from copyhunt.fingerprint import plain_background_quad, rectified
+
+    quad = plain_background_quad(query)
+    if quad is None:
+        return Verification.failed()
+    view, to_query = rectified(query, quad)
+    v = verify_candidate(view, reference, HashCandidate((0.0, 0.0, 1.0, 1.0), candidate.ref_box, candidate.mirrored, candidate.quarter_turns))
+    if not v.ok:
+        return v
+    vh, vw = view.shape
+    qh, qw = query.shape
+    x0, y0, x1, y1 = v.query_box
+    corners = np.float32([[[x0 * vw, y0 * vh], [x1 * vw, y0 * vh], [x1 * vw, y1 * vh], [x0 * vw, y1 * vh]]])
+    mapped = cv2.perspectiveTransform(corners, to_query)[0]
+    fx0, fy0 = np.clip(mapped.min(axis=0), 0, [qw, qh])
+    fx1, fy1 = np.clip(mapped.max(axis=0), 0, [qw, qh])
+    box = (round(float(fx0) / qw, 4), round(float(fy0) / qh, 4), round(float(fx1) / qw, 4), round(float(fy1) / qh, 4))
+    overlap = round(float(cv2.contourArea(mapped)) / (qw * qh), 4)
+    return Verification(True, v.inliers, v.matches, v.prediction_error, box, v.ref_box, overlap, v.ref_overlap, v.scale)
 
 
 def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:

@@ -113,24 +113,30 @@ def median_by_selection(values: np.ndarray, scratch: np.ndarray) -> np.float32:
 
 
 @njit(cache=True, nogil=True)
-def seam_strengths(gray: np.ndarray, axis: int, reach: int) -> tuple[float, float]:
-    # Mean |step| between neighbouring lines: integer sums (exact), divided in float32 as a
-    # float32 mean would be.
+def line_profile(gray: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Along ``axis`` (1: columns, 0: rows) of a grey image: the mean |step| between each pair
+    of neighbouring lines (integer sums, divided in float32 as a float32 mean would be), and the
+    standard deviation of each line's pixels (a gutter's line is flat)."""
     h, w = gray.shape
     length, across = (w, h) if axis == 1 else (h, w)
-    steps = np.zeros(length - 1, np.float32)
-    totals = np.zeros(length - 1, np.int64)
-    for y in range(h - (axis == 0)):
-        for x in range(w - (axis == 1)):
-            step = abs(np.int32(gray[y + (axis == 0), x + (axis == 1)]) - np.int32(gray[y, x]))
-            totals[x if axis == 1 else y] += step
-    for i in range(length - 1):
+    totals = np.zeros(max(length - 1, 0), np.int64)
+    sums = np.zeros(length, np.int64)
+    squares = np.zeros(length, np.int64)
+    for y in range(h):
+        for x in range(w):
+            v = np.int64(gray[y, x])
+            line = x if axis == 1 else y
+            sums[line] += v
+            squares[line] += v * v
+            if axis == 1 and x + 1 < w:
+                totals[x] += abs(np.int64(gray[y, x + 1]) - v)
+            elif axis == 0 and y + 1 < h:
+                totals[y] += abs(np.int64(gray[y + 1, x]) - v)
+    steps = np.empty(len(totals), np.float32)
+    for i in range(len(totals)):
         steps[i] = np.float32(totals[i]) / np.float32(across)
-    typical = np.float64(median_by_selection(steps, np.empty(len(steps), np.float32))) + 1e-3
-    out = [np.inf, np.inf]
-    for parts in (2, 3):
-        for k in range(1, parts):
-            at = k * length / parts
-            lo, hi = max(0, int(at - reach)), min(len(steps), int(at + reach) + 1)
-            out[parts - 2] = min(out[parts - 2], np.float64(steps[lo:hi].max()) / typical)
-    return out[0], out[1]
+    spread = np.empty(length, np.float32)
+    for i in range(length):
+        mean = sums[i] / across
+        spread[i] = np.float32(math.sqrt(max(squares[i] / across - mean * mean, 0.0)))
+    return steps, spread
