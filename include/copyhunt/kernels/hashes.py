@@ -113,30 +113,45 @@ def median_by_selection(values: np.ndarray, scratch: np.ndarray) -> np.float32:
 
 
 @njit(cache=True, nogil=True)
-def line_profile(gray: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Along ``axis`` (1: columns, 0: rows) of a grey image: the mean |step| between each pair
-    of neighbouring lines (integer sums, divided in float32 as a float32 mean would be), and the
-    standard deviation of each line's pixels (a gutter's line is flat)."""
+def seam_profile(gray: np.ndarray, axis: int, step_over_median: float, min_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Along ``axis`` (1: columns, 0: rows) of a grey image: for each pair of neighbouring lines,
+    the share of their pixel pairs that differ by more than a clear step (``step_over_median``
+    times the image's median step between neighbours along the axis, and at least ``min_step``
+    grey levels); and the standard deviation of each line's pixels (a gutter's line is flat).
+
+    Two photos side by side differ across their whole seam; a photo's own edges run along part
+    of a line at most."""
     h, w = gray.shape
     length, across = (w, h) if axis == 1 else (h, w)
-    totals = np.zeros(max(length - 1, 0), np.int64)
+    counts = np.zeros(256, np.int64)
+    steps = np.empty((max(length - 1, 0), across), np.uint8)
     sums = np.zeros(length, np.int64)
     squares = np.zeros(length, np.int64)
     for y in range(h):
         for x in range(w):
             v = np.int64(gray[y, x])
-            line = x if axis == 1 else y
+            line, at = (x, y) if axis == 1 else (y, x)
             sums[line] += v
             squares[line] += v * v
-            if axis == 1 and x + 1 < w:
-                totals[x] += abs(np.int64(gray[y, x + 1]) - v)
-            elif axis == 0 and y + 1 < h:
-                totals[y] += abs(np.int64(gray[y + 1, x]) - v)
-    steps = np.empty(len(totals), np.float32)
-    for i in range(len(totals)):
-        steps[i] = np.float32(totals[i]) / np.float32(across)
+            if line + 1 < length:
+                step = abs(np.int64(gray[y + (axis == 0), x + (axis == 1)]) - v)
+                steps[line, at] = step
+                counts[step] += 1
+    total, seen, median = len(steps) * across, 0, 0
+    for value in range(256):  # the lower middle step
+        seen += counts[value]
+        if 2 * seen >= total:
+            median = value
+            break
+    clear = max(float(min_step), step_over_median * median)
+    share = np.empty(len(steps), np.float32)
+    for line in range(len(steps)):
+        above = 0
+        for at in range(across):
+            above += steps[line, at] > clear
+        share[line] = np.float32(above / across)
     spread = np.empty(length, np.float32)
     for i in range(length):
         mean = sums[i] / across
         spread[i] = np.float32(math.sqrt(max(squares[i] / across - mean * mean, 0.0)))
-    return steps, spread
+    return share, spread
