@@ -99,7 +99,8 @@ SEAM_REACH = 0.03
 SEAM_SHARE = 0.5
 CLEAR_SEAM_SHARE = 0.7
 FLAT_LINE_STD = 4.0  # a gutter's line: its pixels' standard deviation (0-255) under this
-GUTTER_BLEND = 2  # lines between a seam's clearest step and its gutter's flat lines, at most
+GUTTER_BLEND = 2  # lines of a gutter's edge blended with the photo beside it, at most
+CELL_EDGE_PX = 2  # of a neighbour a cell cut at a seam may keep, at most
 # Pasted-picture rectangles hashed per found image (see copyhunt.proposals), plus up to four
 # placements of the best one with a side moved: the first is right for most insets, the others
 # when a natural rectangle (window, screen) or a line through the picture ranked above it. Most
@@ -397,31 +398,34 @@ def collage_splits(gray: np.ndarray, axis: int) -> list[Split]:
             break
         cuts, weakest = [], 1.0
         for k in range(1, parts):
-            at = k * length / parts
-            lo, hi = max(0, int(at - reach)), min(len(share), int(at + reach) + 1)
-            step = lo + int(np.argmax(share[lo:hi]))
-            weakest = min(weakest, float(share[step]))
-            cuts.append(_cut_at(spread, step, lo, hi + 1))
+            cut, clear = _inner_line(share, spread, k * length / parts, reach)
+            cuts.append(cut)
+            weakest = min(weakest, clear)
         if weakest >= SEAM_SHARE:
             found[parts] = Split(tuple(cuts), weakest)
     return [split for parts, split in found.items() if not any(other != parts and other % parts == 0 for other in found)]
 
 
-def _cut_at(spread: np.ndarray, step: int, lo: int, hi: int) -> tuple[int, int]:
-    """The gutter at the seam between lines ``step`` and ``step + 1``: the first and one past
-    the last of the flat lines at most GUTTER_BLEND lines from it, within lines lo..hi (a
-    resized gutter's edges are blends of it and the photo beside it), or the seam itself,
-    (step + 1, step + 1), when there are none."""
-    near = [i for i in range(max(lo, step - GUTTER_BLEND), min(hi, step + 1 + GUTTER_BLEND) + 1) if spread[i] < FLAT_LINE_STD]
-    if not near:
-        return step + 1, step + 1
-    start = min(near, key=lambda i: (abs(i - step - 0.5), i))
-    a = b = start
-    while a - 1 >= lo and spread[a - 1] < FLAT_LINE_STD:
-        a -= 1
-    while b + 1 <= hi and spread[b + 1] < FLAT_LINE_STD:
-        b += 1
-    return a, b + 1
+def _inner_line(share: np.ndarray, spread: np.ndarray, at: float, reach: int) -> tuple[tuple[int, int], float]:
+    """Where cells meet near line ``at``: the gutter there (the first and one past the last of
+    its flat lines; the run of flat lines nearest ``at`` within ``reach``), else the seam (the
+    line pair with the most clear steps, (step + 1, step + 1)); and the share of clear steps
+    there (into the gutter from either side, a resized gutter's edges blended over at most
+    GUTTER_BLEND lines). A gutter decides over a stronger step nearby: tiles of similar photos
+    side by side line up edges of their own."""
+    lo, hi = max(0, int(at - reach)), min(len(share), int(at + reach) + 1)
+    flat = [i for i in range(lo, hi + 1) if spread[i] < FLAT_LINE_STD]
+    if flat:
+        start = min(flat, key=lambda i: (abs(i + 0.5 - at), i))
+        a = b = start
+        while a - 1 >= lo and spread[a - 1] < FLAT_LINE_STD:
+            a -= 1
+        while b + 1 <= hi and spread[b + 1] < FLAT_LINE_STD:
+            b += 1
+        edges = [*share[max(0, a - 1 - GUTTER_BLEND):a], *share[b:b + 1 + GUTTER_BLEND]]
+        return (a, b + 1), float(max(edges, default=0.0))
+    step = lo + int(np.argmax(share[lo:hi]))
+    return (step + 1, step + 1), float(share[step])
 
 
 def paste_windows(gray: np.ndarray, count: int | None = None) -> list[Window]:
@@ -529,14 +533,29 @@ def _as_gray(image: Image.Image | np.ndarray) -> np.ndarray:
     return gray
 
 
+def _trimmed_cell(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A collage cell's pixel box without the padding around its photo: looked for inside the
+    cell less CELL_EDGE_PX on each side too, since a cut at a seam may keep a sliver of the
+    neighbour, whose pixels in the cell's corners would hide the padding."""
+    x0, y0, x1, y1 = box
+    for inset in (0, CELL_EDGE_PX):
+        if x1 - x0 <= 4 * inset or y1 - y0 <= 4 * inset:
+            break
+        inner = content_box(gray[y0 + inset:y1 - inset, x0 + inset:x1 - inset])
+        if inner is not None:
+            # A side where the photo reaches the inset's edge keeps the cell's own.
+            w, h = x1 - x0 - 2 * inset, y1 - y0 - 2 * inset
+            return (x0 + inset + inner[0] if inner[0] else x0, y0 + inset + inner[1] if inner[1] else y0,
+                    x0 + inset + inner[2] if inner[2] < w else x1, y0 + inset + inner[3] if inner[3] < h else y1)
+    return box
+
+
 def _pixel_boxes(windows: list[Window], w: int, h: int, trim_cells: bool, gray: np.ndarray) -> tuple[list[Window], np.ndarray]:
     kept, boxes = [], []
     for win in windows:
         box = win.box(w, h)
         if trim_cells and win.name.startswith("grid"):
-            inner = content_box(gray[box[1]:box[3], box[0]:box[2]])
-            if inner is not None:
-                box = (box[0] + inner[0], box[1] + inner[1], box[0] + inner[2], box[1] + inner[3])
+            box = _trimmed_cell(gray, box)
         if box[2] - box[0] >= MIN_WINDOW_PX and box[3] - box[1] >= MIN_WINDOW_PX:
             kept.append(Window(win.name, box[0] / w, box[1] / h, box[2] / w, box[3] / h))
             boxes.append(box)
