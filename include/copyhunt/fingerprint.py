@@ -77,6 +77,13 @@ QUERY_BLOBS = 16
 # that keeps as many copies within 10 bits of a reference window as plain and mirrored hashes did.
 CANONICAL_MARGIN = 0.2
 MAX_DEROTATION_DEGREES = 20  # tilted copies beyond this are rare; blob windows still see them
+# A found image whose edges lean (``image_tilt``) at least this far from upright is also searched
+# turned back upright: a tilted copy cropped inside its own outline has no plain corners to find
+# the tilt by, but its straight edges (horizons, walls, frames), which most photos keep upright,
+# give it. Blob windows of that view, at most TILT_BLOBS, are searched beside the found image's.
+MIN_TILT_DEGREES = 3.0
+TILT_BLOBS = 12
+TILT_WINDOW = "blob-t"  # blob windows found in the view turned upright; their boxes are the view's
 # A picture turned or keystoned onto a plain background (``plain_background_quad``) is warped back
 # upright when a corner of it lies this far (of the image's long side) inside the image's, and it
 # covers at least this share of the image.
@@ -618,6 +625,13 @@ def query_hashes_many(images: Sequence[Image.Image | np.ndarray], hasher: PHashe
     for hashes, gray in zip(out, grays):
         if hashes is None:
             continue
+        tilted = tilt_view(gray)
+        if tilted is not None:
+            view = tilted[0]
+            vh, vw = view.shape
+            wins = [win._replace(name=f"{TILT_WINDOW}{win.name[4:]}") for win in blob_windows(view, TILT_BLOBS)]
+            if wins:
+                hashes.extend(hasher.hash_window_kinds(view, wins, np.array([win.box(vw, vh) for win in wins], np.int64)))
         quad = plain_background_quad(gray)
         views = derotated_views(gray)
         if quad is not None:
@@ -629,6 +643,52 @@ def query_hashes_many(images: Sequence[Image.Image | np.ndarray], hasher: PHashe
                 if ok[0]:
                     hashes.append(WindowHash(name, False, 0.0, 0.0, 1.0, 1.0, int(hv[0])))
     return [_rounded(hashes) if hashes is not None else [] for hashes in out]
+
+
+def image_tilt(gray: np.ndarray) -> float:
+    """How far, in degrees (-45..45, counter-clockwise positive), the image's edges lean from
+    upright: the phase of the gradients' directions taken four times over (so that horizontal and
+    vertical edges, either way up, agree), weighted by their strength."""
+    f = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 1.0)
+    gx, gy = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3)
+    # |g|^2 e^{4i theta} = (gx + i gy)^4 / |g|^2, without trigonometry per pixel.
+    re2, im2, mag2 = gx * gx - gy * gy, 2 * gx * gy, gx * gx + gy * gy + 1e-6
+    re4, im4 = float(((re2 * re2 - im2 * im2) / mag2).sum()), float((2 * re2 * im2 / mag2).sum())
+    # Image rows run downwards: an edge turned counter-clockwise on screen has its gradient
+    # angle lowered, hence the sign.
+    return -math.degrees(math.atan2(im4, re4)) / 4
+
+
+def tilt_view(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The image turned upright by its ``image_tilt`` and cut to the largest rectangle of its
+    shape inside the turned outline, and the affine map from the view's pixels to ``gray``'s; None
+    when it leans by less than MIN_TILT_DEGREES."""
+    h, w = gray.shape
+    tilt = image_tilt(gray)
+    if abs(tilt) < MIN_TILT_DEGREES or min(h, w) < 2 * MIN_WINDOW_PX:
+        return None
+    a = math.radians(abs(tilt))
+    k = min(w / (w * math.cos(a) + h * math.sin(a)), h / (w * math.sin(a) + h * math.cos(a)))
+    vw, vh = max(1, int(w * k)), max(1, int(h * k))
+    # View pixel (x, y) -> gray: about the centres, turned by -tilt (clockwise for a positive tilt).
+    to_gray = cv2.getRotationMatrix2D((vw / 2, vh / 2), tilt, 1.0)
+    to_gray[:, 2] += (w / 2 - vw / 2, h / 2 - vh / 2)
+    view = cv2.warpAffine(gray, to_gray, (vw, vh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(view), to_gray
+
+
+def found_image_view(gray: np.ndarray, window: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The view of a found image that ``window``'s box is relative to, and the 3x3 map from the
+    view's pixels to ``gray``'s: the picture warped upright off a plain background for the
+    rectified window, the image turned upright for the tilt view's blob windows; None for the
+    other windows (their boxes are the image's), and when the view cannot be made again."""
+    if window == RECTIFIED_WINDOW:
+        quad = plain_background_quad(gray)
+        return None if quad is None else rectified(gray, quad)
+    if window.startswith(TILT_WINDOW):
+        tilted = tilt_view(gray)
+        return None if tilted is None else (tilted[0], np.vstack([tilted[1], [0.0, 0.0, 1.0]]))
+    return None
 
 
 def plain_background_quad(gray: np.ndarray, tolerance: int = 18) -> np.ndarray | None:

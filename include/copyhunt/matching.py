@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from copyhunt.fingerprint import PART_WINDOW, RECTIFIED_WINDOW
+from copyhunt.fingerprint import PART_WINDOW, RECTIFIED_WINDOW, TILT_WINDOW
 
 # A candidate: a found image's window, a reference window within max_distance bits, and both boxes.
 CANDIDATE_COLUMNS = ["image_sha256", "window", "qx0", "qy0", "qx1", "qy1", "trim_x0", "trim_y0", "trim_x1", "trim_y1",
@@ -104,6 +104,11 @@ def search_frame(fingerprints: pd.DataFrame, params: MatchParams) -> pd.DataFram
         "rx0": found["x0"], "ry0": found["y0"], "rx1": found["x1"], "ry1": found["y1"],
         "distance": found["distance"].astype("int32"), "shard": found["shard"], "annoy_id": found["annoy_id"].astype("int64"),
     })
+
+
+def in_view(window: str) -> bool:
+    """Whether a found image's window has its box in a view of the image (``fingerprint.found_image_view``)."""
+    return window == RECTIFIED_WINDOW or window.startswith(TILT_WINDOW)
 
 
 def same_kind(query_window: pd.Series, ref_window: pd.Series) -> np.ndarray:
@@ -253,8 +258,8 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
     """Verify the candidates of one found image. Raises BadImage if it does not decode."""
     from copyhunt.fingerprint import HASH_WORKING_SIZE
     from copyhunt.imaging import BadImage
-    from copyhunt.fingerprint import pair_orientation
-    from copyhunt.verify import QUERY_VERIFY_SIZE, HashCandidate, similarity_score, verify_candidate, verify_rectified
+    from copyhunt.fingerprint import found_image_view, pair_orientation
+    from copyhunt.verify import QUERY_VERIFY_SIZE, HashCandidate, similarity_score, verify_candidate, verify_in_view
 
     state = _verifier(params)
     out = []
@@ -280,11 +285,13 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
             done_key = key
             continue
         candidate = HashCandidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), copy_mirrored, copy_turns)
-        if window == RECTIFIED_WINDOW:
-            v = verify_rectified(query.gray(QUERY_VERIFY_SIZE), reference, candidate)
+        gray = query.gray(QUERY_VERIFY_SIZE)
+        if in_view(window):
+            view = found_image_view(gray, window)
+            v = verify_in_view(*view, gray.shape, reference, candidate) if view is not None else None
         else:
-            v = verify_candidate(query.gray(QUERY_VERIFY_SIZE), reference, candidate)
-        if not v.ok:
+            v = verify_candidate(gray, reference, candidate)
+        if v is None or not v.ok:
             continue
         done_key = key
         score = similarity_score(int(distance), v.inliers, v.prediction_error)
@@ -311,8 +318,14 @@ def second_opinion(query, entries: dict, query_box, ref_box, mirrored: bool, tur
     them, hash like the reference there? True if one is within ``max_bits``, False if none is,
     None when it cannot tell (no other window lands inside the found image): then ORB decides.
     ``mirrored`` and ``turns`` take the reference to the copy (``fingerprint.pair_orientation``)."""
-    if query_window.startswith("derotated") or query_window == RECTIFIED_WINDOW:  # a view warped from the image: its box is not the image's
+    from copyhunt.fingerprint import found_image_view
+    if query_window.startswith("derotated"):  # a view cut from the turned image, which is not made again here
         return None
+    if in_view(query_window):  # its box is relative to a view of the image: look there
+        view = found_image_view(query, query_window)
+        if view is None:
+            return None
+        query = view[0]
     distance = mapped_window_distance(query, entries, query_box, ref_box, mirrored, turns, ref_window)
     return None if distance is None else distance <= max_bits
 

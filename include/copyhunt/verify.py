@@ -282,29 +282,25 @@ def verify_candidate(query: np.ndarray, reference: Features, candidate: HashCand
     )
 
 
-def verify_rectified(query: np.ndarray, reference: Features, candidate: HashCandidate) -> Verification:
-    """``verify_candidate`` on the found image's picture warped upright off its plain background
-    (``fingerprint.plain_background_quad``), where its hash was made: on the found image itself
-    a turned or keystoned copy lies far from the box the hashes predict. The regions are mapped
-    back onto the found image."""
-    from copyhunt.fingerprint import plain_background_quad, rectified
-
-    quad = plain_background_quad(query)
-    if quad is None:
-        return Verification.failed()
-    view, to_query = rectified(query, quad)
-    v = verify_candidate(view, reference, HashCandidate((0.0, 0.0, 1.0, 1.0), candidate.ref_box, candidate.mirrored, candidate.quarter_turns))
+def verify_in_view(view: np.ndarray, to_query: np.ndarray, query_shape: tuple[int, int], reference: Features,
+                   candidate: HashCandidate) -> Verification:
+    """``verify_candidate`` on a view of the found image (its picture warped upright off a plain
+    background, or the whole image turned upright: ``fingerprint.found_image_view``), where the
+    candidate's window was hashed, its box relative to the view; on the found image itself a
+    turned or keystoned copy lies far from where the hashes predict. The regions are mapped back
+    onto the found image through ``to_query`` (3x3, view pixels to found-image pixels)."""
+    v = verify_candidate(view, reference, candidate)
     if not v.ok:
         return v
     vh, vw = view.shape
-    qh, qw = query.shape
+    qh, qw = query_shape
     x0, y0, x1, y1 = v.query_box
     corners = np.float32([[[x0 * vw, y0 * vh], [x1 * vw, y0 * vh], [x1 * vw, y1 * vh], [x0 * vw, y1 * vh]]])
-    mapped = cv2.perspectiveTransform(corners, to_query)[0]
+    mapped = cv2.perspectiveTransform(corners, np.asarray(to_query, np.float64))[0]
     fx0, fy0 = np.clip(mapped.min(axis=0), 0, [qw, qh])
     fx1, fy1 = np.clip(mapped.max(axis=0), 0, [qw, qh])
     box = (round(float(fx0) / qw, 4), round(float(fy0) / qh, 4), round(float(fx1) / qw, 4), round(float(fy1) / qh, 4))
-    overlap = round(float(cv2.contourArea(mapped)) / (qw * qh), 4)
+    overlap = round(min(1.0, float(cv2.contourArea(mapped)) / (qw * qh)), 4)
     return Verification(True, v.inliers, v.matches, v.prediction_error, box, v.ref_box, overlap, v.ref_overlap, v.scale)
 
 
