@@ -225,7 +225,7 @@ def _closest_pair(query_hashes, entries):
 def test_second_opinion_maps_other_windows_onto_copies_and_not_onto_other_pictures():
     """The reference's other windows, put where a window pair says, hash alike on copies (cropped,
     mirrored, turned) and not on unrelated photos paired with it by their closest windows."""
-    from copyhunt.fingerprint import HASH_WORKING_SIZE, query_hashes
+    from copyhunt.fingerprint import HASH_WORKING_SIZE, pair_orientation, query_hashes
     from copyhunt.imaging import load_gray
     from copyhunt.matching import MatchParams, mapped_window_distance, second_opinion
 
@@ -235,13 +235,13 @@ def test_second_opinion_maps_other_windows_onto_copies_and_not_onto_other_pictur
         w, h = src.size
         entries = _entries_of(load_gray(jpeg(src), working_size=HASH_WORKING_SIZE)[0])
         copies = {"crop": src.crop((int(w * .2), int(h * .1), int(w * .95), int(h * .85))), "mirror": ImageOps.mirror(src),
-                  "turned": src.rotate(90, expand=True)}
+                  "turned": src.rotate(90, expand=True), "turned crop": src.crop((int(w * .1), int(h * .15), int(w * .9), int(h * .95))).rotate(-90, expand=True)}
         others = {"unrelated": Image.open(UNRELATED_IMAGES[0]).convert("RGB"), "other customer image": Image.open(CUSTOMER_IMAGES[5]).convert("RGB")}
         for label, im in {**copies, **others}.items():
             gray = load_gray(jpeg(im), working_size=HASH_WORKING_SIZE)[0]
             _, q, i = _closest_pair(query_hashes(gray), entries)
             args = (gray, entries, (q.x0, q.y0, q.x1, q.y1), (entries["x0"][i], entries["y0"][i], entries["x1"][i], entries["y1"][i]),
-                    bool(entries["mirrored"][i]), entries["window"][i])
+                    *pair_orientation(q.window, entries["window"][i], bool(entries["mirrored"][i])), entries["window"][i])
             distance = mapped_window_distance(*args)
             if label in copies:
                 assert distance is not None and distance <= bits, (path.name, label, distance)
