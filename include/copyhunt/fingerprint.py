@@ -215,10 +215,34 @@ def window_orientation(window: str) -> tuple[int, bool]:
     return 0, mirrored
 
 
-def _d4(turns: int, mirrored: bool) -> np.ndarray:
-    """The 2x2 map of image coordinates (x right, y down) of "turn clockwise, then mirror"."""
-    turn = np.linalg.matrix_power(np.array([[0, -1], [1, 0]]), turns % 4)
-    return (np.array([[-1, 0], [0, 1]]) if mirrored else np.eye(2, dtype=int)) @ turn
+def _d4(turns: int, mirrored: bool) -> tuple[int, int, int, int]:
+    """The 2x2 map (a, b, c, d: x' = a x + b y, y' = c x + d y) of image coordinates (x right,
+    y down) of "turn clockwise ``turns`` times, then mirror"."""
+    a, b, c, d = 1, 0, 0, 1
+    for _ in range(turns % 4):  # one clockwise turn after the map so far: (x, y) -> (-y, x)
+        a, b, c, d = -c, -d, a, b
+    return (-a, -b, c, d) if mirrored else (a, b, c, d)
+
+
+def _composed_orientations() -> dict[tuple[int, bool, int, bool], tuple[bool, int]]:
+    """(query turns, query mirrored, reference turns, reference mirrored) -> (mirrored, turns) of
+    the copy: the query window hashed as (Mq Tq) Q, the reference's as (Mr Tr) R, alike, so
+    Q = (Mq Tq)^-1 (Mr Tr) R. A table, looked up for each candidate verified."""
+    by_map = {_d4(t, m): (m, t) for t in range(4) for m in (False, True)}
+    table = {}
+    for qt in range(4):
+        for qm in (False, True):
+            a, b, c, d = _d4(qt, qm)
+            det = a * d - b * c  # +-1: a turn or a reflection
+            ia, ib, ic, id_ = d * det, -b * det, -c * det, a * det
+            for rt in range(4):
+                for rm in (False, True):
+                    e, f, g, h = _d4(rt, rm)
+                    table[(qt, qm, rt, rm)] = by_map[(ia * e + ib * g, ia * f + ib * h, ic * e + id_ * g, ic * f + id_ * h)]
+    return table
+
+
+_PAIR_ORIENTATIONS = _composed_orientations()
 
 
 def pair_orientation(query_window: str, ref_window: str, ref_mirrored: bool) -> tuple[bool, int]:
@@ -229,13 +253,7 @@ def pair_orientation(query_window: str, ref_window: str, ref_mirrored: bool) -> 
     windows are hashed in a canonical orientation on both sides, which the pair composes."""
     q_turns, q_mirrored = window_orientation(query_window)
     r_turns, _ = window_orientation(ref_window)
-    # query hashed as (Mq Tq) Q, reference as (Mr Tr) R: alike, so Q = (Mq Tq)^-1 (Mr Tr) R.
-    copy = np.round(np.linalg.inv(_d4(q_turns, q_mirrored)) @ _d4(r_turns, bool(ref_mirrored))).astype(int)
-    for turns in range(4):
-        for mirrored in (False, True):
-            if np.array_equal(_d4(turns, mirrored), copy):
-                return mirrored, turns
-    raise AssertionError("the eight orientations are a group")
+    return _PAIR_ORIENTATIONS[(q_turns, q_mirrored, r_turns, bool(ref_mirrored))]
 
 
 def canonical_orientations(blocks: np.ndarray) -> list[list[int]]:

@@ -220,13 +220,13 @@ def verify_image(pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
     from copyhunt.imaging import BadImage
 
     if pdf.empty:
-        return pd.DataFrame(columns=MATCH_COLUMNS)
+        return _no_matches()
     state = _verifier(params)
     try:
         query = QueryImage(state.query_blobs.get(pdf["image_sha256"].iloc[0]), params.max_image_pixels)
         return verify_query(query, pdf, params)
     except (BadImage, KeyError):
-        return pd.DataFrame(columns=MATCH_COLUMNS)
+        return _no_matches()
 
 
 def _pairs_to_verify(pdf: pd.DataFrame, per_reference: int) -> list[tuple]:
@@ -309,7 +309,20 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
             "ref_x0": v.ref_box[0], "ref_y0": v.ref_box[1], "ref_x1": v.ref_box[2], "ref_y1": v.ref_box[3],
             "query_overlap": v.query_overlap, "ref_overlap": v.ref_overlap, "prediction_error": v.prediction_error,
         })
-    return pd.DataFrame(out, columns=MATCH_COLUMNS)
+    return pd.DataFrame(out, columns=MATCH_COLUMNS) if out else _no_matches()
+
+
+def _no_matches() -> pd.DataFrame:
+    """An empty frame of matches. Most found images with candidates verify none, and building a
+    frame of 21 columns from nothing costs as much as a second opinion: the empty one is made
+    once and copied."""
+    global _NO_MATCHES
+    if _NO_MATCHES is None:
+        _NO_MATCHES = pd.DataFrame(columns=MATCH_COLUMNS)
+    return _NO_MATCHES.copy()
+
+
+_NO_MATCHES: pd.DataFrame | None = None
 
 
 def second_opinion(query, entries: dict, query_box, ref_box, mirrored: bool, turns: int, ref_window: str, query_window: str,
