@@ -89,6 +89,7 @@ TILT_WINDOW = "blob-t"  # blob windows found in the view turned upright; their b
 # covers at least this share of the image.
 MIN_QUAD_INSET = 0.03
 MIN_QUAD_AREA = 0.3
+MIN_PLAIN_SHARE = 0.9  # of the pixels outside the picture that are the background colour
 # Collages in found images: each side split into 2 to 5 equal parts at seams (two photos meeting)
 # or gutters. A line is a seam by the share of its pixels that step clearly (more than
 # SEAM_STEP_OVER_MEDIAN x the image's median step, and MIN_SEAM_STEP grey levels) to the next
@@ -742,11 +743,15 @@ def plain_background_quad(gray: np.ndarray, tolerance: int = 18) -> np.ndarray |
     h, w = gray.shape
     if min(h, w) < 2 * MIN_WINDOW_PX:
         return None
-    corner_px = np.array([gray[0, 0], gray[0, -1], gray[-1, 0], gray[-1, -1]], np.int16)
-    if int(corner_px.max()) - int(corner_px.min()) > tolerance:
+    # The background: the colour most of the image's corners share (a keystoned picture may
+    # reach one or two of them once its padding is trimmed).
+    corner_px = [int(gray[0, 0]), int(gray[0, -1]), int(gray[-1, 0]), int(gray[-1, -1])]
+    agreeing = max(([c for c in corner_px if abs(c - colour) <= tolerance] for colour in corner_px), key=len)
+    if len(agreeing) < 2:
         return None
-    colour = float(np.median(corner_px))
-    content = cv2.inRange(gray, max(0.0, colour - tolerance), min(255.0, colour + tolerance)) == 0
+    colour = float(np.median(agreeing))
+    background = cv2.inRange(gray, max(0.0, colour - tolerance), min(255.0, colour + tolerance))
+    content = background == 0
     points = cv2.findNonZero(content.view(np.uint8))
     if points is None or len(points) < 4:
         return None
@@ -759,6 +764,13 @@ def plain_background_quad(gray: np.ndarray, tolerance: int = 18) -> np.ndarray |
     if inset.max() < MIN_QUAD_INSET * max(w, h):  # the picture fills the image: nothing to undo
         return None
     if cv2.contourArea(quad.astype(np.float32)) < MIN_QUAD_AREA * w * h:
+        return None
+    # Plain: what lies outside the picture is the background colour (not sky in two corners).
+    outside = np.full((h, w), 255, np.uint8)
+    outline = np.round(quad - [[0, 0], [1, 0], [1, 1], [0, 1]]).astype(np.int32)
+    cv2.fillConvexPoly(outside, outline, 0)
+    cv2.polylines(outside, [outline], True, 0, thickness=7)  # the outline's blended pixels, and a hull a little inside it
+    if cv2.countNonZero(outside) and cv2.countNonZero(outside & background) < MIN_PLAIN_SHARE * cv2.countNonZero(outside):
         return None
     return quad
 
