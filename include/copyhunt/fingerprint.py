@@ -76,7 +76,6 @@ QUERY_BLOBS = 16
 # hashes a window: on the tuning part's crops, chains, embeds, screenshots, thumbnails and blurs,
 # that keeps as many copies within 10 bits of a reference window as plain and mirrored hashes did.
 CANONICAL_MARGIN = 0.2
-MAX_DEROTATION_DEGREES = 20  # tilted copies beyond this are rare; blob windows still see them
 # A found image whose edges lean (``image_tilt``) at least this far from upright is also searched
 # turned back upright: a tilted copy cropped inside its own outline has no plain corners to find
 # the tilt by, but its straight edges (horizons, walls, frames), which most photos keep upright,
@@ -656,15 +655,13 @@ def query_hashes_many(images: Sequence[Image.Image | np.ndarray], hasher: PHashe
                 wins = [wins[i]._replace(name=f"{TILT_WINDOW}{wins[i].name[4:]}") for i in keep]
                 hashes.extend(hasher.hash_window_kinds(view, wins, boxes[keep]))
         quad = plain_background_quad(gray)
-        views = derotated_views(gray)
         if quad is not None:
-            views.append((RECTIFIED_WINDOW, rectified(gray, quad)[0]))
-        for name, view in views:
+            view = rectified(gray, quad)[0]
             vh, vw = view.shape
             if min(vh, vw) >= MIN_WINDOW_PX:
                 hv, ok = hasher.hash_windows(view, np.array([[0, 0, vw, vh]]))
                 if ok[0]:
-                    hashes.append(WindowHash(name, False, 0.0, 0.0, 1.0, 1.0, int(hv[0])))
+                    hashes.append(WindowHash(RECTIFIED_WINDOW, False, 0.0, 0.0, 1.0, 1.0, int(hv[0])))
     return [_rounded(hashes) if hashes is not None else [] for hashes in out]
 
 
@@ -786,42 +783,6 @@ def rectified(gray: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarra
     to_gray = cv2.getPerspectiveTransform(target, quad.astype(np.float32))
     view = cv2.warpPerspective(gray, to_gray, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(view), to_gray
-
-
-def derotated_views(gray: np.ndarray, tolerance: int = 18) -> list[tuple[str, np.ndarray]]:
-    """A picture rotated by a small angle onto a plain background, turned back and cropped.
-
-    Such a copy has four plain corner triangles, which no trimming removes and which dominate its
-    whole-image hash. The triangles' legs along the top and left edges give the angle (not its
-    sign, so both turns are returned); the original's size follows from the canvas size.
-    """
-    h, w = gray.shape
-    corners = sorted((int(gray[0, 0]), int(gray[0, -1]), int(gray[-1, 0]), int(gray[-1, -1])))
-    colour = (corners[1] + corners[2]) / 2
-    if PAD_DARK < colour < PAD_LIGHT or min(h, w) < 2 * MIN_WINDOW_PX:
-        return []
-
-    def plain_run(line: np.ndarray) -> int:
-        off = np.flatnonzero(np.abs(line.astype(np.int16) - colour) > tolerance)
-        return int(off[0]) if off.size else len(line)
-
-    legs = (plain_run(gray[0]), plain_run(gray[0, ::-1]), plain_run(gray[:, 0]), plain_run(gray[::-1, 0]))
-    if min(legs) < 3 or max(legs[0], legs[1]) >= w or max(legs[2], legs[3]) >= h:
-        return []
-    theta = math.atan2(min(legs[0], legs[2]), max(legs[0], legs[2]))
-    if theta > math.radians(MAX_DEROTATION_DEGREES):
-        return []
-    ct, st = math.cos(theta), math.sin(theta)
-    w0, h0 = (w * ct - h * st) / (ct * ct - st * st), (h * ct - w * st) / (ct * ct - st * st)
-    if min(w0, h0) < MIN_WINDOW_PX:
-        return []
-    views = []
-    for sign, name in ((1, "derotated-ccw"), (-1, "derotated-cw")):
-        turn = cv2.getRotationMatrix2D((w / 2, h / 2), sign * math.degrees(theta), 1.0)
-        upright = cv2.warpAffine(gray, turn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        x0, y0 = round((w - w0) / 2) + 1, round((h - h0) / 2) + 1
-        views.append((name, np.ascontiguousarray(upright[y0:y0 + int(h0) - 2, x0:x0 + int(w0) - 2])))
-    return views
 
 
 def _rounded(hashes: list[WindowHash]) -> list[WindowHash]:

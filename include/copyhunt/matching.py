@@ -332,8 +332,6 @@ def second_opinion(query, entries: dict, query_box, ref_box, mirrored: bool, tur
     None when it cannot tell (no other window lands inside the found image): then ORB decides.
     ``mirrored`` and ``turns`` take the reference to the copy (``fingerprint.pair_orientation``)."""
     from copyhunt.fingerprint import found_image_view
-    if query_window.startswith("derotated"):  # a view cut from the turned image, which is not made again here
-        return None
     if in_view(query_window):  # its box is relative to a view of the image: look there
         view = found_image_view(query, query_window)
         if view is None:
