@@ -127,6 +127,9 @@ PASTE_BLOB_MARGIN = 0.05  # of the rectangle's side, on each side
 # the found image) is not searched enlarged: at nearly the same size the search finds the same
 # blobs (many rectangles on 1-MP photos would be enlarged by little more than 1.1x).
 PASTE_BLOB_MIN_UPSAMPLE = 1.25
+# Blob windows searched in each collage cell (``cell_blob_hashes``): a photo cropped to its
+# cell's shape matches by them. Few a cell: a 5x5 collage has 25 cells.
+CELL_BLOBS = 3
 
 _DCT = np.array([[np.cos(np.pi * (2 * n + 1) * k / (2 * HASH_INPUT)) for n in range(HASH_INPUT)] for k in range(DCT_KEEP)], dtype=np.float32)
 _ALTERNATING = np.array([(-1.0) ** k for k in range(DCT_KEEP)], dtype=np.float32)
@@ -494,20 +497,40 @@ def paste_blob_hashes_upsampled(gray: np.ndarray, pastes: list[Window], hasher: 
     are found too (at the found image's size their windows are under MIN_WINDOW_PX). Named
     ``blob-u<i>-<n>``; boxes in the found image's coordinates."""
     h, w = gray.shape
+    areas = [(f"blob-u{i}-", _paste_blob_area(paste, w, h)) for i, paste in enumerate(pastes[:PASTE_BLOB_PROPOSALS])]
+    return _enlarged_blob_hashes(gray, areas, PASTE_BLOBS, hasher)
+
+
+def cell_blob_hashes(gray: np.ndarray, cells: list[Window], hasher: PHasher) -> list[WindowHash]:
+    """Blob windows of each collage cell (its trimmed box), enlarged to the working size like a
+    pasted picture's: a photo cropped to its cell's shape hashes like no whole reference, but its
+    blobs are the reference's. CELL_BLOBS a cell, named ``blob-c<row><column>-<n>``."""
+    h, w = gray.shape
+    areas = [(f"blob-c{cell.name.split('-')[1]}-", cell.box(w, h)) for cell in cells]
+    return _enlarged_blob_hashes(gray, areas, CELL_BLOBS, hasher)
+
+
+def _enlarged_blob_hashes(gray: np.ndarray, areas: list[tuple[str, tuple[int, int, int, int]]], count: int, hasher: PHasher) -> list[WindowHash]:
+    """The ``count`` strongest blob windows of each pixel area of ``gray``, cut out and enlarged
+    to the working size (areas that would grow by less than PASTE_BLOB_MIN_UPSAMPLE are left to
+    the found image's own search), named with each area's prefix; boxes in ``gray``'s coordinates."""
+    h, w = gray.shape
     out = []
-    for i, paste in enumerate(pastes[:PASTE_BLOB_PROPOSALS]):
-        area = x0, y0, x1, y1 = _paste_blob_area(paste, w, h)
+    for prefix, area in areas:
+        x0, y0, x1, y1 = area
         cw, ch = x1 - x0, y1 - y0
+        if min(cw, ch) < MIN_WINDOW_PX:
+            continue
         f = HASH_WORKING_SIZE / max(cw, ch)
-        if f < PASTE_BLOB_MIN_UPSAMPLE:  # paste_blob_windows searched it at nearly this size
+        if f < PASTE_BLOB_MIN_UPSAMPLE:
             continue
         up = cv2.resize(gray[y0:y1, x0:x1], (round(cw * f), round(ch * f)), interpolation=cv2.INTER_CUBIC)
         uh, uw = up.shape
-        wins = blob_windows(up, PASTE_BLOBS)
+        wins = blob_windows(up, count)
         if not wins:
             continue
         boxes = np.array([win.box(uw, uh) for win in wins], np.int64)
-        for row in hasher.hash_window_kinds(up, [win._replace(name=f"blob-u{i}-{win.name[4:]}") for win in wins], boxes):
+        for row in hasher.hash_window_kinds(up, [win._replace(name=f"{prefix}{win.name[4:]}") for win in wins], boxes):
             placed = _from_area(row.window, Window(row.window, row.x0, row.y0, row.x1, row.y1), area, w, h)
             out.append(WindowHash(placed.name, False, placed.x0, placed.y0, placed.x1, placed.y1, row.phash))
     return out
@@ -640,6 +663,9 @@ def query_hashes_many(images: Sequence[Image.Image | np.ndarray], hasher: PHashe
     for hashes, gray, found in zip(out, grays, pastes):
         if hashes is not None:
             hashes.extend(paste_blob_hashes_upsampled(gray, found, hasher))
+            h, w = gray.shape
+            cells = [Window(x.window, x.x0, x.y0, x.x1, x.y1) for x in hashes if x.window.startswith("grid")]
+            hashes.extend(cell_blob_hashes(gray, cells, hasher))
     for hashes, gray in zip(out, grays):
         if hashes is None:
             continue
