@@ -89,6 +89,7 @@ TILT_WINDOW = "blob-t"  # blob windows found in the view turned upright; their b
 MIN_QUAD_INSET = 0.03
 MIN_QUAD_AREA = 0.3
 MIN_PLAIN_SHARE = 0.9  # of the pixels outside the picture that are the background colour
+MAX_FILL_STD = 4.0  # of those pixels' grey levels: a fill is flat to a JPEG's noise
 # Collages in found images: each side split into 2 to 5 equal parts at seams (two photos meeting)
 # or gutters. A line is a seam by the share of its pixels that step clearly (more than
 # SEAM_STEP_OVER_MEDIAN x the image's median step, and MIN_SEAM_STEP grey levels) to the next
@@ -794,6 +795,9 @@ def plain_background_quad(gray: np.ndarray, tolerance: int = 18) -> np.ndarray |
     cv2.fillConvexPoly(outside, outline, 0)
     cv2.polylines(outside, [outline], True, 0, thickness=7)  # the outline's blended pixels, and a hull a little inside it
     if cv2.countNonZero(outside) and cv2.countNonZero(outside & background) < MIN_PLAIN_SHARE * cv2.countNonZero(outside):
+        return None
+    _, spread = cv2.meanStdDev(gray, mask=outside & background)
+    if float(spread[0, 0]) > MAX_FILL_STD:  # sky in two corners is not a fill
         return None
     return quad
 
