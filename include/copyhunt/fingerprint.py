@@ -71,11 +71,15 @@ QUERY_BLOBS = 16
 # Blob windows are hashed in a canonical orientation of the eight a square has (turned by
 # quarter turns, mirrored), fixed by the signs and sizes of their two lowest frequencies
 # (``canonical_orientations``): a window whose copy was turned or mirrored with the picture hashes
-# alike in it, at no cost in index entries or lookups. Within this margin of the bounds (of the
-# block's mean |AC coefficient|) a window is hashed in each orientation that passes, about 1.12
-# hashes a window: on the tuning part's crops, chains, embeds, screenshots, thumbnails and blurs,
-# that keeps as many copies within 10 bits of a reference window as plain and mirrored hashes did.
-CANONICAL_MARGIN = 0.2
+# alike in it, at no cost in index entries or lookups. Within a margin of the bounds (of the
+# block's mean |AC coefficient|) a window is hashed in each orientation that passes. The margins
+# of both sides add up, so the reference, hashed once, takes the wider one and a found image,
+# whose every hash is a lookup, the narrower: 1.12 and 1.05 hashes a window. On the tuning part's
+# crops, chains, embeds, screenshots, thumbnails, blurs, noise and watermarks that keeps as many
+# copies within 10 bits of a reference window as margins of 0.2 on both sides did, and as plain
+# and mirrored hashes had.
+CANONICAL_MARGIN = 0.2  # reference windows
+QUERY_CANONICAL_MARGIN = 0.1  # found images' windows
 # A found image whose edges lean (``image_tilt``) at least this far from upright is also searched
 # turned back upright: a tilted copy cropped inside its own outline has no plain corners to find
 # the tilt by, but its straight edges (horizons, walls, frames), which most photos keep upright,
@@ -260,29 +264,29 @@ def pair_orientation(query_window: str, ref_window: str, ref_mirrored: bool) -> 
     return _PAIR_ORIENTATIONS[(q_turns, q_mirrored, r_turns, bool(ref_mirrored))]
 
 
-def canonical_orientations(blocks: np.ndarray) -> list[list[int]]:
+def canonical_orientations(blocks: np.ndarray, margin: float) -> list[list[int]]:
     """For each window's DCT block, the orientations (indices into ORIENTATIONS) it is hashed
     in: the one where its first horizontal and first vertical frequency are both positive and the
-    horizontal one the larger, and each other one that is so within CANONICAL_MARGIN x the
-    block's mean |AC coefficient| (so that a coefficient near its bound, which a copy's edits may
+    horizontal one the larger, and each other one that is so within ``margin`` x the block's
+    mean |AC coefficient| (so that a coefficient near its bound, which a copy's edits may
     push across, does not lose the pair)."""
     if len(blocks) == 0:
         return []
     turned = np.stack([turn(blocks) for _, _, turn in ORIENTATIONS])  # (8, n, 8, 8)
     across, down = turned[:, :, 0, 1], turned[:, :, 1, 0]
-    slack = CANONICAL_MARGIN * (np.abs(blocks.reshape(len(blocks), -1)[:, 1:]).mean(axis=1) + 1e-6)
+    slack = margin * (np.abs(blocks.reshape(len(blocks), -1)[:, 1:]).mean(axis=1) + 1e-6)
     ok = (across >= -slack) & (down >= -slack) & (np.abs(across) >= np.abs(down) - slack)
     return [np.flatnonzero(ok[:, i]).tolist() for i in range(len(blocks))]
 
 
-def canonical_hashes(names: Sequence[str], blocks: np.ndarray) -> list[tuple[int, str, bool, int]]:
+def canonical_hashes(names: Sequence[str], blocks: np.ndarray, margin: float) -> list[tuple[int, str, bool, int]]:
     """(window's index, name with orientation, mirrored, hash) of blob windows in their canonical
-    orientations, in window order."""
+    orientations (``canonical_orientations`` with ``margin``), in window order."""
     if len(blocks) == 0:
         return []
     hashes = np.stack([hashes_from_blocks(turn(blocks)) for _, _, turn in ORIENTATIONS])  # (8, n)
     out = []
-    for i, (name, chosen) in enumerate(zip(names, canonical_orientations(blocks))):
+    for i, (name, chosen) in enumerate(zip(names, canonical_orientations(blocks, margin))):
         for k in chosen:
             suffix, mirrored, _ = ORIENTATIONS[k]
             out.append((i, orientation_name(name, ORIENTATION_TURNS[suffix], mirrored), mirrored, int(hashes[k, i])))
@@ -311,7 +315,7 @@ class PHasher:
         for i, value in zip(whole, hashes_from_blocks(blocks[whole]).tolist() if whole else []):
             win = windows[i]
             rows.append((i, WindowHash(win.name, False, win.x0, win.y0, win.x1, win.y1, int(value))))
-        for j, name, _, value in canonical_hashes([windows[i].name for i in parts], blocks[parts]):
+        for j, name, _, value in canonical_hashes([windows[i].name for i in parts], blocks[parts], QUERY_CANONICAL_MARGIN):
             win = windows[parts[j]]
             rows.append((parts[j], WindowHash(name, False, win.x0, win.y0, win.x1, win.y1, value)))
         return [row for _, row in sorted(rows, key=lambda r: r[0])]
@@ -629,7 +633,7 @@ def reference_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = N
     if rest:
         # An entry's box is where its pixels are in the registered (upright, unmirrored)
         # reference, whichever orientation they were hashed in.
-        for j, name, mirrored, value in canonical_hashes([windows[i].name for i in rest], blocks[rest]):
+        for j, name, mirrored, value in canonical_hashes([windows[i].name for i in rest], blocks[rest], CANONICAL_MARGIN):
             win = windows[rest[j]]
             out.append(WindowHash(name, mirrored, win.x0, win.y0, win.x1, win.y1, value))
     return _rounded(out)
