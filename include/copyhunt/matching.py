@@ -25,6 +25,8 @@ import pandas as pd
 
 from copyhunt.fingerprint import PART_WINDOW, RECTIFIED_WINDOW, TILT_WINDOW
 
+SPECULATIVE_WINDOW = PART_WINDOW + "-"  # blob windows of a tilt view, a pasted-picture rectangle or a collage cell
+
 # A candidate: a found image's window, a reference window within max_distance bits, and both boxes.
 CANDIDATE_COLUMNS = ["image_sha256", "window", "qx0", "qy0", "qx1", "qy1", "trim_x0", "trim_y0", "trim_x1", "trim_y1",
                      "customer_id", "image_id", "ref_sha256", "ref_window", "mirrored", "rx0", "ry0", "rx1", "ry1", "distance", "shard", "annoy_id"]
@@ -53,6 +55,12 @@ class MatchParams:
     # their best reference window; unrelated photos mostly at 14+ (robustness suite), and the
     # verifier rejects the rest.
     max_distance: int = 10
+    # Blob windows searched on speculation, in a view or a part of the found image (a tilt view,
+    # a pasted-picture rectangle, a collage cell: names "blob-..."), pair within this many bits:
+    # a third of the unrelated stream's chance candidates at 100k references came through them,
+    # nearly all at 10 bits; of the tuning part's 588 copies one (a cell of a 5x5 collage) was
+    # found through one at 10 bits, against the suite's own 14 references, and none against 100k.
+    speculative_max_distance: int = 8
     # Window pairs tried per (found image, reference), best first, until one verifies.
     pairs_per_reference: int = 3
     # A reference reached by one window pair this many bits apart or more is a weak candidate:
@@ -93,6 +101,8 @@ def search_frame(fingerprints: pd.DataFrame, params: MatchParams) -> pd.DataFram
         return pd.DataFrame(columns=CANDIDATE_COLUMNS)
     q = fingerprints.reset_index(drop=True).iloc[found["query_row"].to_numpy()].reset_index(drop=True)
     keep = same_kind(q["window"], found["window"])
+    if params.speculative_max_distance < params.max_distance:
+        keep &= ~(q["window"].str.startswith(SPECULATIVE_WINDOW).to_numpy(bool) & (found["distance"].to_numpy() > params.speculative_max_distance))
     if not keep.all():
         q, found = q[keep].reset_index(drop=True), found[keep].reset_index(drop=True)
     return pd.DataFrame({
