@@ -148,7 +148,7 @@ class Hasher(Protocol):
     def hash_windows(self, gray: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(hashes as int64, usable mask) for pixel boxes (x0, y0, x1, y1) of a grey image."""
 
-    def hash_window_kinds(self, gray: np.ndarray, windows: Sequence["Window"], boxes: np.ndarray) -> list["WindowHash"]:
+    def hash_window_kinds(self, gray: np.ndarray, windows: Sequence["Window"], boxes: np.ndarray, margin: float) -> list["WindowHash"]:
         """Rows of the usable windows: parts of a picture in their canonical orientations."""
 
 
@@ -303,10 +303,11 @@ class PHasher:
         blocks, std = dct_blocks(gray, boxes)
         return hashes_from_blocks(blocks), std >= MIN_WINDOW_STD
 
-    def hash_window_kinds(self, gray: np.ndarray, windows: Sequence[Window], boxes: np.ndarray) -> list[WindowHash]:
+    def hash_window_kinds(self, gray: np.ndarray, windows: Sequence[Window], boxes: np.ndarray,
+                          margin: float = QUERY_CANONICAL_MARGIN) -> list[WindowHash]:
         """WindowHash rows of ``windows`` (their pixel ``boxes``): blob windows (parts of a
-        picture) in their canonical orientations, named with them, the others (whole
-        pictures) upright; flat windows are left out."""
+        picture) in their canonical orientations (within ``margin``), named with them and
+        mirrored as hashed, the others (whole pictures) upright; flat windows are left out."""
         blocks, std = dct_blocks(gray, boxes)
         usable = std >= MIN_WINDOW_STD
         whole = [i for i, win in enumerate(windows) if usable[i] and not win.name.startswith(PART_WINDOW)]
@@ -315,9 +316,9 @@ class PHasher:
         for i, value in zip(whole, hashes_from_blocks(blocks[whole]).tolist() if whole else []):
             win = windows[i]
             rows.append((i, WindowHash(win.name, False, win.x0, win.y0, win.x1, win.y1, int(value))))
-        for j, name, _, value in canonical_hashes([windows[i].name for i in parts], blocks[parts], QUERY_CANONICAL_MARGIN):
+        for j, name, mirrored, value in canonical_hashes([windows[i].name for i in parts], blocks[parts], margin):
             win = windows[parts[j]]
-            rows.append((parts[j], WindowHash(name, False, win.x0, win.y0, win.x1, win.y1, value)))
+            rows.append((parts[j], WindowHash(name, mirrored, win.x0, win.y0, win.x1, win.y1, value)))
         return [row for _, row in sorted(rows, key=lambda r: r[0])]
 
     def hash(self, image: Image.Image) -> int:
@@ -636,6 +637,12 @@ def reference_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = N
         for j, name, mirrored, value in canonical_hashes([windows[i].name for i in rest], blocks[rest], CANONICAL_MARGIN):
             win = windows[rest[j]]
             out.append(WindowHash(name, mirrored, win.x0, win.y0, win.x1, win.y1, value))
+    # A reference whose own edges lean is also described turned upright, as a tilted copy of it
+    # will be searched: the tilt is in the windows' names, their boxes relative to that view.
+    tilt = image_tilt(gray)
+    tilted = tilt_view(gray, tilt)
+    if tilted is not None:
+        out.extend(tilt_view_windows(gray, tilted, f"{TILT_WINDOW}@{tilt:+.2f}#", PHasher(), CANONICAL_MARGIN))
     return _rounded(out)
 
 
@@ -676,15 +683,7 @@ def query_hashes_many(images: Sequence[Image.Image | np.ndarray], hasher: PHashe
             continue
         tilted = tilt_view(gray)
         if tilted is not None:
-            view, to_gray = tilted
-            vh, vw = view.shape
-            # The strongest blobs wholly on the image (the canvas's repeated edges make blobs of their own).
-            wins = blob_windows(view, 2 * TILT_BLOBS)
-            boxes = np.array([win.box(vw, vh) for win in wins], np.int64).reshape(-1, 4)
-            keep = np.flatnonzero(inside_tilt_view(boxes, to_gray, gray.shape))[:TILT_BLOBS]
-            if len(keep):
-                wins = [wins[i]._replace(name=f"{TILT_WINDOW}{wins[i].name[4:]}") for i in keep]
-                hashes.extend(hasher.hash_window_kinds(view, wins, boxes[keep]))
+            hashes.extend(tilt_view_windows(gray, tilted, TILT_WINDOW, hasher, QUERY_CANONICAL_MARGIN))
         quad = plain_background_quad(gray)
         if quad is not None:
             view = rectified(gray, quad)[0]
@@ -713,22 +712,50 @@ def image_tilt(gray: np.ndarray) -> float:
     return -math.degrees(math.atan2(im4, re4)) / 4
 
 
-def tilt_view(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The image turned upright by its ``image_tilt``, on a canvas holding all of it (the corners
-    outside it repeat its edges), and the affine map from the canvas's pixels to ``gray``'s; None
-    when it leans by less than MIN_TILT_DEGREES. Windows are taken only where the canvas shows
-    the image (``inside_tilt_view``)."""
+def tilt_view(gray: np.ndarray, tilt: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The image turned upright by its ``image_tilt`` (or by ``tilt``), on a canvas holding all of
+    it (the corners outside it repeat its edges), and the affine map from the canvas's pixels to
+    ``gray``'s; None when it leans by less than MIN_TILT_DEGREES. Windows are taken only where
+    the canvas shows the image (``inside_tilt_view``)."""
     h, w = gray.shape
-    tilt = image_tilt(gray)
+    tilt = image_tilt(gray) if tilt is None else tilt
     if abs(tilt) < MIN_TILT_DEGREES or min(h, w) < 2 * MIN_WINDOW_PX:
         return None
-    a = math.radians(abs(tilt))
-    vw, vh = int(math.ceil(w * math.cos(a) + h * math.sin(a))), int(math.ceil(w * math.sin(a) + h * math.cos(a)))
-    # Canvas pixel (x, y) -> gray: about the centres, turned by the tilt.
-    to_gray = cv2.getRotationMatrix2D((vw / 2, vh / 2), tilt, 1.0)
-    to_gray[:, 2] += (w / 2 - vw / 2, h / 2 - vh / 2)
+    (vw, vh), to_gray = tilt_canvas(w, h, tilt)
     view = cv2.warpAffine(gray, to_gray, (vw, vh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(view), to_gray
+
+
+def tilt_canvas(w: int, h: int, tilt: float) -> tuple[tuple[int, int], np.ndarray]:
+    """(width, height) of the canvas holding a w x h image turned by ``tilt`` degrees, and the
+    affine map (2x3) from the canvas's pixels to the image's: about the centres."""
+    a = math.radians(abs(tilt))
+    vw, vh = int(math.ceil(w * math.cos(a) + h * math.sin(a))), int(math.ceil(w * math.sin(a) + h * math.cos(a)))
+    to_image = cv2.getRotationMatrix2D((vw / 2, vh / 2), tilt, 1.0)
+    to_image[:, 2] += (w / 2 - vw / 2, h / 2 - vh / 2)
+    return (vw, vh), to_image
+
+
+def tilt_view_windows(gray: np.ndarray, tilted: tuple[np.ndarray, np.ndarray], prefix: str, hasher: "PHasher", margin: float) -> list[WindowHash]:
+    """Rows of the TILT_BLOBS strongest blob windows of a tilt view that lie wholly on the image
+    (the canvas's repeated edges make blobs of their own), named ``prefix`` + their number,
+    boxes relative to the canvas."""
+    view, to_gray = tilted
+    vh, vw = view.shape
+    wins = blob_windows(view, 2 * TILT_BLOBS)
+    boxes = np.array([win.box(vw, vh) for win in wins], np.int64).reshape(-1, 4)
+    keep = np.flatnonzero(inside_tilt_view(boxes, to_gray, gray.shape))[:TILT_BLOBS]
+    if not len(keep):
+        return []
+    return hasher.hash_window_kinds(view, [wins[i]._replace(name=f"{prefix}{wins[i].name[4:]}") for i in keep], boxes[keep], margin)
+
+
+def reference_tilt(window: str) -> float | None:
+    """The tilt (degrees) a reference's tilt-view window was found at, from its name
+    (``blob-t@-9.36#03-rot90``), or None for the reference's other windows."""
+    if not window.startswith(TILT_WINDOW + "@"):
+        return None
+    return float(window[len(TILT_WINDOW) + 1:].split("#")[0])
 
 
 def inside_tilt_view(boxes: np.ndarray, to_gray: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

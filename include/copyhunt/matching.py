@@ -268,8 +268,9 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
     """Verify the candidates of one found image. Raises BadImage if it does not decode."""
     from copyhunt.fingerprint import HASH_WORKING_SIZE
     from copyhunt.imaging import BadImage
-    from copyhunt.fingerprint import found_image_view, pair_orientation
-    from copyhunt.verify import QUERY_VERIFY_SIZE, HashCandidate, similarity_score, verify_candidate, verify_in_view
+    from copyhunt.fingerprint import found_image_view, pair_orientation, reference_tilt
+    from copyhunt.verify import (QUERY_VERIFY_SIZE, HashCandidate, ref_box_from_view, reference_in_tilt_view, similarity_score,
+                                 verify_candidate, verify_in_view)
 
     state = _verifier(params)
     out = []
@@ -296,13 +297,17 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
             continue
         candidate = HashCandidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), copy_mirrored, copy_turns)
         gray = query.gray(QUERY_VERIFY_SIZE)
+        ref_tilt = reference_tilt(ref_window)
+        features, to_ref = (reference, None) if ref_tilt is None else reference_in_tilt_view(reference, ref_tilt)
         if in_view(window):
             view = found_image_view(gray, window)
-            v = verify_in_view(*view, gray.shape, reference, candidate) if view is not None else None
+            v = verify_in_view(*view, gray.shape, features, candidate) if view is not None else None
         else:
-            v = verify_candidate(gray, reference, candidate)
+            v = verify_candidate(gray, features, candidate)
         if v is None or not v.ok:
             continue
+        if to_ref is not None:
+            v = ref_box_from_view(v, to_ref, (features.width, features.height), (reference.width, reference.height))
         done_key = key
         score = similarity_score(int(distance), v.inliers, v.prediction_error)
         if score < params.min_score:
@@ -378,7 +383,9 @@ def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: b
     names = entries["window"].astype(str)
     bases = np.array([name.split("-rot")[0].split("-mirror")[0] for name in names.tolist()])
     matched_base = ref_window.split("-rot")[0].split("-mirror")[0]
-    others = np.char.startswith(names, PART_WINDOW) & (bases != matched_base)
+    # The reference's windows in the matched window's frame: the reference, or its tilt view.
+    in_tilt_view = np.char.startswith(names, TILT_WINDOW + "@")
+    others = np.char.startswith(names, PART_WINDOW) & (bases != matched_base) & (in_tilt_view == ref_window.startswith(TILT_WINDOW + "@"))
     if not others.any():
         return None
     h, w = query.shape

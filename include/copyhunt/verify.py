@@ -282,6 +282,36 @@ def verify_candidate(query: np.ndarray, reference: Features, candidate: HashCand
     )
 
 
+def reference_in_tilt_view(reference: Features, tilt: float) -> tuple[Features, np.ndarray]:
+    """The reference's features on its tilt view's canvas (``fingerprint.tilt_canvas``: the
+    reference turned upright by ``tilt``), where its tilt-view windows' boxes are, and the 3x3
+    map from the canvas's pixels to the reference's. ORB descriptors do not change with the
+    turn; only the points move."""
+    from copyhunt.fingerprint import tilt_canvas
+
+    (vw, vh), to_ref = tilt_canvas(reference.width, reference.height, tilt)
+    to_ref = np.vstack([to_ref, [0.0, 0.0, 1.0]])
+    points = cv2.perspectiveTransform(reference.points.reshape(-1, 1, 2).astype(np.float64), np.linalg.inv(to_ref)).reshape(-1, 2)
+    return Features(vw, vh, points.astype(np.float32), reference.descriptors), to_ref
+
+
+def ref_box_from_view(v: Verification, to_ref: np.ndarray, view_size: tuple[int, int], ref_size: tuple[int, int]) -> Verification:
+    """A verification made against the reference's tilt view, its reference region and overlap
+    taken back onto the reference."""
+    if not v.ok:
+        return v
+    vw, vh = view_size
+    rw, rh = ref_size
+    x0, y0, x1, y1 = v.ref_box
+    corners = np.float64([[[x0 * vw, y0 * vh], [x1 * vw, y0 * vh], [x1 * vw, y1 * vh], [x0 * vw, y1 * vh]]])
+    mapped = cv2.perspectiveTransform(corners, to_ref)[0]
+    bx0, by0 = np.clip(mapped.min(axis=0), 0, [rw, rh])
+    bx1, by1 = np.clip(mapped.max(axis=0), 0, [rw, rh])
+    box = (round(float(bx0) / rw, 4), round(float(by0) / rh, 4), round(float(bx1) / rw, 4), round(float(by1) / rh, 4))
+    overlap = round(min(1.0, v.ref_overlap * vw * vh / (rw * rh)), 4)
+    return Verification(True, v.inliers, v.matches, v.prediction_error, v.query_box, box, v.query_overlap, overlap, v.scale)
+
+
 def verify_in_view(view: np.ndarray, to_query: np.ndarray, query_shape: tuple[int, int], reference: Features,
                    candidate: HashCandidate) -> Verification:
     """``verify_candidate`` on a view of the found image (its picture warped upright off a plain
