@@ -86,7 +86,7 @@ QUERY_CANONICAL_MARGIN = 0.1  # found images' windows
 # give it. Blob windows of that view, at most TILT_BLOBS, are searched beside the found image's.
 MIN_TILT_DEGREES = 3.0
 TILT_BLOBS = 12
-TILT_WINDOW = "blob-t"  # blob windows found in the view turned upright; their boxes are the view's
+TILT_WINDOW = "blob-t"  # blob windows found in the view turned upright (named with its tilt: tilt_prefix); their boxes are the view's
 # A picture turned or keystoned onto a plain background (``plain_background_quad``) is warped back
 # upright when a corner of it lies this far (of the image's long side) inside the image's, and it
 # covers at least this share of the image.
@@ -642,7 +642,7 @@ def reference_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = N
     tilt = image_tilt(gray)
     tilted = tilt_view(gray, tilt)
     if tilted is not None:
-        out.extend(tilt_view_windows(gray, tilted, f"{TILT_WINDOW}@{tilt:+.2f}#", PHasher(), CANONICAL_MARGIN))
+        out.extend(tilt_view_windows(gray, tilted, tilt_prefix(tilt), PHasher(), CANONICAL_MARGIN))
     return _rounded(out)
 
 
@@ -681,9 +681,10 @@ def query_hashes_many(images: Sequence[Image.Image | np.ndarray], hasher: PHashe
     for hashes, gray in zip(out, grays):
         if hashes is None:
             continue
-        tilted = tilt_view(gray)
+        tilt = image_tilt(gray)
+        tilted = tilt_view(gray, tilt)
         if tilted is not None:
-            hashes.extend(tilt_view_windows(gray, tilted, TILT_WINDOW, hasher, QUERY_CANONICAL_MARGIN))
+            hashes.extend(tilt_view_windows(gray, tilted, tilt_prefix(tilt), hasher, QUERY_CANONICAL_MARGIN))
         quad = plain_background_quad(gray)
         if quad is not None:
             view = rectified(gray, quad)[0]
@@ -750,9 +751,15 @@ def tilt_view_windows(gray: np.ndarray, tilted: tuple[np.ndarray, np.ndarray], p
     return hasher.hash_window_kinds(view, [wins[i]._replace(name=f"{prefix}{wins[i].name[4:]}") for i in keep], boxes[keep], margin)
 
 
-def reference_tilt(window: str) -> float | None:
-    """The tilt (degrees) a reference's tilt-view window was found at, from its name
-    (``blob-t@-9.36#03-rot90``), or None for the reference's other windows."""
+def tilt_prefix(tilt: float) -> str:
+    """The start of the names of a tilt view's windows: the view is made again from the image
+    and its name (at another size the image's tilt may come out otherwise)."""
+    return f"{TILT_WINDOW}@{tilt:+.2f}#"
+
+
+def window_tilt(window: str) -> float | None:
+    """The tilt (degrees) a tilt view's window was found at, from its name
+    (``blob-t@-9.36#03-rot90``), or None for other windows."""
     if not window.startswith(TILT_WINDOW + "@"):
         return None
     return float(window[len(TILT_WINDOW) + 1:].split("#")[0])
@@ -779,8 +786,9 @@ def found_image_view(gray: np.ndarray, window: str) -> tuple[np.ndarray, np.ndar
     if window == RECTIFIED_WINDOW:
         quad = plain_background_quad(gray)
         return None if quad is None else rectified(gray, quad)
-    if window.startswith(TILT_WINDOW):
-        tilted = tilt_view(gray)
+    tilt = window_tilt(window)
+    if tilt is not None:
+        tilted = tilt_view(gray, tilt)
         return None if tilted is None else (tilted[0], np.vstack([tilted[1], [0.0, 0.0, 1.0]]))
     return None
 

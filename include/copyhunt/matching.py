@@ -268,7 +268,7 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
     """Verify the candidates of one found image. Raises BadImage if it does not decode."""
     from copyhunt.fingerprint import HASH_WORKING_SIZE
     from copyhunt.imaging import BadImage
-    from copyhunt.fingerprint import found_image_view, pair_orientation, reference_tilt
+    from copyhunt.fingerprint import found_image_view, pair_orientation, window_tilt
     from copyhunt.verify import (QUERY_VERIFY_SIZE, HashCandidate, ref_box_from_view, reference_in_tilt_view, similarity_score,
                                  verify_candidate, verify_in_view)
 
@@ -297,7 +297,7 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
             continue
         candidate = HashCandidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), copy_mirrored, copy_turns)
         gray = query.gray(QUERY_VERIFY_SIZE)
-        ref_tilt = reference_tilt(ref_window)
+        ref_tilt = window_tilt(ref_window)
         features, to_ref = (reference, None) if ref_tilt is None else reference_in_tilt_view(reference, ref_tilt)
         if in_view(window):
             view = found_image_view(gray, window)
