@@ -230,9 +230,13 @@ def verify_candidate(query: np.ndarray, reference: Features, candidate: HashCand
     if cx1 - cx0 < 8 or cy1 - cy0 < 8:
         return Verification.failed()
     region = g[cy0:cy1, cx0:cx1]
-    k = min(MAX_UPSCALE, 1.0 / max(sx, sy), MAX_REGION_PX / max(region.shape))
-    size = (max(8, round(region.shape[1] * k)), max(8, round(region.shape[0] * k)))
-    region = cv2.resize(region, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+    # Each axis back to the reference's scale (a copy squeezed into a collage cell or a frame of
+    # another shape is stretched: ORB's keypoints do not survive that), within the limits.
+    fx, fy = min(MAX_UPSCALE, 1.0 / sx), min(MAX_UPSCALE, 1.0 / sy)
+    cap = min(1.0, MAX_REGION_PX / max(region.shape[1] * fx, region.shape[0] * fy))
+    fx, fy = fx * cap, fy * cap
+    size = (max(8, round(region.shape[1] * fx)), max(8, round(region.shape[0] * fy)))
+    region = cv2.resize(region, size, interpolation=cv2.INTER_AREA if max(fx, fy) < 1 else cv2.INTER_LINEAR)
     kx, ky = size[0] / (cx1 - cx0), size[1] / (cy1 - cy0)
     found = describe(region)
     if len(found.points) < 4:
