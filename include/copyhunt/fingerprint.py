@@ -4,12 +4,14 @@ A copy on the web is rarely the whole registered picture, untouched. So both sid
 windows, and a match is a pair of windows whose hashes are close (then confirmed by ``verify``):
 
 * references: the whole image in all eight orientations (so a mirrored, rotated or flipped copy
-  hashes like its original), and *blob windows* with their mirror images;
-* found images: the whole image, collage grid cells (2x1, 1x2, 2x2, 3x3, trimmed of gutters; only
-  the grids whose inner lines lie on seams of the image),
-  rectangles that look like a picture pasted into the image (``copyhunt.proposals``), the same
-  blob windows, and blob windows found inside the best of those rectangles alone (at the found
-  image's size, and enlarged to the working size like a reference).
+  hashes like its original), *blob windows* in a canonical orientation, and, for a picture whose
+  own edges lean, the blob windows of its view turned upright;
+* found images: the whole image; the cells of a collage of 2 to 5 photos a side, cut where the
+  image's seams and gutters are (``collage_cells``), with a few blob windows each; rectangles
+  that look like a picture pasted into the image (``copyhunt.proposals``) and blob windows found
+  inside the best of them; the same blob windows as a reference's; the picture warped upright
+  when it was turned or keystoned onto a plain background (``plain_background_quad``); and the
+  blob windows of the image turned upright when its edges lean (``tilt_view``).
 
 Blob windows make crops work. They are squares centred on the strongest blobs of a
 difference-of-Gaussians scale space, sized by the blob's scale. They depend only on the pixels
@@ -21,8 +23,15 @@ The hash is pHash: the 8x8 lowest frequencies of the DCT of the window resized t
 per coefficient (above the median or not). It is computed for all windows at once with two matrix
 products, which is far cheaper than hashing window by window. Mirroring and quarter turns of a
 window only flip signs of, or transpose, the DCT coefficients, so the eight orientations of the
-whole image come from one DCT. A hash is stored as a signed int64 (Spark and Parquet have no
-unsigned 64-bit integers).
+whole image come from one DCT, and a blob window is hashed in the orientation its two lowest
+frequencies single out (``canonical_orientations``): a crop that was turned or mirrored as well
+hashes like the reference's windows without searching its windows eight ways. A window's name
+carries the orientation it was hashed in (``blob03-rot90-mirror``), from which
+``pair_orientation`` tells how a copy was turned. A hash is stored as a signed int64 (Spark and
+Parquet have no unsigned 64-bit integers).
+
+Windows of a view (the rectified picture, a tilt view) have their boxes in that view; the view is
+made again from the image and the window's name when the pair is verified (``found_image_view``).
 
 This module is the method; the loops over pixels it calls are compiled numba kernels in
 ``copyhunt.kernels`` (cell means and median bits, the blob search, the pasted-picture search).
