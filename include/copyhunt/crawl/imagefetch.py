@@ -13,7 +13,7 @@ what failed (``errors.parquet``) when its stdin closes and its fetches are done.
 merges both into its results before writing the output tables.
 
 The per-host politeness budget is split between the two processes (see
-:func:`copyhunt.crawl.settings.split_politeness`), so a host sees the configured rate in total.
+:func:`copyhunt.crawl.politeness.split_politeness`), so a host sees the configured rate in total.
 If the fetcher falls behind, the pipe fills and the page crawler downloads the overflow itself;
 if the child cannot be started or dies, the page crawler downloads the remaining images itself.
 """
