@@ -260,7 +260,10 @@ def add_zip(engine: Engine, settings: Settings, customer_id: str, archive: Path,
 
 
 def add_files(engine: Engine, settings: Settings, customer_id: str, paths: Iterable[Path], source_kind: str = "upload") -> list[ImageResult]:
-    """Files, folders (their files, sorted) and ZIPs, one result per image."""
+    """Files, folders (their files, sorted) and ZIPs, one result per image; LookupError for an
+    unknown customer, before any file is read."""
+    with engine.connect() as conn:
+        _require_customer(conn, customer_id)
     results = []
     for path in _expand(paths):
         if path.suffix.lower() in ZIP_SUFFIXES:
