@@ -2,9 +2,8 @@
 
 Scrapy's CoreStats counts items and responses from the ``item_scraped`` and ``response_received``
 signals. On the asyncio reactor a signal with a receiver costs a coroutine and a task per receiver
-each time it is sent, and those two signals took about a tenth of the page crawler's CPU on the
-benchmark site (``copyhunt bench crawl``). With no receiver left, sending them costs next to
-nothing. :class:`RunStats` keeps what CoreStats records at the start and end of a run (start and
+each time it is sent, and those two signals are sent for every page and every item. With no
+receiver left, sending them costs next to nothing. :class:`RunStats` keeps what CoreStats records at the start and end of a run (start and
 finish time, elapsed seconds, finish reason); responses are counted by Scrapy's DownloaderStats
 (``downloader/response_count``) and items by the output pipeline (``item_scraped_count``).
 :class:`RunLogStats` is Scrapy's periodic progress line, reading those counts.

@@ -58,11 +58,11 @@ STATS_DUMP = True
 
 # ---- throughput ----------------------------------------------------------------------------------
 # Scrapy starts CONCURRENT_ITEMS tasks for every response's output; the pipeline is synchronous
-# (and hands disk writes to threads), so parallel items only add event-loop churn.
+# (and hands blob writes to a writer process), so parallel items only add event-loop churn.
 CONCURRENT_ITEMS = 1
 # A development aid that re-reads and parses each generator callback's source on every response
-# (its cache is keyed weakly by bound methods, which die at once): a fifth of the image fetcher's
-# CPU. Our callbacks return nothing from generators; the tests run them.
+# (its cache is keyed weakly by bound methods, which die at once), a cost on every page. Our
+# callbacks return nothing from generators; the tests run them.
 WARN_ON_GENERATOR_RETURN_VALUE = False
 try:  # uvloop: a faster event loop under Twisted's asyncio reactor; plain asyncio if missing
     import uvloop as _uvloop  # noqa: F401
