@@ -35,7 +35,7 @@ from PIL import Image
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.crawl.images import DISCOVERY_KINDS, discover_images, inspect_image, join_url, largest_candidate, parse_srcset
-from copyhunt.crawl.market import MAX_NAME_LENGTH, Seller, is_pagination_of, is_product_page, listing_key, pagination_links, product_sellers
+from copyhunt.crawl.market import MAX_NAME_LENGTH, ProductSeller, is_pagination_of, is_product_page, listing_key, pagination_links, product_sellers
 from copyhunt.crawl.politeness import Politeness, Retry, RobotsRules, address_block_reason, backoff_delay, referer_after_redirect, retry_after_seconds
 from copyhunt.crawl.outputs import write_table
 from copyhunt.crawl.pages import extract_links, page_meta
@@ -667,7 +667,7 @@ def test_product_sellers_from_json_ld_and_microdata() -> None:
        "offers": {"@type": "Offer", "price": "12.00",
                   "seller": {"@type": "Organization", "name": "  Retro   Garage ", "url": "/seller/retro"}}}
       </script></head><body><p>Lamp</p></body></html>"""
-    assert product_sellers(jsonld, "http://m.test/item/1") == [Seller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
+    assert product_sellers(jsonld, "http://m.test/item/1") == [ProductSeller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
     assert is_product_page(jsonld)
 
     aggregate = """<script type="application/ld+json">{"@graph": [
@@ -678,21 +678,21 @@ def test_product_sellers_from_json_ld_and_microdata() -> None:
        "seller": {"@type": "Organization", "name": "Mugs Ltd", "url": "https://mugs.example/"}},
       {"@type": "Organization", "name": "The marketplace itself"}]}</script>"""
     assert product_sellers(aggregate, "http://m.test/") == [
-        Seller("Ana", None, "json-ld"),
-        Seller("Bo's Shop", None, "json-ld"),
-        Seller("Mugs Ltd", "https://mugs.example/", "json-ld"),
+        ProductSeller("Ana", None, "json-ld"),
+        ProductSeller("Bo's Shop", None, "json-ld"),
+        ProductSeller("Mugs Ltd", "https://mugs.example/", "json-ld"),
     ]
 
     microdata = """<div itemscope itemtype="https://schema.org/Product"><h1 itemprop="name">Jacket</h1>
       <div itemprop="offers" itemscope itemtype="https://schema.org/Offer"><span itemprop="price" content="9">9</span>
       Sold by <span itemprop="seller" itemscope itemtype="https://schema.org/Organization">
       <a itemprop="url" href="/seller/home-finds"><span itemprop="name">Home Finds</span></a></span></div></div>"""
-    assert product_sellers(microdata, "http://m.test/item/2") == [Seller("Home Finds", "http://m.test/seller/home-finds", "microdata")]
+    assert product_sellers(microdata, "http://m.test/item/2") == [ProductSeller("Home Finds", "http://m.test/seller/home-finds", "microdata")]
     assert is_product_page(microdata)
 
     # The same seller in both forms is reported once, from JSON-LD.
     both = jsonld.replace("<p>Lamp</p>", microdata.replace("Home Finds", "Retro Garage").replace("/seller/home-finds", "/seller/retro"))
-    assert product_sellers(both, "http://m.test/item/1") == [Seller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
+    assert product_sellers(both, "http://m.test/item/1") == [ProductSeller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
 
     # No product: no seller, even if an Organization is described; broken JSON is skipped.
     page = '<script type="application/ld+json">{"@type": "Organization", "name": "X"}</script><script type="application/ld+json">{oops</script>'

@@ -178,3 +178,20 @@ def test_the_generated_code_finder_sees_exec(tmp_path):
 def test_the_library_runs_no_generated_code():
     found = [call for p in sorted((PACKAGE_ROOT / "copyhunt").rglob("*.py")) for call in generated_code_calls(p)]
     assert not found, found
+
+
+# Left for the bench suites' owner: bench/edits.py (held-out) and bench/suite.py (tuning) each have
+# their own Generated and Pool.
+KNOWN_SHARED_CLASS_NAMES = {"Generated", "Pool"}
+
+
+def test_class_names_are_unique_across_the_library():
+    where: dict[str, list[str]] = {}
+    for path in sorted((PACKAGE_ROOT / "copyhunt").rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(module_name(path))
+    shared = {name: modules for name, modules in where.items() if len(modules) > 1 and name not in KNOWN_SHARED_CLASS_NAMES}
+    assert not shared, f"one name, several classes: {shared}"
