@@ -311,6 +311,42 @@ def _bench_held_out(settings, out: Path, assets: Path, seeds: Optional[str], var
         _write_docs("robustness held-out", heldout.figures(report))
 
 
+@bench_app.command("scale")
+def bench_scale(
+    refs: str = typer.Option("100000,300000,1000000", help="Index sizes in references, comma-separated."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write one object per size measured to this file."),
+    stream_images: int = typer.Option(300, min=20, help="Found images matched at each size."),
+    out: Path = typer.Option(Path("data/bench"), help="Where scale.json and the work files go."),
+    write_docs: bool = typer.Option(False, "--write-docs", help="Put this run's figures into the table in docs/performance.md."),
+) -> None:
+    """Build and match at growing index sizes: build time and memory, bytes per reference, worker memory, matches/s per core; a projection to 10M."""
+    import json
+
+    from copyhunt.bench import scale
+    from copyhunt.registry import REPO_ROOT
+
+    try:
+        sizes = tuple(int(x) for x in refs.split(","))
+    except ValueError:
+        raise typer.BadParameter("--refs takes integers separated by commas, e.g. 100000,300000")
+    if min(sizes) < 100:
+        raise typer.BadParameter("--refs takes index sizes of at least 100 references")
+    settings = _settings()
+    out = settings.resolve(out)
+    report = scale.run_scale(settings, out, REPO_ROOT / "assets" / "images", sizes, stream_images, log=lambda m: console.print(m))
+    _print_rows(scale.format_table(report), f"reference scale (load average at start {report.load_average})")
+    if report.model:
+        typer.echo(f"projection: {report.model}")
+    if json_out is not None:
+        from copyhunt.lake import atomic_write_bytes
+
+        atomic_write_bytes(json_out, json.dumps(scale.json_list(report), indent=1).encode())
+        typer.echo(f"wrote {json_out}")
+    typer.echo(f"wrote {out / 'scale.json'}")
+    if write_docs:
+        _write_docs("scale", scale.figures(report))
+
+
 @bench_app.command("throughput")
 def bench_throughput(
     quick: bool = typer.Option(False, "--quick", help="Smaller indexes (1k and 10k references) and fewer images."),
