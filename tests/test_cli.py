@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import CUSTOMER_IMAGES
+from conftest import CUSTOMER_IMAGES, REPO
 
 EXE = [sys.executable, "-m", "copyhunt.cli"]
 
@@ -144,6 +144,18 @@ def test_user_mistakes_end_in_one_line_without_a_traceback(tmp_path):
         assert proc.returncode != 0, (args, proc.stdout)
         assert "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
         assert any(message in line for line in proc.stderr.splitlines()), (args, proc.stderr)  # on one line, not wrapped
+    proc = run_in(tmp_path, "demo", "--run-date", "2026-11-21")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "customers.toml does not exist (COPYHUNT_CUSTOMERS_FILE)" in proc.stderr.splitlines()[-1]
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        proc = run_in(tmp_path, "demo-web", "--port", port, "--out", "web", COPYHUNT_CUSTOMERS_FILE=str(REPO / "demo" / "customers.toml"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in proc.stderr.splitlines()[-1]
     for config, message in (("config-dir", "cannot be read"), ("bad.toml", "'copyhunt' must be a table"), ("missing.toml", "does not exist")):
         proc = run_in(tmp_path, "summary", COPYHUNT_CONFIG=str(tmp_path / config))
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -15,12 +15,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterable, NoReturn, Optional
+from typing import Any, Iterable, Iterator, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -115,7 +117,30 @@ def demo_web(
     from copyhunt.demo.web import run_demo_web
 
     settings = _settings()
-    run_demo_web(settings.resolve(out), settings.customers_path, host, port)
+    _check_customers_file(settings)
+    with _listening(host, port):
+        run_demo_web(settings.resolve(out), settings.customers_path, host, port)
+
+
+def _check_customers_file(settings) -> None:
+    """Refuse, before any work, a customers file that is missing or that the demo cannot read."""
+    from copyhunt.demo.customers import load_customers, repo_root
+
+    try:
+        load_customers(settings.customers_path, repo_root())
+    except ValueError as exc:
+        fail(f"{exc} (COPYHUNT_CUSTOMERS_FILE)", 2)
+
+
+@contextlib.contextmanager
+def _listening(host: str, port: int) -> Iterator[None]:
+    """A port that cannot be listened on is the user's to change: one line, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        fail(f"cannot listen on {host}:{port}: {exc.strerror} (choose another with --port)", 2)
 
 
 @app.command()
@@ -705,7 +730,10 @@ def demo(
     """Serve the demo web, run customer_index and daily_hunt with 'airflow dags test', print a summary."""
     from copyhunt.demo_run import run_demo
 
-    summary = run_demo(_settings(), _run_date(run_date), port=port, log=console.print)
+    settings = _settings()
+    _check_customers_file(settings)
+    with _listening("127.0.0.1", port):
+        summary = run_demo(settings, _run_date(run_date), port=port, log=console.print)
     print_summary(summary)
 
 
