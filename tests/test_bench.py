@@ -160,7 +160,7 @@ def test_scale_bench_skips_a_size_whose_build_would_not_fit_in_memory():
     from copyhunt.bench.scale import ScalePoint, line_through, too_big_to_build
 
     def point(refs: int, rss: float) -> ScalePoint:
-        return ScalePoint(refs, refs * 40, 1, 1.0, 1.0, rss, 100.0, 1000.0, 300.0, 400.0, 200.0, 0.2, 1.0, 0)
+        return ScalePoint(refs, refs * 40, 1, 1.0, 1.0, 1.0, rss, 100.0, 1000.0, 300.0, 400.0, 200.0, 0.2, 1.0, 0)
 
     assert line_through([(100, 10.0), (300, 30.0)], 1000) == 100.0
     assert line_through([(100, 10.0)], 1000) == 100.0
