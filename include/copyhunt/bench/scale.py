@@ -15,8 +15,8 @@ to provision per process:
 
 then a projection to 10 million references. The model is stated with it: a straight line through
 the two largest sizes measured, because today every one of these grows with the number of
-references (the build holds all entries in memory, a worker opens every shard and its side
-table, and every lookup visits every shard).
+references (the build holds all entries in memory, a worker maps every shard and its lookups touch
+most of its pages, and every lookup visits every shard).
 
 A size whose build would not fit in this machine's memory by that same line is skipped with the
 reason, not run into the out-of-memory killer.
@@ -280,8 +280,8 @@ def project(points: list[ScalePoint], refs: int) -> tuple[dict[str, float], str]
         "matched_per_s_per_core": round(1000 / ms_per_image, 1) if ms_per_image > 0 else float("nan"),
     }
     used = ", ".join(f"{p.refs:,}" for p in points[-2:])
-    model = (f"a straight line through the sizes {used}: the build holds every entry in memory, a worker opens every shard "
-             f"and its side table, and each lookup visits every shard, so each figure (and a found image's matching time) "
+    model = (f"a straight line through the sizes {used}: the build holds every entry in memory, a worker maps every shard "
+             f"and its lookups touch most of its pages, and each lookup visits every shard, so each figure (and a found image's matching time) "
              f"grows in proportion to the references (never below the largest size's figure)")
     return projection, model
 
