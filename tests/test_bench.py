@@ -143,7 +143,7 @@ def test_scale_bench_measures_each_size_in_fresh_processes_and_recall_holds_as_t
     assert (small.refs, large.refs) == (200, 400) and not report.skipped
     # Every reference has its windows in the index, and the build and the worker ran in processes of their own.
     assert large.entries > small.entries > 200 and large.build_seconds > 0 and 0 < large.build_cores <= 2.05
-    assert large.worker_peak_rss_mb >= large.worker_open_rss_mb > 50 and large.shard_bytes_per_ref > 0 and large.feature_bytes_per_ref > 1000
+    assert large.worker_peak_rss_mb >= large.worker_open_rss_mb > 50 and large.worker_anon_rss_mb > 0 and large.shard_bytes_per_ref > 0 and large.feature_bytes_per_ref > 1000
     # The suite's copies are found as well among more synthetic references, and nothing else is.
     assert small.copies_found == large.copies_found >= 0.9 and small.false_matches == large.false_matches == 0
     assert report.projection["refs"] == 10_000_000 and report.projection["build_seconds"] >= large.build_seconds
@@ -160,7 +160,7 @@ def test_scale_bench_skips_a_size_whose_build_would_not_fit_in_memory():
     from copyhunt.bench.scale import ScalePoint, line_through, too_big_to_build
 
     def point(refs: int, rss: float) -> ScalePoint:
-        return ScalePoint(refs, refs * 40, 1, 1.0, 1.0, rss, 100.0, 1000.0, 300.0, 400.0, 200.0, 0.2, 1.0, 0)
+        return ScalePoint(refs, refs * 40, 1, 1.0, 1.0, 1.0, rss, 100.0, 1000.0, 300.0, 400.0, 300.0, 100.0, 200.0, 0.2, 1.0, 0)
 
     assert line_through([(100, 10.0), (300, 30.0)], 1000) == 100.0
     assert line_through([(100, 10.0)], 1000) == 100.0
