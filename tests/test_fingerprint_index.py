@@ -160,7 +160,8 @@ def test_compiled_blurs_and_halving_agree_with_opencv():
     # images narrower than the kernel (whose borders reflect more than once).
     import cv2
 
-    from copyhunt.kernels.blobs import _LEVEL_KERNELS, _OCTAVE_SIGMAS, _OCTAVE_STEPS, _STEP_KERNELS, _blur, _halve, _kernel_size
+    from copyhunt.kernels.blobs import _LEVEL_KERNELS, _OCTAVE_SIGMAS, _OCTAVE_STEPS, _STEP_KERNELS, _halve, _kernel_size
+    from copyhunt.kernels.blurs import symmetric_blur
     from copyhunt.imaging import half_size
 
     photo = norm(Image.open(CUSTOMER_IMAGES[1])).astype(np.float32)
@@ -171,7 +172,7 @@ def test_compiled_blurs_and_halving_agree_with_opencv():
         for half_kernel, sigma in kernels:
             size = _kernel_size(sigma)
             ours = np.full_like(image, np.nan)
-            _blur(image, ours, half_kernel[:size[0] // 2 + 1], np.empty_like(image), np.empty(w + size[0], np.float32))
+            symmetric_blur(image, ours, half_kernel[:size[0] // 2 + 1], np.empty_like(image), np.empty(w + size[0], np.float32))
             theirs = cv2.GaussianBlur(image, size, sigma)
             assert np.abs(ours - theirs).max() < 1e-3, (image.shape, sigma)
             assert np.abs(ours - image).max() > 0.5 or min(h, w) == 1  # it did blur
@@ -194,31 +195,6 @@ def test_compiled_half_size_is_opencvs_to_the_bit():
     images.append(np.full((31, 40), 255, np.uint8))
     for image in map(np.ascontiguousarray, images):
         assert np.array_equal(half_size_u8(image), half_size(image)), image.shape
-
-
-def test_written_out_blurs_add_the_taps_as_the_loop_does():
-    # _blur runs the blob search's radii with their taps written out (code generated from a
-    # template); each must add the same products in the same order as blur_any_radius, to the
-    # bit, or fingerprints would change with the dispatch. Photo pixels and noise, sizes down to
-    # a single row or column (borders reflected more than once), and radii that fall through to
-    # the loop.
-    from copyhunt.kernels.blobs import BLOB_BLUR_RADII, _blur
-    from copyhunt.kernels.blurs import blur_any_radius
-
-    rng = np.random.default_rng(5)
-    photo = norm(Image.open(CUSTOMER_IMAGES[2])).astype(np.float32)
-    noise = (rng.random((61, 83)) * 255).astype(np.float32)
-    images = [photo[:108, :144], photo[:54, :73], photo[:9, :13], noise, noise[:1, :], noise[:, :1], noise[:2, :3]]
-    radii = sorted(BLOB_BLUR_RADII) + [3, 7]
-    assert len(BLOB_BLUR_RADII) >= 2
-    for image in map(np.ascontiguousarray, images):
-        h, w = image.shape
-        for r in radii:
-            half_kernel = np.sort(rng.random(r + 1).astype(np.float32))[::-1].copy()
-            ours, loop = np.full_like(image, np.nan), np.full_like(image, np.nan)
-            _blur(image, ours, half_kernel, np.empty_like(image), np.empty(w + 2 * r, np.float32))
-            blur_any_radius(image, loop, half_kernel, np.empty_like(image), np.empty(w + 2 * r, np.float32))
-            assert np.array_equal(ours, loop), (image.shape, r)
 
 
 def test_tilted_copy_on_a_plain_background_is_turned_back():
