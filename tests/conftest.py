@@ -16,6 +16,11 @@ UNRELATED_IMAGES = sorted((IMAGES / "labelme").glob("*.jpg")) + [IMAGES / "bridg
 # Spark workers must run this interpreter (the venv), not whatever python3 is on PATH.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# The tests' Spark jobs are small: much of a JVM's CPU went to its optimising (C2) compiler and to
+# parallel GC threads, which a job this short never pays back, on two cores shared with the Python
+# workers. C1 only and the serial GC run a demo-sized match job in about half the CPU time; the job
+# and its output are the same. Every spark-submit (run_job, pyspark's own) passes these to the JVM.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
 
 def jpeg_bytes(im, quality: int = 85) -> bytes:
