@@ -601,10 +601,11 @@ def _as_gray(image: Image.Image | np.ndarray) -> np.ndarray:
 
 def _trimmed_cell(gray: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     """A collage cell's pixel box without the padding around its photo: looked for inside the
-    cell less CELL_EDGE_PX on each side too, since a cut at a seam may keep a sliver of the
-    neighbour, whose pixels in the cell's corners would hide the padding."""
+    cell less CELL_EDGE_PX on each side first, since a cut at a seam may keep a sliver of the
+    neighbour, whose pixels in the cell's corners would hide the padding (and would count as
+    content along every line)."""
     x0, y0, x1, y1 = box
-    for inset in (0, CELL_EDGE_PX):
+    for inset in (CELL_EDGE_PX, 0):
         if x1 - x0 <= 4 * inset or y1 - y0 <= 4 * inset:
             break
         inner = content_box(gray[y0 + inset:y1 - inset, x0 + inset:x1 - inset])
