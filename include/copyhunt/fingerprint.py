@@ -276,6 +276,18 @@ def pair_orientation(query_window: str, ref_window: str, ref_mirrored: bool) -> 
     return _PAIR_ORIENTATIONS[(q_turns, q_mirrored, r_turns, bool(ref_mirrored))]
 
 
+def _lowest_frequencies_moved() -> np.ndarray:
+    """(8, 2, 2): for each of ORIENTATIONS, the signed map from a block's (first horizontal,
+    first vertical) frequency to the turned block's, read off by turning a probe block (the
+    orientations only move coefficients and flip their signs)."""
+    probe = np.zeros((2, DCT_KEEP, DCT_KEEP), np.float32)
+    probe[0, 0, 1] = probe[1, 1, 0] = 1.0
+    return np.stack([np.stack([turn(probe)[:, 0, 1], turn(probe)[:, 1, 0]]) for _, _, turn in ORIENTATIONS])
+
+
+_LOWEST_MOVED = _lowest_frequencies_moved()
+
+
 def canonical_orientations(blocks: np.ndarray, margin: float) -> list[list[int]]:
     """For each window's DCT block, the orientations (indices into ORIENTATIONS) it is hashed
     in: the one where its first horizontal and first vertical frequency are both positive and the
@@ -284,8 +296,9 @@ def canonical_orientations(blocks: np.ndarray, margin: float) -> list[list[int]]
     push across, does not lose the pair)."""
     if len(blocks) == 0:
         return []
-    turned = np.stack([turn(blocks) for _, _, turn in ORIENTATIONS])  # (8, n, 8, 8)
-    across, down = turned[:, :, 0, 1], turned[:, :, 1, 0]
+    lowest = np.stack([blocks[:, 0, 1], blocks[:, 1, 0]])  # (2, n)
+    moved = np.einsum("kij,jn->kin", _LOWEST_MOVED, lowest)  # (8, 2, n)
+    across, down = moved[:, 0], moved[:, 1]
     slack = margin * (np.abs(blocks.reshape(len(blocks), -1)[:, 1:]).mean(axis=1) + 1e-6)
     ok = (across >= -slack) & (down >= -slack) & (np.abs(across) >= np.abs(down) - slack)
     return [np.flatnonzero(ok[:, i]).tolist() for i in range(len(blocks))]
@@ -296,12 +309,17 @@ def canonical_hashes(names: Sequence[str], blocks: np.ndarray, margin: float) ->
     orientations (``canonical_orientations`` with ``margin``), in window order."""
     if len(blocks) == 0:
         return []
-    hashes = np.stack([hashes_from_blocks(turn(blocks)) for _, _, turn in ORIENTATIONS])  # (8, n)
+    chosen = canonical_orientations(blocks, margin)
+    pairs = [(i, k) for i, ks in enumerate(chosen) for k in ks]
+    hashes: dict[tuple[int, int], int] = {}
+    for k in sorted({k for _, k in pairs}):  # each orientation's windows hashed together
+        rows = [i for i, kk in pairs if kk == k]
+        for i, value in zip(rows, hashes_from_blocks(np.ascontiguousarray(ORIENTATIONS[k][2](blocks[rows]))).tolist()):
+            hashes[(i, k)] = value
     out = []
-    for i, (name, chosen) in enumerate(zip(names, canonical_orientations(blocks, margin))):
-        for k in chosen:
-            suffix, mirrored, _ = ORIENTATIONS[k]
-            out.append((i, orientation_name(name, ORIENTATION_TURNS[suffix], mirrored), mirrored, int(hashes[k, i])))
+    for i, k in pairs:
+        suffix, mirrored, _ = ORIENTATIONS[k]
+        out.append((i, orientation_name(names[i], ORIENTATION_TURNS[suffix], mirrored), mirrored, hashes[(i, k)]))
     return out
 
 
@@ -630,7 +648,8 @@ def _pixel_boxes(windows: list[Window], w: int, h: int, trim_cells: bool, gray: 
 
 
 def reference_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = None) -> list[WindowHash]:
-    """Index entries of a reference: the whole image in eight orientations, blob windows mirrored."""
+    """Index entries of a reference: the whole image in eight orientations, blob windows in their
+    canonical orientations, and those of its tilt view when its edges lean."""
     gray = _as_gray(image)
     h, w = gray.shape
     windows, boxes = _pixel_boxes([FULL, *blob_windows(gray, REFERENCE_BLOBS)], w, h, False, gray)
@@ -660,9 +679,10 @@ def reference_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = N
 
 
 def query_hashes(image: Image.Image | np.ndarray, hasher: PHasher | None = None) -> list[WindowHash]:
-    """Search keys of a found image: whole image, collage grid cells, pasted-picture proposals,
-    blob windows, blob windows inside the best proposals, and the picture turned back upright when
-    it was pasted tilted on a plain background."""
+    """Search keys of a found image: the whole image, collage cells and their blob windows,
+    pasted-picture proposals and the blob windows inside the best of them, the image's own blob
+    windows, the picture warped upright off a plain background, and the blob windows of the
+    image turned upright when its edges lean."""
     return query_hashes_many([image], hasher)[0]
 
 
@@ -688,7 +708,6 @@ def query_hashes_many(images: Sequence[Image.Image | np.ndarray], hasher: PHashe
     for hashes, gray, found in zip(out, grays, pastes):
         if hashes is not None:
             hashes.extend(paste_blob_hashes_upsampled(gray, found, hasher))
-            h, w = gray.shape
             cells = [Window(x.window, x.x0, x.y0, x.x1, x.y1) for x in hashes if x.window.startswith("grid")]
             hashes.extend(cell_blob_hashes(gray, cells, hasher))
     for hashes, gray in zip(out, grays):
@@ -828,9 +847,14 @@ def plain_background_quad(gray: np.ndarray, tolerance: int = 18) -> np.ndarray |
     colour = float(np.median(agreeing))
     background = cv2.inRange(gray, max(0.0, colour - tolerance), min(255.0, colour + tolerance))
     content = background == 0
-    points = cv2.findNonZero(content.view(np.uint8))
-    if points is None or len(points) < 4:
+    # The hull of the content is the hull of each row's first and last content pixel (a few
+    # hundred points, not every pixel: a hull of a whole photo's pixels costs milliseconds).
+    rows = np.flatnonzero(content.any(axis=1))
+    if len(rows) < 2:
         return None
+    first = content[rows].argmax(axis=1)
+    last = w - 1 - content[rows, ::-1].argmax(axis=1)
+    points = np.concatenate([np.stack([first, rows], axis=1), np.stack([last, rows], axis=1)]).astype(np.int32)
     hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
     s, d = hull[:, 0] + hull[:, 1], hull[:, 0] - hull[:, 1]
     quad = np.array([hull[np.argmin(s)], hull[np.argmax(d)], hull[np.argmax(s)], hull[np.argmin(d)]])
