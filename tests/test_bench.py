@@ -165,6 +165,12 @@ def test_scale_bench_skips_a_size_whose_build_would_not_fit_in_memory():
     assert line_through([(100, 10.0), (300, 30.0)], 1000) == 100.0
     assert line_through([(100, 10.0)], 1000) == 100.0
     assert line_through([(100, 20.0), (300, 10.0)], 1000) == 10.0  # noise never projects a shrinking figure
+    # Nor does rounding: a sub-second build measured faster at the larger size projects no lower than it.
+    from copyhunt.bench.scale import project
+
+    fast = [point(200, 350.0), point(400, 352.0)]
+    fast[0].build_seconds, fast[1].build_seconds = 0.5, 0.4
+    assert project(fast, 10_000_000)[0]["build_seconds"] >= 0.4
     measured = [point(100_000, 3_600.0), point(300_000, 10_000.0)]
     assert too_big_to_build([], 1_000_000, 1.0) is None  # nothing measured yet: nothing to go by
     assert too_big_to_build(measured, 1_000_000, 64_000.0) is None
