@@ -134,3 +134,47 @@ def test_sameday_bench_indexes_the_upload_alone_and_publishes_the_same_entries_a
     assert [f.measure.split(",")[0] for f in sameday.figures(report)] == [
         "upload to searchable: upload + incremental customer_index", "incremental customer_index after one upload",
         "customer_index with nothing new (the hourly no-op)"]
+
+
+def test_scale_bench_measures_each_size_in_fresh_processes_and_recall_holds_as_the_index_grows(tmp_path, settings):
+    from copyhunt.bench import scale
+
+    report = scale.run_scale(settings, tmp_path, REPO / "assets" / "images", (400, 200), stream_images=20, log=lambda m: None,
+                             suite_classes=["crop 50%", "horizontal flip"])
+    small, large = report.points
+    assert (small.refs, large.refs) == (200, 400) and not report.skipped
+    # Every reference has its windows in the index, and the build and the worker ran in processes of their own.
+    assert large.entries > small.entries > 200 and large.build_seconds > 0 and 0 < large.build_cores <= 2.05
+    assert large.worker_peak_rss_mb >= large.worker_open_rss_mb > 50 and large.worker_anon_rss_mb > 0 and large.shard_bytes_per_ref > 0 and large.feature_bytes_per_ref > 1000
+    # The suite's copies are found as well among more synthetic references, and nothing else is.
+    assert small.copies_found == large.copies_found >= 0.9 and small.false_matches == large.false_matches == 0
+    assert report.projection["refs"] == 10_000_000 and report.projection["build_seconds"] >= large.build_seconds
+    listed = json.loads(json.dumps(scale.json_list(report)))
+    assert [p["refs"] for p in listed] == [200, 400]
+    assert {"refs", "build_seconds", "build_peak_rss_mb", "worker_peak_rss_mb", "matched_per_s_per_core"} <= set(listed[0])
+    # A second run reuses the indexes it built and keeps their build figures.
+    again = scale.run_scale(settings, tmp_path, REPO / "assets" / "images", (200,), stream_images=20, log=lambda m: None,
+                            suite_classes=["crop 50%", "horizontal flip"])
+    assert again.points[0].build_seconds == small.build_seconds
+
+
+def test_scale_bench_skips_a_size_whose_build_would_not_fit_in_memory():
+    from copyhunt.bench.scale import ScalePoint, line_through, too_big_to_build
+
+    def point(refs: int, rss: float) -> ScalePoint:
+        return ScalePoint(refs, refs * 40, 1, 1.0, 1.0, 1.0, rss, 100.0, 1000.0, 300.0, 400.0, 300.0, 100.0, 200.0, 0.2, 1.0, 0)
+
+    assert line_through([(100, 10.0), (300, 30.0)], 1000) == 100.0
+    assert line_through([(100, 10.0)], 1000) == 100.0
+    assert line_through([(100, 20.0), (300, 10.0)], 1000) == 10.0  # noise never projects a shrinking figure
+    # Nor does rounding: a sub-second build measured faster at the larger size projects no lower than it.
+    from copyhunt.bench.scale import project
+
+    fast = [point(200, 350.0), point(400, 352.0)]
+    fast[0].build_seconds, fast[1].build_seconds = 0.5, 0.4
+    assert project(fast, 10_000_000)[0]["build_seconds"] >= 0.4
+    measured = [point(100_000, 3_600.0), point(300_000, 10_000.0)]
+    assert too_big_to_build([], 1_000_000, 1.0) is None  # nothing measured yet: nothing to go by
+    assert too_big_to_build(measured, 1_000_000, 64_000.0) is None
+    why = too_big_to_build(measured, 1_000_000, 24_000.0)
+    assert why and "31.6 GiB" in why and "23.4 GiB available" in why

@@ -35,8 +35,8 @@ from PIL import Image
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.crawl.images import DISCOVERY_KINDS, discover_images, inspect_image, join_url, largest_candidate, parse_srcset
-from copyhunt.crawl.market import MAX_NAME_LENGTH, Seller, is_pagination_of, is_product_page, listing_key, pagination_links, product_sellers
-from copyhunt.crawl.middlewares import address_block_reason, backoff_delay, retry_after_seconds
+from copyhunt.crawl.market import MAX_NAME_LENGTH, ProductSeller, is_pagination_of, is_product_page, listing_key, pagination_links, product_sellers
+from copyhunt.crawl.politeness import Politeness, Retry, RobotsRules, address_block_reason, backoff_delay, referer_after_redirect, retry_after_seconds
 from copyhunt.crawl.outputs import write_table
 from copyhunt.crawl.pages import extract_links, page_meta
 from copyhunt.crawl.runner import CrawlSummary, run_crawl
@@ -225,6 +225,87 @@ def test_retry_timing() -> None:
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
     assert retry_after_seconds(b"soon", now=0) is None and retry_after_seconds(None, now=0) is None
     assert [backoff_delay(n, 1.0, 5.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+
+
+def _project_settings(tmp_path: Path) -> Any:
+    from copyhunt.crawl.settings import build_settings
+
+    return build_settings(settings_for(tmp_path), tmp_path / "out")
+
+
+def test_retry_and_redirect_rules(tmp_path: Path) -> None:
+    rules = Politeness.from_settings(_project_settings(tmp_path))  # RETRY_TIMES 2, backoff 1 s doubling, Retry-After cap 120 s
+    u = "http://a.test/x.jpg"
+    assert [rules.retry_after_response(u, 503, n, None, now=0) for n in (0, 1, 2)] == [Retry(1.0), Retry(2.0), None]
+    assert rules.retry_after_response(u, 404, 0, None, now=0) is None  # not a retried status
+    assert rules.retry_after_response(u, 429, 0, b"7", now=0) == Retry(7.0, slow_host=True)
+    assert rules.retry_after_response(u, 429, 0, b"600", now=0) is None  # reported, not waited for
+    assert [rules.retry_after_failure(n) for n in (0, 1, 2)] == [Retry(1.0), Retry(2.0), None]
+    assert Politeness.slowed_delay(0.5, Retry(7.0, slow_host=True)) == 7.0 and Politeness.slowed_delay(0.5, Retry(2.0)) == 0.5
+    assert [rules.may_redirect(n) for n in (0, 4, 5)] == [True, True, False]  # REDIRECT_MAX_TIMES 5
+    assert rules.too_many_redirects(u).reason == "too-many-redirects"
+    assert rules.redirect_target(u, 301, "") is None  # an empty Location is not followed back to the same URL
+    assert rules.redirect_target(u, 302, "javascript:alert(1)") is None  # the response stands (Scrapy's own request would not build)
+    assert referer_after_redirect("https://a.test/p", "http://b.test/x.jpg") is None
+    assert referer_after_redirect("https://a.test/p", "https://b.test/x.jpg") == "https://a.test/p"
+    assert referer_after_redirect("http://a.test/p", "https://b.test/x.jpg") == "http://a.test/p"
+    assert referer_after_redirect(None, "http://b.test/x.jpg") is None
+
+
+def test_the_rules_decide_as_scrapy_would(tmp_path: Path) -> None:
+    """The rules that replaced Scrapy's own code on the page side give Scrapy's answers: redirect
+    targets (RedirectMiddleware), AutoThrottle's delays (through PoliteThrottle, the extension the
+    page crawler runs), the randomised gap of a downloader slot, and the robots.txt parse."""
+    import random
+
+    from scrapy import Request
+    from scrapy.core.downloader import Slot
+    from scrapy.downloadermiddlewares.redirect import RedirectMiddleware
+    from scrapy.extensions.throttle import AutoThrottle
+    from scrapy.http import Response
+    from scrapy.robotstxt import ProtegoRobotParser
+    from scrapy.utils.test import get_crawler
+
+    from copyhunt.crawl.extensions import PoliteThrottle
+
+    settings = _project_settings(tmp_path)
+    rules = Politeness.from_settings(settings)
+    crawler = get_crawler(settings_dict={**settings.copy_to_dict(), "EXTENSIONS": {}, "DOWNLOADER_MIDDLEWARES": {}, "TWISTED_REACTOR_ENABLED": False})
+    scrapy_redirects = RedirectMiddleware.from_crawler(crawler)
+    cases = [("http://a.test/p/1", 301, "/p/2"), ("http://a.test/p/1", 302, "q?x=1"), ("https://a.test/p", 307, "//cdn.test/i.jpg"),
+             ("http://a.test/p", 308, "http://b.test/ä ö.jpg"), ("http://a.test/p#top", 303, "/elsewhere"), ("http://a.test/p", 301, "  /spaced  "),
+             ("http://a.test/p", 302, "ftp://a.test/x"), ("http://a.test/p", 200, "/x"),
+             ("http://a.test/p", 304, "/x")]
+    for url, status, location in cases:
+        out = scrapy_redirects.process_response(Request(url), Response(url, status=status, headers={"Location": location}))
+        assert rules.redirect_target(url, status, location.encode()) == (out.url if isinstance(out, Request) else None), (url, status, location)
+
+    theirs, ours = AutoThrottle(crawler), PoliteThrottle(crawler)
+    theirs.mindelay, theirs.maxdelay = theirs._min_delay(), theirs._max_delay()
+    assert ours._start_delay() == rules.start_delay == max(settings.getfloat("DOWNLOAD_DELAY"), settings.getfloat("AUTOTHROTTLE_START_DELAY"))
+    for delay in (0.0, 0.5, 3.0, 40.0):
+        for latency in (0.001, 0.4, 2.5, 90.0):
+            for status in (200, 404, 503):
+                a, b = Slot(1, delay, 0.5), Slot(1, delay, 0.5)
+                theirs._adjust_delay(a, latency, Response("http://a.test/", status=status))
+                ours._adjust_delay(b, latency, Response("http://a.test/", status=status))
+                assert b.delay == a.delay, (delay, latency, status)
+    for delay in (0.0, 0.5, 2.0):
+        for seed in range(5):
+            random.seed(seed)
+            expected = Slot(1, delay, rules.jitter).download_delay()
+            random.seed(seed)
+            assert rules.request_gap(delay) == expected
+
+    body = b"\xef\xbb\xbfUser-agent: *\nDisallow: /private/\n\nUser-agent: BadBot\nDisallow: /\n"
+    robots, scrapys = RobotsRules(body), ProtegoRobotParser(body, None)
+    for url in ("http://a.test/", "http://a.test/private/x.jpg", "http://a.test/privately"):
+        for agent in (rules.user_agent, "BadBot/1.0"):
+            assert robots.allowed(url, agent) == scrapys.allowed(url, agent), (url, agent)
+    assert not robots.allowed("http://a.test/private/x.jpg", rules.user_agent) and not robots.allowed("http://a.test/", "BadBot/1.0")
+    assert rules.robots_allow(None, "http://a.test/private/x.jpg")  # a robots.txt that could not be read allows all
+    assert settings.get("ROBOTSTXT_PARSER") == "copyhunt.crawl.politeness.RobotsRules"
+    assert settings.getdict("EXTENSIONS")["copyhunt.crawl.extensions.PoliteThrottle"] == 0
 
 
 # ---- pure: image bytes ---------------------------------------------------------------------------
@@ -586,7 +667,7 @@ def test_product_sellers_from_json_ld_and_microdata() -> None:
        "offers": {"@type": "Offer", "price": "12.00",
                   "seller": {"@type": "Organization", "name": "  Retro   Garage ", "url": "/seller/retro"}}}
       </script></head><body><p>Lamp</p></body></html>"""
-    assert product_sellers(jsonld, "http://m.test/item/1") == [Seller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
+    assert product_sellers(jsonld, "http://m.test/item/1") == [ProductSeller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
     assert is_product_page(jsonld)
 
     aggregate = """<script type="application/ld+json">{"@graph": [
@@ -597,21 +678,21 @@ def test_product_sellers_from_json_ld_and_microdata() -> None:
        "seller": {"@type": "Organization", "name": "Mugs Ltd", "url": "https://mugs.example/"}},
       {"@type": "Organization", "name": "The marketplace itself"}]}</script>"""
     assert product_sellers(aggregate, "http://m.test/") == [
-        Seller("Ana", None, "json-ld"),
-        Seller("Bo's Shop", None, "json-ld"),
-        Seller("Mugs Ltd", "https://mugs.example/", "json-ld"),
+        ProductSeller("Ana", None, "json-ld"),
+        ProductSeller("Bo's Shop", None, "json-ld"),
+        ProductSeller("Mugs Ltd", "https://mugs.example/", "json-ld"),
     ]
 
     microdata = """<div itemscope itemtype="https://schema.org/Product"><h1 itemprop="name">Jacket</h1>
       <div itemprop="offers" itemscope itemtype="https://schema.org/Offer"><span itemprop="price" content="9">9</span>
       Sold by <span itemprop="seller" itemscope itemtype="https://schema.org/Organization">
       <a itemprop="url" href="/seller/home-finds"><span itemprop="name">Home Finds</span></a></span></div></div>"""
-    assert product_sellers(microdata, "http://m.test/item/2") == [Seller("Home Finds", "http://m.test/seller/home-finds", "microdata")]
+    assert product_sellers(microdata, "http://m.test/item/2") == [ProductSeller("Home Finds", "http://m.test/seller/home-finds", "microdata")]
     assert is_product_page(microdata)
 
     # The same seller in both forms is reported once, from JSON-LD.
     both = jsonld.replace("<p>Lamp</p>", microdata.replace("Home Finds", "Retro Garage").replace("/seller/home-finds", "/seller/retro"))
-    assert product_sellers(both, "http://m.test/item/1") == [Seller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
+    assert product_sellers(both, "http://m.test/item/1") == [ProductSeller("Retro Garage", "http://m.test/seller/retro", "json-ld")]
 
     # No product: no seller, even if an Organization is described; broken JSON is skipped.
     page = '<script type="application/ld+json">{"@type": "Organization", "name": "X"}</script><script type="application/ld+json">{oops</script>'
@@ -1042,7 +1123,8 @@ def fetch_images_here(tmp_path: Path, pairs: list[tuple[str, str]], validators: 
     settings the crawl gives its image fetcher; returns (results, out_dir, summary)."""
     from copyhunt.crawl.imagefetch import run_image_fetcher
     from copyhunt.crawl.results import CrawlRun
-    from copyhunt.crawl.settings import build_settings, split_politeness
+    from copyhunt.crawl.politeness import split_politeness
+    from copyhunt.crawl.settings import build_settings
 
     async def source() -> Any:
         for pair in pairs:

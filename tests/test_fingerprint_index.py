@@ -26,7 +26,7 @@ from copyhunt.fingerprint import (
     round4,
 )
 from copyhunt.imaging import load_gray
-from copyhunt.index import ENTRY_COLUMNS, CodedStrings, ShardSearcher, build_index, current_shards
+from copyhunt.index import ENTRY_COLUMNS, ShardSearcher, build_index, current_shards
 
 
 def norm(im):
@@ -160,7 +160,8 @@ def test_compiled_blurs_and_halving_agree_with_opencv():
     # images narrower than the kernel (whose borders reflect more than once).
     import cv2
 
-    from copyhunt.kernels.blobs import _LEVEL_KERNELS, _OCTAVE_SIGMAS, _OCTAVE_STEPS, _STEP_KERNELS, _blur, _halve, _kernel_size
+    from copyhunt.kernels.blobs import _LEVEL_KERNELS, _OCTAVE_SIGMAS, _OCTAVE_STEPS, _STEP_KERNELS, _halve, _kernel_size
+    from copyhunt.kernels.blurs import symmetric_blur
     from copyhunt.imaging import half_size
 
     photo = norm(Image.open(CUSTOMER_IMAGES[1])).astype(np.float32)
@@ -171,7 +172,7 @@ def test_compiled_blurs_and_halving_agree_with_opencv():
         for half_kernel, sigma in kernels:
             size = _kernel_size(sigma)
             ours = np.full_like(image, np.nan)
-            _blur(image, ours, half_kernel[:size[0] // 2 + 1], np.empty_like(image), np.empty(w + size[0], np.float32))
+            symmetric_blur(image, ours, half_kernel[:size[0] // 2 + 1], np.empty_like(image), np.empty(w + size[0], np.float32))
             theirs = cv2.GaussianBlur(image, size, sigma)
             assert np.abs(ours - theirs).max() < 1e-3, (image.shape, sigma)
             assert np.abs(ours - image).max() > 0.5 or min(h, w) == 1  # it did blur
@@ -194,31 +195,6 @@ def test_compiled_half_size_is_opencvs_to_the_bit():
     images.append(np.full((31, 40), 255, np.uint8))
     for image in map(np.ascontiguousarray, images):
         assert np.array_equal(half_size_u8(image), half_size(image)), image.shape
-
-
-def test_written_out_blurs_add_the_taps_as_the_loop_does():
-    # _blur runs the blob search's radii with their taps written out (code generated from a
-    # template); each must add the same products in the same order as blur_any_radius, to the
-    # bit, or fingerprints would change with the dispatch. Photo pixels and noise, sizes down to
-    # a single row or column (borders reflected more than once), and radii that fall through to
-    # the loop.
-    from copyhunt.kernels.blobs import BLOB_BLUR_RADII, _blur
-    from copyhunt.kernels.blurs import blur_any_radius
-
-    rng = np.random.default_rng(5)
-    photo = norm(Image.open(CUSTOMER_IMAGES[2])).astype(np.float32)
-    noise = (rng.random((61, 83)) * 255).astype(np.float32)
-    images = [photo[:108, :144], photo[:54, :73], photo[:9, :13], noise, noise[:1, :], noise[:, :1], noise[:2, :3]]
-    radii = sorted(BLOB_BLUR_RADII) + [3, 7]
-    assert len(BLOB_BLUR_RADII) >= 2
-    for image in map(np.ascontiguousarray, images):
-        h, w = image.shape
-        for r in radii:
-            half_kernel = np.sort(rng.random(r + 1).astype(np.float32))[::-1].copy()
-            ours, loop = np.full_like(image, np.nan), np.full_like(image, np.nan)
-            _blur(image, ours, half_kernel, np.empty_like(image), np.empty(w + 2 * r, np.float32))
-            blur_any_radius(image, loop, half_kernel, np.empty_like(image), np.empty(w + 2 * r, np.float32))
-            assert np.array_equal(ours, loop), (image.shape, r)
 
 
 def test_tilted_copy_on_a_plain_background_is_turned_back():
@@ -457,20 +433,43 @@ def test_image_entries_are_every_window_of_the_found_reference(tmp_path):
         assert set(got["image_id"]) == {row.image_id}
 
 
-def test_coded_side_table_strings_read_back_across_row_groups(tmp_path):
-    import pyarrow as pa
+def test_the_mapped_side_table_reads_back_the_side_table_and_a_shard_without_it_is_searched_alike(tmp_path):
     import pyarrow.parquet as pq
 
-    # Row groups of 8 rows: each has its own dictionary, in its own order.
-    names = [f"img{(i * 7) % 11:02d}" for i in range(50)]
-    pq.write_table(pa.table({"image_id": names}), tmp_path / "side.parquet", row_group_size=8)
-    coded = CodedStrings.from_arrow(pq.read_table(tmp_path / "side.parquet", read_dictionary=["image_id"]).column("image_id"))
-    assert len(coded) == 50 and len(coded.values) == 11
-    assert coded[np.arange(50)].tolist() == names
-    assert coded[[49, 0, 8]].tolist() == [names[49], names[0], names[8]]
-    assert coded[10:20].tolist() == names[10:20]
-    pq.write_table(pa.table({"image_id": pa.array([], pa.string())}), tmp_path / "empty.parquet")
-    assert len(CodedStrings.from_arrow(pq.read_table(tmp_path / "empty.parquet", read_dictionary=["image_id"]).column("image_id"))) == 0
+    from copyhunt.index import MAPPED_SUFFIXES, MappedSide
+
+    rng = random.Random(7)
+    refs = [rng.getrandbits(64) - (1 << 63) for _ in range(400)]
+    entries = entries_for(refs)
+    entries["customer_id"] = ["ålesund-foto" if i % 3 else "c" for i in range(len(entries))]  # UTF-8, and widths that differ
+    entries["window"] = [f"blob{i % 5}" if i % 2 else "whole" for i in range(len(entries))]
+    build_index(entries, tmp_path / "new", shard_size=250)
+    shards_dir = tmp_path / "new" / "shards"
+    for sid in current_shards(tmp_path / "new"):
+        side = pq.read_table(shards_dir / f"{sid}.parquet").to_pandas()
+        mapped = MappedSide(shards_dir, sid)
+        assert isinstance(mapped.rows, np.memmap) and len(mapped) == len(side)
+        back = mapped.columns(np.arange(len(side)))
+        for column in ENTRY_COLUMNS:
+            assert list(back[column]) == list(side[column]), column
+        assert list(mapped.columns(np.array([len(side) - 1, 0]))["image_id"]) == [side["image_id"].iloc[-1], side["image_id"].iloc[0]]
+
+    # The same index without the mapped files (as a shard written before them): the searcher reads
+    # its Parquet instead and finds the same rows, and the next build writes the files.
+    import shutil
+
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    for path in (tmp_path / "old" / "shards").iterdir():
+        if path.name.endswith(MAPPED_SUFFIXES):
+            path.unlink()
+    queries = [hash_at_distance(rng, refs[i], rng.choice([0, 3, 8])) for i in range(0, 400, 7)]
+    mapped_found = ShardSearcher(tmp_path / "new").query(queries, k=8, max_distance=10)
+    old_found = ShardSearcher(tmp_path / "old").query(queries, k=8, max_distance=10)
+    assert len(mapped_found) >= len(queries)
+    pd.testing.assert_frame_equal(mapped_found, old_found)
+    build_index(entries, tmp_path / "old", shard_size=250)
+    for path in (tmp_path / "new" / "shards").iterdir():
+        assert (tmp_path / "old" / "shards" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_an_index_of_another_fingerprint_version_is_refused_and_rebuilt(tmp_path):

@@ -159,3 +159,39 @@ def test_importing_any_module_only_defines_things():
     assert proc.returncode == 0, proc.stderr[-3000:]
     changed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert changed == {}, f"importing the library changed: {changed}"
+
+
+def generated_code_calls(path: Path) -> list[str]:
+    """Calls of exec, eval or the builtin compile in a file: source made at run time, which nobody
+    can read or step through (``re.compile`` and other methods named compile are not these)."""
+    tree = ast.parse(path.read_text(), str(path))
+    return [f"{path.name}:{node.lineno} {node.func.id}()" for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("exec", "eval", "compile")]
+
+
+def test_the_generated_code_finder_sees_exec(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("import re\nre.compile('x')\nexec(compile('y = 1', 'm', 'exec'), globals())\n")
+    assert generated_code_calls(sample) == ["m.py:3 exec()", "m.py:3 compile()"]
+
+
+def test_the_library_runs_no_generated_code():
+    found = [call for p in sorted((PACKAGE_ROOT / "copyhunt").rglob("*.py")) for call in generated_code_calls(p)]
+    assert not found, found
+
+
+# Left for the bench suites' owner: bench/edits.py (held-out) and bench/suite.py (tuning) each have
+# their own Generated and Pool.
+KNOWN_SHARED_CLASS_NAMES = {"Generated", "Pool"}
+
+
+def test_class_names_are_unique_across_the_library():
+    where: dict[str, list[str]] = {}
+    for path in sorted((PACKAGE_ROOT / "copyhunt").rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.ClassDef):
+                where.setdefault(node.name, []).append(module_name(path))
+    shared = {name: modules for name, modules in where.items() if len(modules) > 1 and name not in KNOWN_SHARED_CLASS_NAMES}
+    assert not shared, f"one name, several classes: {shared}"

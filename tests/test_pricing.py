@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from copyhunt.demo.customers import Licence
+from copyhunt.demo.customers import LicenceTerms
 from copyhunt.pricing import (
     USAGE_TYPES,
     RateCardError,
@@ -190,7 +190,7 @@ def test_breakdown_explains_each_factor():
 
 # ---- licences -------------------------------------------------------------------------------------------
 def lic(id, domain="", images=("*",), start=D(2026, 1, 1), end=D(2026, 12, 31), operator=None):
-    return Licence(id, "c", domain, tuple(images), start, end, operator)
+    return LicenceTerms(id, "c", domain, tuple(images), start, end, operator)
 
 
 COURIER = lic("l-courier", "daily-courier.test")

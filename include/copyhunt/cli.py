@@ -15,11 +15,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import errno
 import json
 import sys
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Iterator, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -56,14 +59,43 @@ def progress_bar(items: Iterable, description: str = "working", total: int | Non
             bar.advance(task)
 
 
+def fail(message: str, code: int = 1) -> NoReturn:
+    """End a command on a user's mistake: one unwrapped line on stderr (it may name long paths)
+    and the exit code, never a traceback."""
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def json_flag() -> Any:
+    return typer.Option(False, "--json", help="Print the result as one JSON object (for scripts) instead of a table.")
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, sort_keys=True, default=str))
+
+
 def _settings():
     from copyhunt.config import ConfigError, load_settings
 
     try:
         return load_settings()
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2)
+        fail(f"configuration error: {exc}", 2)
+
+
+def _output_dir(path: Path, option: str) -> None:
+    """Refuse, before any work, an output directory that cannot be one."""
+    if path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file, not a directory", param_hint=option)
+
+
+def _output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written where it is asked for."""
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a directory; give a file name", param_hint=option)
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise typer.BadParameter(f"{parent} is a file, so {path} cannot be written", param_hint=option)
 
 
 def _run_date(value: Optional[str]) -> dt.date:
@@ -85,7 +117,30 @@ def demo_web(
     from copyhunt.demo.web import run_demo_web
 
     settings = _settings()
-    run_demo_web(settings.resolve(out), settings.customers_path, host, port)
+    _check_customers_file(settings)
+    with _listening(host, port):
+        run_demo_web(settings.resolve(out), settings.customers_path, host, port)
+
+
+def _check_customers_file(settings) -> None:
+    """Refuse, before any work, a customers file that is missing or that the demo cannot read."""
+    from copyhunt.demo.customers import load_customers, repo_root
+
+    try:
+        load_customers(settings.customers_path, repo_root())
+    except ValueError as exc:
+        fail(f"{exc} (COPYHUNT_CUSTOMERS_FILE)", 2)
+
+
+@contextlib.contextmanager
+def _listening(host: str, port: int) -> Iterator[None]:
+    """A port that cannot be listened on is the user's to change: one line, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        fail(f"cannot listen on {host}:{port}: {exc.strerror} (choose another with --port)", 2)
 
 
 @app.command()
@@ -96,13 +151,15 @@ def crawl(
     max_pages: Optional[int] = typer.Option(None, help="Page budget per domain."),
     allow_private: bool = typer.Option(False, "--allow-private", help="Allow loopback/private addresses (tests, demo)."),
     timeout: float = typer.Option(900, help="Seconds; the crawl closes itself at 80% of this and writes what it has."),
+    as_json: bool = json_flag(),
 ) -> None:
     """Crawl from seed URLs (Scrapy, in a subprocess) and write Parquet outputs.
 
     A seed is a URL, or "marketplace URL" for the marketplace spider (listing pagination, sellers).
     """
     from copyhunt.crawl.runner import CrawlError, run_crawl
-    from copyhunt.crawl.seeds import read_seeds_file
+    from copyhunt.crawl.seeds import SeedError, parse_seed, read_seeds_file
+    from copyhunt.crawl.urls import canonical_url
 
     settings = _settings()
     try:
@@ -111,6 +168,14 @@ def crawl(
         raise typer.BadParameter(f"cannot read {seeds_file}: {exc}", param_hint="--seeds-file")
     if not seeds:
         raise typer.BadParameter("give at least one --seed or --seeds-file")
+    for line in seeds:
+        try:
+            _, url = parse_seed(line)
+        except SeedError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--seed")
+        if canonical_url(url) is None:
+            raise typer.BadParameter(f"{url!r} is not an http(s) URL with a host", param_hint="--seed")
+    _output_dir(out, "--out")
     if max_pages is not None and max_pages < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--max-pages")
     if timeout <= 0:
@@ -119,8 +184,9 @@ def crawl(
         with console.status(f"crawling {len(seeds)} seed(s)"):
             summary = run_crawl(seeds, out, settings, max_pages=max_pages, allow_private=allow_private or None, timeout_s=timeout)
     except CrawlError as exc:
-        console.print(f"[red]crawl failed:[/red] {exc}")
-        raise typer.Exit(1)
+        fail(f"crawl failed: {exc}")
+    if as_json:
+        return print_json({**dataclasses.asdict(summary), "out_dir": str(summary.out_dir)})
     _print_facts(f"crawl finished ({summary.finish_reason or 'unknown reason'}) in {summary.duration_s:.1f} s", [
         ("pages fetched", f"{summary.pages:,}"),
         ("images found on them", f"{summary.images:,}"),
@@ -270,6 +336,42 @@ def _bench_held_out(settings, out: Path, assets: Path, seeds: Optional[str], var
         _write_docs("robustness held-out", heldout.figures(report))
 
 
+@bench_app.command("scale")
+def bench_scale(
+    refs: str = typer.Option("100000,300000,1000000", help="Index sizes in references, comma-separated."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write one object per size measured to this file."),
+    stream_images: int = typer.Option(300, min=20, help="Found images matched at each size."),
+    out: Path = typer.Option(Path("data/bench"), help="Where scale.json and the work files go."),
+    write_docs: bool = typer.Option(False, "--write-docs", help="Put this run's figures into the table in docs/performance.md."),
+) -> None:
+    """Build and match at growing index sizes: build time and memory, bytes per reference, worker memory, matches/s per core; a projection to 10M."""
+    import json
+
+    from copyhunt.bench import scale
+    from copyhunt.registry import REPO_ROOT
+
+    try:
+        sizes = tuple(int(x) for x in refs.split(","))
+    except ValueError:
+        raise typer.BadParameter("--refs takes integers separated by commas, e.g. 100000,300000")
+    if min(sizes) < 100:
+        raise typer.BadParameter("--refs takes index sizes of at least 100 references")
+    settings = _settings()
+    out = settings.resolve(out)
+    report = scale.run_scale(settings, out, REPO_ROOT / "assets" / "images", sizes, stream_images, log=lambda m: console.print(m))
+    _print_rows(scale.format_table(report), f"reference scale (load average at start {report.load_average})")
+    if report.model:
+        typer.echo(f"projection: {report.model}")
+    if json_out is not None:
+        from copyhunt.lake import atomic_write_bytes
+
+        atomic_write_bytes(json_out, json.dumps(scale.json_list(report), indent=1).encode())
+        typer.echo(f"wrote {json_out}")
+    typer.echo(f"wrote {out / 'scale.json'}")
+    if write_docs:
+        _write_docs("scale", scale.figures(report))
+
+
 @bench_app.command("throughput")
 def bench_throughput(
     quick: bool = typer.Option(False, "--quick", help="Smaller indexes (1k and 10k references) and fewer images."),
@@ -303,12 +405,26 @@ def index_build(
     images: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of reference images; id = file name without extension."),
     out: Path = typer.Option(..., help="Index directory (created)."),
     shard_size: Optional[int] = typer.Option(None, help="Entries per Annoy shard."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Build an empty index from a folder without images instead of refusing."),
+    as_json: bool = json_flag(),
 ) -> None:
     """Fingerprint a folder of reference images and build (or extend) an Annoy index."""
     from copyhunt import standalone
+    from copyhunt.index import IndexNotUsable, check_index
 
     settings = _settings()
-    result = standalone.build_index_from_folder(images, out, shard_size or settings.shard_size, settings, progress_bar)
+    _output_dir(out, "--out")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            check_index(out)  # a folder with files in it is extended only if it is an index
+        except IndexNotUsable:
+            fail(f"index build refused: {out} holds files but is not a copyhunt index; give a new or empty folder, or an index to extend", 2)
+    try:
+        result = standalone.build_index_from_folder(images, out, shard_size or settings.shard_size, settings, progress_bar, allow_empty)
+    except standalone.NoImages as exc:
+        fail(f"index build refused: {exc} (--allow-empty builds an empty index)", 2)
+    if as_json:
+        return print_json({**result, "out": str(out)})
     _print_facts(f"index version {result['version']} in {out}", [
         ("references", f"{result['references']:,}"),
         ("unusable references", f"{result['errors']:,}" + (f" (reasons in {out / 'references.parquet'})" if result["errors"] else "")),
@@ -320,6 +436,7 @@ def index_build(
 def index_compact(
     index_dir: Optional[Path] = typer.Option(None, "--index-dir", help="Index directory (default: the customer index in the lake)."),
     shard_size: Optional[int] = typer.Option(None, help="Entries per Annoy shard (default: the configured shard_size)."),
+    as_json: bool = json_flag(),
 ) -> None:
     """Merge the current version's small shards into full ones and make the result current.
 
@@ -332,8 +449,10 @@ def index_compact(
     try:
         result = compact_index(target, shard_size or settings.shard_size)
     except IndexNotUsable as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
+    if as_json:
+        return print_json({"index_dir": str(target), "version": result.version, "shards": len(result.shards), "merged": len(result.merged),
+                           "built": len(result.built), "dropped_entries": result.dropped_entries})
     _print_facts(f"index version {result.version} in {target}", [
         ("shards", f"{len(result.shards):,}"),
         ("small shards merged", f"{len(result.merged):,} into {len(result.built):,} new"),
@@ -346,6 +465,8 @@ def match(
     index: Path = typer.Option(..., exists=True, file_okay=False, help="Index directory from 'copyhunt index build'."),
     images: Path = typer.Option(..., exists=True, file_okay=False, help="Folder of images to search for copies."),
     out: Path = typer.Option(..., help="Parquet file: one row per match."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Write an empty result for a folder without images instead of refusing."),
+    as_json: bool = json_flag(),
 ) -> None:
     """Match every image in a folder against an index (Spark, configured master)."""
     from copyhunt import standalone
@@ -353,15 +474,18 @@ def match(
     from copyhunt.index import IndexNotUsable
 
     settings = _settings()
+    _output_file(out, "--out")
     try:
-        n, unusable = standalone.match_folder(index, images, out, settings, progress_bar)
-    except (IndexNotUsable, ValueError) as exc:
-        typer.echo(f"match refused: {exc}", err=True)  # one line, unwrapped: the message names paths
-        raise typer.Exit(2)
+        n, unusable = standalone.match_folder(index, images, out, settings, progress_bar, allow_empty)
+    except (IndexNotUsable, standalone.NoImages) as exc:
+        fail(f"match refused: {exc}", 2)
+    errors_file = out.with_suffix(".errors.parquet")
+    if as_json:
+        return print_json({"matches": n, "out": str(out), "unusable": unusable, "errors_file": str(errors_file) if unusable else None})
     console.print(f"{n} matches written to {out}", markup=False)
     if unusable:
         reasons = ", ".join(f"{reason} {count}" for reason, count in unusable.items())
-        console.print(f"{sum(unusable.values())} images could not be used ({reasons}): listed in {out.with_suffix('.errors.parquet')}", markup=False)
+        console.print(f"{sum(unusable.values())} images could not be used ({reasons}): listed in {errors_file}", markup=False)
 
 
 STAGES = ["register", "fingerprint_references", "build_index", "crawl", "fingerprint", "match", "enrich", "price", "load", "digest"]
@@ -382,9 +506,10 @@ def stage(
         result = _run_stage(name, settings, d)
         record_run_facts(settings, d)  # as the DAG's tasks do: stamp and seal the manifest
     except IntegrityError as exc:
-        typer.echo(f"{name} refused: {exc}", err=True)  # one line, unwrapped: it names the file and both sha256
-        raise typer.Exit(1)
-    typer.echo(json.dumps(result, sort_keys=True, default=str))
+        fail(f"{name} refused: {exc}")  # it names the file and both sha256
+    except FileNotFoundError as exc:  # an input partition of that date is missing: an earlier stage has not run
+        fail(f"{name} refused: {exc}; run the stages before it for {d} first")
+    print_json(result)
 
 
 def _run_stage(name: str, settings, d: dt.date) -> dict:
@@ -409,11 +534,24 @@ def _run_stage(name: str, settings, d: dt.date) -> dict:
 
 
 @app.command()
-def summary(run_date: Optional[str] = typer.Option(None, help="Run date YYYY-MM-DD (default today).")) -> None:
+def summary(run_date: Optional[str] = typer.Option(None, help="Run date YYYY-MM-DD (default today)."), as_json: bool = json_flag()) -> None:
     """Print what a run crawled, matched and loaded, and where its outputs are."""
-    from copyhunt.hunt import summary as run_summary
+    from sqlalchemy.exc import SQLAlchemyError
 
-    print_summary(run_summary(_settings(), _run_date(run_date)))
+    from copyhunt.hunt import summary as run_summary
+    from copyhunt.lake import Lake
+
+    settings, d = _settings(), _run_date(run_date)
+    manifest = Lake(settings.lake).manifest_path(d)
+    if not manifest.exists():
+        fail(f"no run for {d}: {manifest} does not exist (run 'copyhunt demo' or the daily_hunt DAG for that date)")
+    try:
+        found = run_summary(settings, d)
+    except SQLAlchemyError as exc:
+        fail(f"cannot read the hits database {settings.database_url}: {str(exc).splitlines()[0]}")
+    if as_json:
+        return print_json(found)
+    print_summary(found)
 
 
 def print_summary(s: dict) -> None:
@@ -449,7 +587,10 @@ def scaling(
     """Project the daily run's time for larger crawls and indexes from a measured run."""
     from copyhunt.scaling import fit, project
 
-    model = fit(_settings(), _run_date(run_date))
+    try:
+        model = fit(_settings(), _run_date(run_date))
+    except (ValueError, FileNotFoundError) as exc:
+        fail(f"scaling: {exc}")
     out = Console()
     out.print(f"fitted on {model.images} images, {model.pages} pages, {model.index_entries} index entries: "
               f"crawl {model.crawl_per_page * 1000:.1f} ms/page, fingerprint {model.fingerprint_per_image * 1000:.1f} ms/image, "
@@ -487,6 +628,7 @@ def replay(
     run_date: str = typer.Option(..., help="The run date to replay (YYYY-MM-DD)."),
     from_stage: str = typer.Option("fingerprint", help="First stage to recompute: fingerprint, match, enrich or price."),
     out: Optional[Path] = typer.Option(None, help="Where to recompute (default data/replay/run_date=D)."),
+    as_json: bool = json_flag(),
 ) -> None:
     """Recompute a past run from its Parquet snapshot and compare every output with its manifest."""
     from copyhunt.audit import replay as run_replay
@@ -495,8 +637,10 @@ def replay(
     try:
         report = run_replay(settings, _run_date(run_date), from_stage, out, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]replay:[/red] {exc}")
-        raise typer.Exit(2)
+        fail(f"replay: {exc}", 2)
+    if as_json:
+        print_json({**dataclasses.asdict(report), "ok": report.ok, "checks": [{**dataclasses.asdict(c), "equal": c.equal} for c in report.checks]})
+        raise typer.Exit(0 if report.ok else 1)
     out_console = Console()
     if report.snapshot_problems:
         out_console.print("[red]the snapshot does not match its manifest:[/red]")
@@ -519,6 +663,7 @@ def audit_verify(
     run_date: Optional[str] = typer.Option(None, help="One run date YYYY-MM-DD."),
     date_from: Optional[str] = typer.Option(None, "--from", help="First run date of a range (with --to)."),
     date_to: Optional[str] = typer.Option(None, "--to", help="Last run date of a range (with --from)."),
+    as_json: bool = json_flag(),
 ) -> None:
     """Check run dates' stored snapshots: every partition against its manifest, every referenced
     blob, the index files used, the manifest's signature and chain link. Exit 1 on any difference."""
@@ -538,18 +683,20 @@ def audit_verify(
         present = sorted(_run_date(p.name.split("=", 1)[1]) for p in root.glob("run_date=*")) if root.exists() else []
         dates = [d for d in present if first <= d <= last]
         if not dates:
-            console.print(f"[red]no run date with a manifest between {first} and {last}[/red]")
-            raise typer.Exit(1)
+            fail(f"no run date with a manifest between {first} and {last}")
     else:
         raise typer.BadParameter("give --run-date, or --from and --to")
     findings = [f for d in dates for f in verify_run(settings, d)]
+    bad = sum(1 for f in findings if f.problem)
+    if as_json:
+        print_json({"run_dates": [d.isoformat() for d in dates], "differences": bad, "findings": [dataclasses.asdict(f) for f in findings]})
+        raise typer.Exit(1 if bad else 0)
     table = Table(title=f"audit of {', '.join(d.isoformat() for d in dates)}")
     for col in ("run date", "check", "what", "result"):
         table.add_column(col, overflow="fold")
     for f in findings:
         table.add_row(f.run_date, f.check, f.subject, f"[red]{escape(f.problem)}[/red]" if f.problem else f"[green]ok[/green] {escape(f.detail)}")
     Console(width=200).print(table)
-    bad = sum(1 for f in findings if f.problem)
     Console().print(f"{bad} difference(s)" if bad else "no differences", markup=False)
     raise typer.Exit(1 if bad else 0)
 
@@ -563,8 +710,7 @@ def audit_keygen(rotate: bool = typer.Option(False, "--rotate", help="Replace th
     try:
         kid = create_key(settings.manifest_key_path, replace=rotate)
     except FileExistsError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
+        fail(str(exc))
     typer.echo(f"key {kid} in {settings.manifest_key_path} (public key {settings.manifest_key_path.parent / (kid + '.pub')})")
 
 
@@ -584,7 +730,10 @@ def demo(
     """Serve the demo web, run customer_index and daily_hunt with 'airflow dags test', print a summary."""
     from copyhunt.demo_run import run_demo
 
-    summary = run_demo(_settings(), _run_date(run_date), port=port, log=console.print)
+    settings = _settings()
+    _check_customers_file(settings)
+    with _listening("127.0.0.1", port):
+        summary = run_demo(settings, _run_date(run_date), port=port, log=console.print)
     print_summary(summary)
 
 
@@ -630,15 +779,14 @@ def customers_add(
     try:
         created = registry.add_customer(engine, customer_id, email, name)
     except ValueError as exc:
-        typer.echo(f"customer refused: {exc}", err=True)
-        raise typer.Exit(1)
+        fail(f"customer refused: {exc}")
     finally:
         engine.dispose()
     typer.echo(f"customer {customer_id} {'added' if created else 'updated'}")
 
 
 @customers_app.command("list")
-def customers_list() -> None:
+def customers_list(as_json: bool = json_flag()) -> None:
     """The registry's customers with their number of images (not counting withdrawn ones)."""
     from copyhunt import registry
 
@@ -647,6 +795,8 @@ def customers_list() -> None:
         rows = registry.list_customers(engine)
     finally:
         engine.dispose()
+    if as_json:
+        return print_json(rows)
     _print_rows([["id", "name", "e-mail", "images"]] + [[r["id"], r["name"], r["email"], str(r["images"])] for r in rows], "customers")
 
 
@@ -654,6 +804,8 @@ def customers_list() -> None:
 def images_add(
     customer_id: str = typer.Argument(..., help="The customer the images belong to."),
     paths: list[Path] = typer.Argument(..., help="Image files, folders of them, or ZIP archives.", metavar="FILE_OR_DIR..."),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Succeed when the folders given hold no files, instead of refusing."),
+    as_json: bool = json_flag(),
 ) -> None:
     """Register images for a customer, one result line per file; they are searched from the next index build."""
     from copyhunt import registry
@@ -663,23 +815,28 @@ def images_add(
     try:
         results = registry.add_files(engine, settings, customer_id, paths)
     except LookupError as exc:
-        typer.echo(str(exc).strip("'\""), err=True)
-        raise typer.Exit(1)
+        fail(str(exc).strip("'\""))
     finally:
         engine.dispose()
-    if _print_results(results)["rejected"]:
+    if not results and not allow_empty:
+        fail(f"no files in {', '.join(map(str, paths))} (--allow-empty accepts that)", 2)
+    counts = _print_results(results, as_json)
+    if counts["rejected"]:
         raise typer.Exit(1)
 
 
-def _print_results(results) -> dict[str, int]:
-    """One line per registered file, then the counts; returns the counts."""
+def _print_results(results, as_json: bool = False) -> dict[str, int]:
+    """One line per registered file, then the counts (or all of it as JSON); returns the counts."""
+    counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "existing", "rejected")}
+    if as_json:
+        print_json({"results": [dataclasses.asdict(r) for r in results], **counts})
+        return counts
     for r in results:
         if r.status == "rejected":
             typer.echo(f"{r.filename}: rejected: {r.reason}")
         else:
             near = f" (looks like your image {r.near_duplicate_of})" if r.near_duplicate_of else ""
             typer.echo(f"{r.filename}: {r.status} as {r.image_id}{near}")
-    counts = {s: sum(1 for r in results if r.status == s) for s in ("created", "existing", "rejected")}
     typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
     return counts
 
@@ -697,8 +854,7 @@ def images_import(
     try:
         outcome = import_site(engine, settings, customer_id, url, actor="cli")
     except (ImportFailed, LookupError) as exc:
-        typer.echo(f"import failed: {str(exc).strip(chr(39) + chr(34))}", err=True)
-        raise typer.Exit(1)
+        fail(f"import failed: {str(exc).strip(chr(39) + chr(34))}")
     finally:
         engine.dispose()
     typer.echo(f"{outcome.pages} page(s) of {outcome.domain} read")
@@ -719,15 +875,14 @@ def sites_add(
     try:
         added = add_own_site(engine, customer_id, domain, "cli", "cli", note)
     except (ValueError, LookupError) as exc:
-        typer.echo(f"own site refused: {str(exc).strip(chr(39) + chr(34))}", err=True)
-        raise typer.Exit(1)
+        fail(f"own site refused: {str(exc).strip(chr(39) + chr(34))}")
     finally:
         engine.dispose()
     typer.echo(f"{added.domain} {'added' if added.added else 'was listed already'}; {added.hits_authorised} hit(s) now approved uses")
 
 
 @sites_app.command("list")
-def sites_list(customer_id: str = typer.Argument(..., help="The customer whose own sites to list.")) -> None:
+def sites_list(customer_id: str = typer.Argument(..., help="The customer whose own sites to list."), as_json: bool = json_flag()) -> None:
     """A customer's own sites: domain, how it was added, when, and the note."""
     from copyhunt.coverage import list_own_sites
 
@@ -736,6 +891,8 @@ def sites_list(customer_id: str = typer.Argument(..., help="The customer whose o
         rows = list_own_sites(engine, customer_id)
     finally:
         engine.dispose()
+    if as_json:
+        return print_json(rows)
     _print_rows([["domain", "source", "added", "note"]]
                 + [[r["domain"], r["source"], r["added_at"].strftime("%Y-%m-%d %H:%M"), r["note"] or ""] for r in rows],
                 f"own sites of {customer_id}")
@@ -755,13 +912,12 @@ def sites_remove(
     finally:
         engine.dispose()
     if not removed:
-        typer.echo(f"{domain} is not an own site of {customer_id}", err=True)
-        raise typer.Exit(1)
+        fail(f"{domain} is not an own site of {customer_id}")
     typer.echo(f"{domain} removed")
 
 
 @images_app.command("list")
-def images_list(customer_id: str = typer.Argument(..., help="The customer whose images to list.")) -> None:
+def images_list(customer_id: str = typer.Argument(..., help="The customer whose images to list."), as_json: bool = json_flag()) -> None:
     """A customer's images: id, title, size, source, when added, and whether withdrawn."""
     from copyhunt import registry
 
@@ -770,6 +926,8 @@ def images_list(customer_id: str = typer.Argument(..., help="The customer whose 
         rows = registry.list_images(engine, customer_id)
     finally:
         engine.dispose()
+    if as_json:
+        return print_json(rows)
     table = [["image", "title", "size", "source", "added", "state"]]
     for r in rows:
         size = f"{r['width']}x{r['height']}" if r["width"] else ""
@@ -805,8 +963,7 @@ def customers_token(
     try:
         token = issue_token(engine, customer_id, label)
     except (UnknownCustomer, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
+        fail(str(exc).strip("'\""))
     finally:
         engine.dispose()
     console.print("Give this token to the customer; it is shown only once.")
@@ -821,8 +978,7 @@ def customers_revoke(key_id: str = typer.Argument(..., help="The token's key id:
     engine = _hits_engine(_settings())
     try:
         if not revoke_token(engine, key_id):
-            console.print(f"[red]no active token with key id {key_id!r}[/red]")
-            raise typer.Exit(1)
+            fail(f"no active token with key id {key_id!r}")
     finally:
         engine.dispose()
     console.print(f"token {key_id} revoked")

@@ -190,9 +190,13 @@ def load_settings(env: Mapping[str, str] | None = None, config_file: str | Path 
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         section = data.get("copyhunt", data)
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: 'copyhunt' must be a table of settings")
         unknown = sorted(set(section) - set(fields))
         if unknown:
             raise ConfigError(f"config file {path}: unknown settings {', '.join(unknown)}")

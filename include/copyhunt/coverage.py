@@ -158,7 +158,7 @@ def authorise_own_site_hits(engine: Engine, customer_ids: Iterable[str], run_dat
 def apply_licence(engine: Engine, customer_id: str, licence_id: str, actor: str | None, now: dt.datetime | None = None) -> int:
     """Open hits of the customer that the licence covers (the pricing check, on the day the hit was
     last seen) change to "licensed", each with a history entry; returns how many changed."""
-    from copyhunt.demo.customers import Licence as LicenceTerms
+    from copyhunt.demo.customers import LicenceTerms
     from copyhunt.pricing import check_licences
 
     now = now or _now()

@@ -1,7 +1,7 @@
 """The daily_hunt run: its stages in order, and what the run reports at its end.
 
 Each stage's logic is a module of ``copyhunt.stages``; this module only lists them, so the DAG,
-the CLI (``copyhunt stage`` / ``copyhunt run``) and replay run the same functions in the same order.
+the CLI (``copyhunt stage``) and replay run the same functions in the same order.
 
     crawl -> fingerprint -> match (spark-submit) -> enrich -> price -> load -> digest
 """

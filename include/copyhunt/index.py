@@ -4,6 +4,10 @@ Layout of an index directory::
 
     shards/<shard_id>.ann       Annoy file (hamming metric, one item per reference window)
     shards/<shard_id>.parquet   side table: annoy_id -> customer_id, image_id, window, box, phash
+    shards/<shard_id>.rows.npy  the side table as the searcher maps it (``MappedSide``): one
+                                fixed-width record per annoy id, strings as codes into
+    shards/<shard_id>.refs.npy  the shard's references (customer_id, image_id, ref_sha256) and
+    shards/<shard_id>.windows.npy  its window names
     versions/<version>.json     the shards making up one index version
     CURRENT                     the latest version id (written last, atomically)
 
@@ -17,6 +21,11 @@ one shard's build, and the searcher needs no exclusion list: a version's shards 
 references). Every lookup visits every shard, so small shards pile up cost; ``compact_index``
 merges them into full ones. Shard files are never deleted here: every published version stays
 searchable, as replaying a past hunt needs.
+
+A searcher memory-maps a shard's Annoy file and its ``.npy`` side files, so a worker's memory
+holds the pages its lookups touch, not the index: its size does not grow with the references.
+A shard written before the mapped files existed is still searched, from its Parquet side table
+read into memory as before, and the next build that keeps it writes its mapped files.
 """
 
 from __future__ import annotations
@@ -48,14 +57,21 @@ N_TREES = 16  # recall vs. build time; 16 trees find every neighbour within 12 b
 SEARCH_K = 128
 ENTRY_COLUMNS = ["customer_id", "image_id", "ref_sha256", "window", "mirrored", "x0", "y0", "x1", "y1", "phash"]
 IMAGE_KEY = ["customer_id", "image_id", "ref_sha256"]
-STRING_COLUMNS = ["customer_id", "image_id", "ref_sha256", "window"]
 
 
-def unpack_bits(hashes: np.ndarray) -> np.ndarray:
-    """int64 hashes -> (n, 64) array of 0/1 floats, most significant bit first."""
+def unpack_bits(hashes: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """int64 hashes -> (n, 64) array of 0/1, most significant bit first."""
     u = np.asarray(hashes, dtype=np.int64).view(np.uint64)
     shifts = np.arange(HASH_BITS - 1, -1, -1, dtype=np.uint64)
-    return ((u[:, None] >> shifts) & np.uint64(1)).astype(np.float32)
+    return ((u[:, None] >> shifts) & np.uint64(1)).astype(dtype)
+
+
+def annoy_vectors(hashes: np.ndarray) -> list[bytes]:
+    """Each hash as the vector Annoy takes: 64 bytes of 0 or 1. Annoy reads a vector one item
+    at a time by index, so bytes serve as well as a list of 64 numbers and cost one object
+    instead of 65 (making those lists was most of an index build)."""
+    packed = unpack_bits(hashes, np.uint8).tobytes()
+    return [packed[i:i + HASH_BITS] for i in range(0, len(packed), HASH_BITS)]
 
 
 def popcount64(x: np.ndarray) -> np.ndarray:
@@ -126,13 +142,15 @@ def build_index(entries: pd.DataFrame, index_dir: Path, shard_size: int) -> Buil
     for chunk in _pack(rest, shard_size):
         sid = _shard_id(chunk)
         new_shards.append(sid)
-        if (shards_dir / f"{sid}.ann").exists() and (shards_dir / f"{sid}.parquet").exists():
+        if _shard_present(shards_dir, sid):
             reused.append(sid)
             continue
         _write_shard(chunk, shards_dir, sid)
         built.append(sid)
 
     shards = kept + new_shards
+    for sid in kept + reused:
+        ensure_mapped_side(shards_dir, sid)
     version = _publish(index_dir, shards, int(len(entries)))
     return BuildResult(version, shards, built, reused + kept, int(len(entries)))
 
@@ -204,9 +222,12 @@ def compact_index(index_dir: Path, shard_size: int, keep: Callable[[pd.DataFrame
     for chunk in _pack(rest, shard_size):
         sid = _shard_id(chunk)
         new_shards.append(sid)
-        if not ((shards_dir / f"{sid}.ann").exists() and (shards_dir / f"{sid}.parquet").exists()):
+        if not _shard_present(shards_dir, sid):
             _write_shard(chunk, shards_dir, sid)
             built.append(sid)
+        ensure_mapped_side(shards_dir, sid)
+    for sid in kept:
+        ensure_mapped_side(shards_dir, sid)
     shards = kept + new_shards
     entries = sum(counts[s] for s in kept) + int(len(rest))
     return CompactResult(_publish(index_dir, shards, entries), shards, merged, built, dropped)
@@ -238,9 +259,9 @@ def _write_shard(chunk: pd.DataFrame, shards_dir: Path, sid: str) -> None:
     ann = AnnoyIndex(HASH_BITS, "hamming")
     ann.set_seed(ANNOY_SEED)
     hashes = chunk["phash"].to_numpy()
-    for start in range(0, len(hashes), 65536):  # unpacked bits are 256 bytes a hash: in slices
-        for i, bits in enumerate(unpack_bits(hashes[start:start + 65536]).tolist(), start):
-            ann.add_item(i, bits)
+    for start in range(0, len(hashes), 65536):  # in slices: the vectors are 64 bytes a hash
+        for i, vector in enumerate(annoy_vectors(hashes[start:start + 65536]), start):
+            ann.add_item(i, vector)
     ann.build(N_TREES, n_jobs=1)
     tmp = shards_dir / f".{sid}.{uuid.uuid4().hex}.ann"
     ann.save(str(tmp))
@@ -250,9 +271,61 @@ def _write_shard(chunk: pd.DataFrame, shards_dir: Path, sid: str) -> None:
     side.insert(0, "annoy_id", np.arange(len(side), dtype=np.int64))
     tmp_side = shards_dir / f".{sid}.{uuid.uuid4().hex}.parquet"
     pq.write_table(to_table(side, ["annoy_id"]), tmp_side, **WRITER_OPTIONS)
-    # Side table first, Annoy file last: a shard counts as present once its .ann exists.
+    # Side tables first, Annoy file last: a shard counts as present once its .ann exists.
     os.replace(tmp_side, shards_dir / f"{sid}.parquet")
+    write_mapped_side(side, shards_dir, sid)
     os.replace(tmp, shards_dir / f"{sid}.ann")
+
+
+def _shard_present(shards_dir: Path, sid: str) -> bool:
+    return (shards_dir / f"{sid}.ann").exists() and (shards_dir / f"{sid}.parquet").exists()
+
+
+# ---- the side table as the searcher maps it -------------------------------------------------------
+MAPPED_SUFFIXES = (".rows.npy", ".refs.npy", ".windows.npy")
+ROW_FIELDS = [("ref", "<i4"), ("window", "<i4"), ("mirrored", "?"), ("x0", "<f8"), ("y0", "<f8"), ("x1", "<f8"), ("y1", "<f8"), ("phash", "<i8")]
+
+
+def _fixed_width(values: pd.Series) -> np.ndarray:
+    """UTF-8 bytes in a fixed-width column as wide as the longest value (at least 1)."""
+    encoded = [v.encode() for v in values.astype(str)]
+    return np.array(encoded, dtype=f"S{max([1, *map(len, encoded)])}")
+
+
+def mapped_side_arrays(side: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The three arrays of a shard's mapped side table, from its side table (rows in annoy-id
+    order, sorted by reference as a shard is)."""
+    refs_key = side["ref_sha256"].astype(str) + "\x1f" + side["customer_id"].astype(str) + "\x1f" + side["image_id"].astype(str)
+    ref_codes, _ = pd.factorize(refs_key, sort=False)
+    firsts = side.iloc[np.unique(ref_codes, return_index=True)[1]]
+    window_codes, window_names = pd.factorize(side["window"].astype(str), sort=True)
+    refs = np.empty(len(firsts), dtype=[("customer_id", _fixed_width(firsts["customer_id"]).dtype),
+                                        ("image_id", _fixed_width(firsts["image_id"]).dtype),
+                                        ("ref_sha256", _fixed_width(firsts["ref_sha256"]).dtype)])
+    for c in ("customer_id", "image_id", "ref_sha256"):
+        refs[c] = _fixed_width(firsts[c])
+    rows = np.empty(len(side), dtype=ROW_FIELDS)
+    rows["ref"] = ref_codes
+    rows["window"] = window_codes
+    rows["mirrored"] = side["mirrored"].to_numpy(bool)
+    for c in ("x0", "y0", "x1", "y1"):
+        rows[c] = side[c].to_numpy(np.float64)
+    rows["phash"] = side["phash"].to_numpy(np.int64)
+    return {".rows.npy": rows, ".refs.npy": refs, ".windows.npy": _fixed_width(pd.Series(window_names))}
+
+
+def write_mapped_side(side: pd.DataFrame, shards_dir: Path, sid: str) -> None:
+    for suffix, array in mapped_side_arrays(side).items():
+        tmp = shards_dir / f".{sid}.{uuid.uuid4().hex}{suffix}"
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, shards_dir / f"{sid}{suffix}")
+
+
+def ensure_mapped_side(shards_dir: Path, sid: str) -> None:
+    """Give a shard written before the mapped side files existed its files (from its Parquet)."""
+    if not all((shards_dir / f"{sid}{suffix}").exists() for suffix in MAPPED_SUFFIXES):
+        write_mapped_side(pq.read_table(shards_dir / f"{sid}.parquet").to_pandas(), shards_dir, sid)
 
 
 # Annoy's hamming node: int32 n_descendants, int32 children[2], then uint64 v[] aligned to 8, so
@@ -288,8 +361,9 @@ def index_file_hashes(index_dir: Path, version: str) -> dict[str, str]:
     """sha256 of every file an index version consists of (its version file and its shards),
     keyed by path relative to ``index_dir``: what a run's manifest records, for audit to check."""
     index_dir = Path(index_dir)
-    files = [f"versions/{version}.json"] + [f"shards/{sid}{suffix}" for sid in current_shards(index_dir, version) for suffix in (".ann", ".parquet")]
-    return {rel: sha256_file(index_dir / rel) for rel in files}
+    files = [f"versions/{version}.json"] + [f"shards/{sid}{suffix}" for sid in current_shards(index_dir, version)
+                                              for suffix in (".ann", ".parquet", *MAPPED_SUFFIXES)]
+    return {rel: sha256_file(index_dir / rel) for rel in files if (index_dir / rel).exists()}
 
 
 class IndexNotUsable(ValueError):
@@ -321,31 +395,32 @@ def check_index(index_dir: Path) -> str:
     return version
 
 
-@dataclass(frozen=True)
-class CodedStrings:
-    """A side-table string column as integer codes into its distinct values.
+class MappedSide:
+    """A shard's side table as the searcher reads it: the ``.npy`` files memory-mapped (or, for a
+    shard written before they existed, the same arrays made from its Parquet in memory). Rows are
+    read only where a lookup lands, so a worker's memory does not hold the whole table."""
 
-    A reference has ~40 entries sharing its ids, and window names repeat across references. As
-    one Python string per row, 100k references' side table took 2.2 GB in every worker that
-    searches (1.3 s to build); as codes, 16 MB a column."""
-
-    codes: np.ndarray
-    values: np.ndarray
-
-    @classmethod
-    def from_arrow(cls, column: pa.ChunkedArray) -> CodedStrings:
-        """From a dictionary-encoded column (``pq.read_table(..., read_dictionary=...)``)."""
-        unified = column.unify_dictionaries()
-        if unified.num_chunks == 0:
-            return cls(np.zeros(0, np.int32), np.zeros(0, object))
-        codes = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in unified.chunks])
-        return cls(codes, unified.chunk(0).dictionary.to_numpy(zero_copy_only=False))
-
-    def __getitem__(self, rows) -> np.ndarray:
-        return self.values[self.codes[rows]]
+    def __init__(self, shards_dir: Path, sid: str):
+        paths = {suffix: shards_dir / f"{sid}{suffix}" for suffix in MAPPED_SUFFIXES}
+        if all(p.exists() for p in paths.values()):
+            arrays = {suffix: np.load(p, mmap_mode="r", allow_pickle=False) for suffix, p in paths.items()}
+        else:
+            arrays = mapped_side_arrays(pq.read_table(shards_dir / f"{sid}.parquet").to_pandas())
+        self.rows, self.refs, self.windows = arrays[".rows.npy"], arrays[".refs.npy"], arrays[".windows.npy"]
+        self.ref_codes = self.rows["ref"]  # a view: still mapped
 
     def __len__(self) -> int:
-        return len(self.codes)
+        return len(self.rows)
+
+    def columns(self, annoy_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The entry columns of rows ``annoy_ids`` (strings decoded)."""
+        rows = self.rows[np.asarray(annoy_ids, dtype=np.int64)]
+        refs = self.refs[rows["ref"]]
+        out = {c: np.char.decode(refs[c], "utf-8").astype(object) for c in ("customer_id", "image_id", "ref_sha256")}
+        out["window"] = np.char.decode(self.windows[rows["window"]], "utf-8").astype(object)
+        for c in ("mirrored", "x0", "y0", "x1", "y1", "phash"):
+            out[c] = np.array(rows[c])
+        return {c: out[c] for c in ENTRY_COLUMNS}
 
 
 class ShardSearcher:
@@ -361,38 +436,34 @@ class ShardSearcher:
         if built_with != FINGERPRINT_VERSION:
             raise IndexNotUsable(f"index version {self.version} in {self.index_dir} holds fingerprint version {built_with} hashes; this code makes "
                                  f"version {FINGERPRINT_VERSION}: rebuild the index (copyhunt index build, or the customer_index DAG)")
-        # Side tables as arrays (strings coded): a lookup gathers rows by annoy id (== row number).
-        self.shards: list[tuple[str, AnnoyIndex, dict[str, np.ndarray | CodedStrings]]] = []
+        self.shards: list[tuple[str, AnnoyIndex, MappedSide]] = []
         for sid in current_shards(self.index_dir, self.version):
             ann = AnnoyIndex(HASH_BITS, "hamming")
             ann.load(str(self.index_dir / "shards" / f"{sid}.ann"))  # mmap: pages shared by processes
-            side = pq.read_table(self.index_dir / "shards" / f"{sid}.parquet", read_dictionary=STRING_COLUMNS)
-            columns = {c: CodedStrings.from_arrow(side.column(c)) if c in STRING_COLUMNS else side.column(c).to_numpy()
-                       for c in ["annoy_id", *ENTRY_COLUMNS]}
-            self.shards.append((sid, ann, columns))
+            self.shards.append((sid, ann, MappedSide(self.index_dir / "shards", sid)))
         self._side = {sid: side for sid, _, side in self.shards}
 
     def image_entries(self, shard: str, annoy_id: int) -> dict[str, np.ndarray]:
         """Every entry of the reference image that entry ``annoy_id`` of ``shard`` belongs to.
 
         A shard's entries are sorted by image, so they are the rows around it with the same
-        ``ref_sha256`` (a reference has a few dozen entries)."""
+        reference code (a reference has a few dozen entries)."""
         side = self._side[shard]
-        refs = side["ref_sha256"].codes
-        sha = refs[annoy_id]
+        refs = side.ref_codes
+        ref = refs[annoy_id]
         start, stop = annoy_id, annoy_id + 1
-        while start > 0 and refs[start - 1] == sha:
+        while start > 0 and refs[start - 1] == ref:
             start -= 1
-        while stop < len(refs) and refs[stop] == sha:
+        while stop < len(refs) and refs[stop] == ref:
             stop += 1
-        return {c: side[c][start:stop] for c in ENTRY_COLUMNS}
+        return side.columns(np.arange(start, stop))
 
     def query(self, hashes: Sequence[int], k: int, max_distance: int) -> pd.DataFrame:
         """Nearest reference windows within ``max_distance`` bits of each hash.
 
         Returns one row per (query_row, reference window) with the side-table columns.
         """
-        bits = unpack_bits(np.asarray(hashes, dtype=np.int64)).tolist()
+        bits = annoy_vectors(np.asarray(hashes, dtype=np.int64))
         search_k = self.search_k or SEARCH_K
         columns: dict[str, list] = {"query_row": [], "shard": [], "distance": [], **{c: [] for c in ["annoy_id", *ENTRY_COLUMNS]}}
         for sid, ann, side in self.shards:
@@ -409,8 +480,9 @@ class ShardSearcher:
                 columns["query_row"].append(np.asarray(rows, dtype=np.int64))
                 columns["shard"].append(np.full(len(rows), sid, dtype=object))
                 columns["distance"].append(np.asarray(dists, dtype=np.int64))
-                for c in ["annoy_id", *ENTRY_COLUMNS]:
-                    columns[c].append(side[c][take])
+                columns["annoy_id"].append(take)
+                for c, values in side.columns(take).items():
+                    columns[c].append(values)
         if not columns["query_row"]:
             return pd.DataFrame(columns=["query_row", "shard", "distance", "annoy_id", *ENTRY_COLUMNS])
         return pd.DataFrame({c: np.concatenate(v) for c, v in columns.items()})

@@ -33,7 +33,7 @@ from sqlalchemy import Engine, func, select, update
 from copyhunt.blobs import LocalBlobStore
 from copyhunt.config import Settings
 from copyhunt.coverage import apply_licence
-from copyhunt.demo.customers import Customer, Licence, RegisteredImage, load_customers
+from copyhunt.demo.customers import CustomerRecord, LicenceTerms, RegisteredImage, load_customers
 from copyhunt.lake import Lake
 from copyhunt.thumbnails import Thumbnails
 
@@ -260,7 +260,10 @@ def add_zip(engine: Engine, settings: Settings, customer_id: str, archive: Path,
 
 
 def add_files(engine: Engine, settings: Settings, customer_id: str, paths: Iterable[Path], source_kind: str = "upload") -> list[ImageResult]:
-    """Files, folders (their files, sorted) and ZIPs, one result per image."""
+    """Files, folders (their files, sorted) and ZIPs, one result per image; LookupError for an
+    unknown customer, before any file is read."""
+    with engine.connect() as conn:
+        _require_customer(conn, customer_id)
     results = []
     for path in _expand(paths):
         if path.suffix.lower() in ZIP_SUFFIXES:
@@ -422,7 +425,7 @@ def write_snapshot(engine: Engine, settings: Settings, run_date: dt.date) -> dic
 
 
 def customers_from_snapshot(settings: Settings, snapshot_date: dt.date, lake: Lake | None = None,
-                            include_withdrawn: bool = False) -> list[Customer]:
+                            include_withdrawn: bool = False) -> list[CustomerRecord]:
     """The stages' view of the registry as the snapshot of ``snapshot_date`` holds it (read
     through ``lake`` when given, so a stage's lake records the partitions it read)."""
     lake = lake or Lake(settings.lake)
@@ -438,12 +441,12 @@ def customers_from_snapshot(settings: Settings, snapshot_date: dt.date, lake: La
         if not include_withdrawn:
             mine = mine[~mine["withdrawn"].astype(bool)]
         registered = tuple(RegisteredImage(person.id, r.image_id, _image_path(r, blobs), r.title or "") for r in mine.itertuples(index=False))
-        granted = tuple(Licence(r.id, person.id, r.licensee_domain or "", tuple(json.loads(r.image_ids or "[]")),
+        granted = tuple(LicenceTerms(r.id, person.id, r.licensee_domain or "", tuple(json.loads(r.image_ids or "[]")),
                                 dt.date.fromisoformat(r.valid_from), dt.date.fromisoformat(r.valid_to), r.licensee_operator or None)
                         for r in licences[licences["customer_id"] == person.id].itertuples(index=False)
                         if r.valid_from and r.valid_to)
         rate_card = json.loads(person.rate_card) if isinstance(person.rate_card, str) and person.rate_card else None
-        out.append(Customer(person.id, person.name, person.email, registered, granted, rate_card))
+        out.append(CustomerRecord(person.id, person.name, person.email, registered, granted, rate_card))
     return out
 
 
@@ -453,6 +456,6 @@ def _image_path(row, blobs: LocalBlobStore) -> Path:
     return Path(row.path or "")
 
 
-def customers(settings: Settings) -> list[Customer]:
+def customers(settings: Settings) -> list[CustomerRecord]:
     """The customers file as it stands (the seed), for tools that work without a database."""
     return load_customers(settings.customers_path, REPO_ROOT)

@@ -28,16 +28,26 @@ LOCAL_CUSTOMER = "local"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+class NoImages(ValueError):
+    """A folder given as input holds no image files (refused unless empty input is allowed)."""
 
 
-def build_index_from_folder(images: Path, out: Path, shard_size: int, settings: Settings, progress: Callable[..., Iterable]) -> dict:
+def _image_files(folder: Path, allow_empty: bool = False) -> list[Path]:
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files and not allow_empty:
+        raise NoImages(f"{folder} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def build_index_from_folder(images: Path, out: Path, shard_size: int, settings: Settings, progress: Callable[..., Iterable],
+                            allow_empty: bool = False) -> dict:
+    """Fingerprint the folder's images as references and build (or extend) the index in ``out``;
+    returns the version and counts. NoImages for a folder without images unless ``allow_empty``."""
+    files = _image_files(images, allow_empty)
     out = Path(out)
     blobs = LocalBlobStore(out / "blobs")
     features = features_store(out)
     rows, refs = [], []
-    files = _image_files(images)
     ids = [f.stem for f in files]
     duplicates = {i for i in ids if ids.count(i) > 1}
     for f in progress(files, description="fingerprint references"):
@@ -100,31 +110,36 @@ def fingerprint_blobs(blobs: LocalBlobStore, shas: list[str], settings: Settings
     return pa.concat_tables(tables) if tables else FINGERPRINT_SCHEMA.empty_table(), errors
 
 
-def match_folder(index: Path, images: Path, out: Path, settings: Settings, progress: Callable[..., Iterable]) -> tuple[int, dict[str, int]]:
+def match_folder(index: Path, images: Path, out: Path, settings: Settings, progress: Callable[..., Iterable],
+                 allow_empty: bool = False) -> tuple[int, dict[str, int]]:
     """Write one row per verified match: query, reference_id, score and the matched region.
     Returns the number of matches and how many files could not be used, per reason.
 
-    Files that cannot be used are listed, with the reason, in ``<out>.errors.parquet``.
+    Files that cannot be used are listed, with the reason, in ``<out>.errors.parquet``. A folder
+    without images is refused (NoImages) unless ``allow_empty``, which writes an empty result.
     """
+    from copyhunt.matching import arrow_match_schema
     from copyhunt.sparkjob import run_job
 
     # Both checks come before fingerprinting and the Spark start-up, which take most of a minute.
     check_index(index)
-    files = _image_files(images)
-    if not files:
-        raise ValueError(f"{images} holds no image files (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    with tempfile.TemporaryDirectory(prefix="copyhunt-match-") as tmp:
-        tmpdir = Path(tmp)
-        blobs = LocalBlobStore(tmpdir / "blobs")
-        # The rows go to the Spark job as Arrow, as fingerprint_blobs makes them (no pandas detour).
-        names = store_files(files, blobs)
-        fingerprints, bad = fingerprint_blobs(blobs, sorted({sha for _, sha in names}), settings, progress)
-        fp = tmpdir / "fingerprints.parquet"
-        pq.write_table(fingerprints, fp)
-        raw = tmpdir / "matches.parquet"
-        run_job(settings, "match", ["--fingerprints", str(fp), "--index-dir", str(index), "--query-blobs", str(blobs.root),
-                                 "--ref-blobs", str(Path(index) / "blobs"), "--out", str(raw)])
-        matches = pq.read_table(raw).to_pandas()
+    files = _image_files(images, allow_empty)
+    names: list[tuple[str, str]] = []
+    bad: dict[str, str] = {}
+    matches = arrow_match_schema().empty_table().to_pandas()  # nothing to search: no Spark job
+    if files:
+        with tempfile.TemporaryDirectory(prefix="copyhunt-match-") as tmp:
+            tmpdir = Path(tmp)
+            blobs = LocalBlobStore(tmpdir / "blobs")
+            # The rows go to the Spark job as Arrow, as fingerprint_blobs makes them (no pandas detour).
+            names = store_files(files, blobs)
+            fingerprints, bad = fingerprint_blobs(blobs, sorted({sha for _, sha in names}), settings, progress)
+            fp = tmpdir / "fingerprints.parquet"
+            pq.write_table(fingerprints, fp)
+            raw = tmpdir / "matches.parquet"
+            run_job(settings, "match", ["--fingerprints", str(fp), "--index-dir", str(index), "--query-blobs", str(blobs.root),
+                                     "--ref-blobs", str(Path(index) / "blobs"), "--out", str(raw)])
+            matches = pq.read_table(raw).to_pandas()
     queries = pd.DataFrame(names, columns=["query", "image_sha256"])
     result = queries.merge(matches, on="image_sha256", how="inner").rename(columns={"image_id": "reference_id"})
     result = result.drop(columns=["customer_id"])

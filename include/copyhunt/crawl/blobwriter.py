@@ -11,9 +11,8 @@ died) is reported, and its rows lose their sha256, so no row points at a missing
 
 Why a process rather than threads: threads share the crawler's GIL. Each time the event loop
 releases the GIL for a system call (every socket read and write, every lxml parse), a writer
-thread takes it, and on a busy machine a writer descheduled while holding it stalls the crawl.
-Measured on the benchmark site: parsing a page took 1.25 ms of wall time with four writer threads
-in the process and 0.14 ms without.
+thread takes it, and on a busy machine a writer descheduled while holding it stalls the crawl:
+page parsing, which needs the GIL throughout, waits on the writers.
 
 If the writer cannot be started, or dies, the rest of the blobs are written in the crawler itself.
 """

@@ -1,21 +1,19 @@
-"""The image fetcher's HTTP client: aiohttp on an asyncio loop, with the crawl's own policy.
+"""The image fetcher's HTTP client: aiohttp on an asyncio loop, with the crawl's own rules.
 
 The page crawler (Scrapy) hands image URLs to a second process (:mod:`copyhunt.crawl.imagefetch`).
 An image needs none of Scrapy's machinery (no parsing, no scheduler, no spider middlewares), and
 Scrapy's per-request cost was most of that process's CPU, so the fetcher is this lean client. It
-applies the same rules as the Scrapy downloader middlewares, read from the same Scrapy settings
-(:meth:`FetchPolicy.from_settings`), and the same decisions (shared functions):
+does its own I/O and asks :mod:`copyhunt.crawl.politeness` every question the Scrapy side asks
+it, from the same Scrapy settings (:meth:`FetchPolicy.from_settings`):
 
-* safety: http(s) only, and :func:`copyhunt.crawl.middlewares.check_host` on every hop, redirects
-  and robots.txt included; names are looked up once (:class:`CheckedResolver`) and the connector
-  connects to the addresses that were checked;
-* robots.txt per host (Protego, as Scrapy's default parser; a robots.txt that cannot be fetched
-  allows everything, as in Scrapy);
-* per-host politeness: concurrency, download delay (randomised 0.5-1.5x) and AutoThrottle's
-  delay rule; the whole-crawl concurrency;
-* redirects (at most ``REDIRECT_MAX_TIMES``; the page stays the Referer except https to http);
-* retries of ``RETRY_HTTP_CODES`` and network errors with exponential backoff, Retry-After on
-  429/503 (:func:`~copyhunt.crawl.middlewares.retry_after_seconds`), which also slows the host;
+* safety: :func:`~copyhunt.crawl.politeness.check_host` on every hop, redirects and robots.txt
+  included; names are looked up once (:class:`CheckedResolver`) and the connector connects to
+  the addresses that were checked;
+* robots.txt per host (:class:`~copyhunt.crawl.politeness.RobotsRules`), read once;
+* per-host pacing: concurrency, the randomised gap between request starts, AutoThrottle's delay
+  rule; the whole-crawl concurrency;
+* redirects and the Referer across them, retries with backoff or Retry-After (which also slows
+  the host);
 * the per-image byte cap, from Content-Length before the body and while reading without one;
 * conditional requests from the previous day's validators.
 
@@ -27,33 +25,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from protego import Protego
 
 from copyhunt.crawl.items import BlockedRequest, ErrorItem, ImageFetchItem, http_error_reason
-from copyhunt.crawl.middlewares import address_block_reason, backoff_delay, check_host, parse_ip, request_host, retry_after_seconds
+from copyhunt.crawl.politeness import (IPAddress, Politeness, Retry, RobotsRules, address_block_reason, check_host, parse_ip, referer_after_redirect,
+                                      request_host)
 from copyhunt.crawl.validators import Validator, clean_validator
 from copyhunt.failpoints import failpoint
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
-    from copyhunt.crawl.middlewares import IPAddress
-
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 READ_CHUNK = 256 * 1024
 
 
@@ -98,68 +92,39 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """The crawl's download rules, as the Scrapy settings of the run give them."""
+    """The crawl's download settings for this client: the rules (shared with the Scrapy side)
+    and what only the transport needs."""
 
-    user_agent: str
+    rules: Politeness
     headers: Mapping[str, str]  # DEFAULT_REQUEST_HEADERS
-    allow_private: bool
-    proxy: str
     concurrency: int
     per_host: int
-    delay: float
-    randomize_delay: bool
-    autothrottle: bool
-    autothrottle_start: float
-    autothrottle_max: float
-    autothrottle_target: float
     timeout: float
     max_image_bytes: int
     max_page_bytes: int  # robots.txt, like any page
-    retry_times: int
-    retry_codes: frozenset[int]
-    backoff_base: float
-    backoff_max: float
-    retry_after_max: float
-    max_redirects: int
-    obey_robots: bool
     close_after: float | None  # seconds; CLOSESPIDER_TIMEOUT
 
     @classmethod
     def from_settings(cls, s: BaseSettings) -> FetchPolicy:
         return cls(
-            user_agent=s.get("USER_AGENT"),
+            rules=Politeness.from_settings(s),
             headers=dict(s.getdict("DEFAULT_REQUEST_HEADERS")),
-            allow_private=s.getbool("COPYHUNT_ALLOW_PRIVATE"),
-            proxy=s.get("COPYHUNT_PROXY") or "",
             concurrency=max(1, s.getint("CONCURRENT_REQUESTS")),
             per_host=max(1, s.getint("CONCURRENT_REQUESTS_PER_DOMAIN")),
-            delay=max(0.0, s.getfloat("DOWNLOAD_DELAY")),
-            randomize_delay=s.getbool("RANDOMIZE_DOWNLOAD_DELAY"),
-            autothrottle=s.getbool("AUTOTHROTTLE_ENABLED"),
-            autothrottle_start=s.getfloat("AUTOTHROTTLE_START_DELAY"),
-            autothrottle_max=s.getfloat("AUTOTHROTTLE_MAX_DELAY"),
-            autothrottle_target=s.getfloat("AUTOTHROTTLE_TARGET_CONCURRENCY"),
             timeout=s.getfloat("DOWNLOAD_TIMEOUT"),
             max_image_bytes=s.getint("COPYHUNT_MAX_IMAGE_BYTES"),
             max_page_bytes=s.getint("DOWNLOAD_MAXSIZE"),
-            retry_times=s.getint("RETRY_TIMES") if s.getbool("RETRY_ENABLED") else 0,
-            retry_codes=frozenset(int(c) for c in s.getlist("RETRY_HTTP_CODES")),
-            backoff_base=s.getfloat("COPYHUNT_RETRY_BACKOFF_BASE"),
-            backoff_max=s.getfloat("COPYHUNT_RETRY_BACKOFF_MAX"),
-            retry_after_max=s.getfloat("COPYHUNT_RETRY_AFTER_MAX"),
-            max_redirects=s.getint("REDIRECT_MAX_TIMES") if s.getbool("REDIRECT_ENABLED") else 0,
-            obey_robots=s.getbool("ROBOTSTXT_OBEY"),
             close_after=s.getfloat("CLOSESPIDER_TIMEOUT") or None,
         )
 
 
 class HostSlot:
-    """One host's politeness: requests in flight, and the delay between their starts."""
+    """One host's requests in flight and its delay, paced by the rules."""
 
     def __init__(self, policy: FetchPolicy):
-        self.policy = policy
+        self.rules = policy.rules
         self.slots = asyncio.Semaphore(policy.per_host)
-        self.delay = max(policy.delay, policy.autothrottle_start) if policy.autothrottle else policy.delay
+        self.delay = self.rules.start_delay
         self._next_start = 0.0
 
     async def wait_turn(self) -> None:
@@ -167,26 +132,16 @@ class HostSlot:
         if self.delay <= 0:
             return
         now = time.monotonic()
-        gap = self.delay * (random.uniform(0.5, 1.5) if self.policy.randomize_delay else 1.0)
         start = max(now, self._next_start)
-        self._next_start = start + gap
+        self._next_start = start + self.rules.request_gap(self.delay)
         if start > now:
             await asyncio.sleep(start - now)
 
-    def slow_down(self, seconds: float) -> None:
-        self.delay = max(self.delay, seconds)  # Retry-After: AutoThrottle eases it back down
+    def slow_down(self, retry: Retry) -> None:
+        self.delay = self.rules.slowed_delay(self.delay, retry)
 
     def observe(self, latency: float, status: int) -> None:
-        """AutoThrottle's rule (scrapy.extensions.throttle): move towards latency / target."""
-        p = self.policy
-        if not p.autothrottle:
-            return
-        target = latency / p.autothrottle_target
-        new = max(target, (self.delay + target) / 2.0)
-        new = min(max(p.delay, new), p.autothrottle_max)
-        if status != 200 and new <= self.delay:
-            return  # small error pages would otherwise speed us up
-        self.delay = new
+        self.delay = self.rules.throttled_delay(self.delay, latency, status)
 
 
 class CheckedResolver(AbstractResolver):
@@ -257,14 +212,14 @@ class ImageClient:
         self.stats: Counter[str] = Counter()
         self.resolver = CheckedResolver()
         self._slots: dict[str, HostSlot] = {}
-        self._robots: dict[str, asyncio.Future[Protego | None]] = {}
+        self._robots: dict[str, asyncio.Future[RobotsRules | None]] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ImageClient:
         connector = aiohttp.TCPConnector(resolver=self.resolver, limit=self.policy.concurrency, use_dns_cache=False)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers={**self.policy.headers, "User-Agent": self.policy.user_agent},
+            headers={**self.policy.headers, "User-Agent": self.policy.rules.user_agent},
             cookie_jar=aiohttp.DummyCookieJar(),  # no sessions, as COOKIES_ENABLED = False
             trust_env=False,  # only the configured proxy may route traffic
             timeout=aiohttp.ClientTimeout(total=self.policy.timeout),
@@ -311,42 +266,39 @@ class ImageClient:
         network error of the last attempt.
         """
         headers = dict(headers)
+        rules = self.policy.rules
         redirects = retries = 0
         current = url
         while True:
             try:
                 await self._check(current)
-                if robots and self.policy.obey_robots and not await self._robots_allow(current):
+                if robots and not await self._robots_allow(current):
                     raise FetchFailed("robots", "Forbidden by robots.txt")
                 reply = await self._send(current, headers, max_bytes)
             except RETRYABLE as exc:
-                if retries >= self.policy.retry_times:
+                retry = rules.retry_after_failure(retries)
+                if retry is None:
                     raise self._at(exc, url, current) from exc
                 retries += 1
-                await asyncio.sleep(backoff_delay(retries, self.policy.backoff_base, self.policy.backoff_max))
+                await asyncio.sleep(retry.wait)
                 continue
             except (FetchFailed, BlockedRequest) as exc:
                 raise self._at(exc, url, current) from exc
-            location = reply.headers.get("Location")
-            if reply.status in REDIRECT_CODES and location:
+            target = rules.redirect_target(current, reply.status, reply.headers.get("Location"))
+            if target is not None:
+                if not rules.may_redirect(redirects):
+                    raise rules.too_many_redirects(current)
                 redirects += 1
-                if redirects > self.policy.max_redirects:
-                    raise FetchFailed("too-many-redirects", f"max redirections reached at {current}")
-                target = urljoin(current, location.strip())
-                if headers.get("Referer", "").startswith("https:") and not target.startswith("https:"):
-                    del headers["Referer"]
+                referer = referer_after_redirect(headers.get("Referer"), target)
+                if referer is None:
+                    headers.pop("Referer", None)
                 current = target
                 continue
-            if reply.status in self.policy.retry_codes and retries < self.policy.retry_times:
-                wait = retry_after_seconds(reply.headers.get("Retry-After"), now=time.time())
-                if wait is not None and wait > self.policy.retry_after_max:
-                    return reply  # reported as its status rather than stalling the run
+            retry = rules.retry_after_response(current, reply.status, retries, reply.headers.get("Retry-After"), now=time.time())
+            if retry is not None:
                 retries += 1
-                if wait is None:
-                    wait = backoff_delay(retries, self.policy.backoff_base, self.policy.backoff_max)
-                else:
-                    self._slot(current).slow_down(wait)
-                await asyncio.sleep(wait)
+                self._slot(current).slow_down(retry)
+                await asyncio.sleep(retry.wait)
                 continue
             return reply
 
@@ -359,8 +311,8 @@ class ImageClient:
 
     async def _check(self, url: str) -> None:
         host = request_host(urlsplit(url), url)
-        if not self.policy.allow_private:
-            await check_host(host, proxy=self.policy.proxy, resolve=self.resolver.first_refused)
+        if not self.policy.rules.allow_private:
+            await check_host(host, proxy=self.policy.rules.proxy, resolve=self.resolver.first_refused)
 
     def _slot(self, url: str) -> HostSlot:
         host = urlsplit(url).hostname or ""
@@ -377,7 +329,7 @@ class ImageClient:
             await slot.wait_turn()
             self.stats["requests"] += 1
             started = time.monotonic()
-            async with self._session.get(url, headers=headers, allow_redirects=False, proxy=self.policy.proxy or None) as resp:
+            async with self._session.get(url, headers=headers, allow_redirects=False, proxy=self.policy.rules.proxy or None) as resp:
                 self.stats["responses"] += 1
                 slot.observe(time.monotonic() - started, resp.status)
                 declared = resp.content_length
@@ -399,23 +351,24 @@ class ImageClient:
 
     # ---- robots.txt --------------------------------------------------------------------------------
     async def _robots_allow(self, url: str) -> bool:
+        if not self.policy.rules.obey_robots:
+            return True
         parts = urlsplit(url)
         key = parts.netloc
         if key not in self._robots:
             future = self._robots[key] = asyncio.get_running_loop().create_future()
-            parser: Protego | None = None
+            parsed: RobotsRules | None = None
             try:
                 reply = await self.get(f"{parts.scheme}://{parts.netloc}/robots.txt", {}, self.policy.max_page_bytes, robots=False)
-                parser = Protego.parse(reply.body.decode("utf-8-sig", errors="ignore"))
+                parsed = RobotsRules(reply.body)
                 self.stats["robots_fetched"] += 1
             except asyncio.CancelledError:
                 future.set_result(None)
                 raise
             except Exception as exc:  # noqa: BLE001 - as Scrapy: a robots.txt we cannot read allows all
                 logger.info("robots.txt of %s not read (%s); allowing all", key, exc)
-            future.set_result(parser)
-        parser = await asyncio.shield(self._robots[key])
-        return parser is None or parser.can_fetch(url, self.policy.user_agent)
+            future.set_result(parsed)
+        return self.policy.rules.robots_allow(await asyncio.shield(self._robots[key]), url)
 
 
 async def fetch_all(source: AsyncIterator[tuple[str, str]], client: ImageClient, close_after: float | None = None) -> str:

@@ -1,7 +1,7 @@
 """Image discovery in HTML and header-only inspection of image bytes; pure functions.
 
 :func:`discover_images` finds every image a page shows or points to and returns
-``ImageRef(url, discovered_via, alt)`` tuples, resolved against the page (and its ``<base href>``),
+``DiscoveredImage(url, discovered_via, alt)`` tuples, resolved against the page (and its ``<base href>``),
 canonicalised and deduplicated, in document order. ``discovered_via`` is one of
 :data:`DISCOVERY_KINDS`.
 
@@ -59,7 +59,7 @@ _URL_NOISE = re.compile(r"[\t\n\r]")  # browsers drop these inside URLs
 _JSONLD = JsonLdExtractor()
 
 
-class ImageRef(NamedTuple):
+class DiscoveredImage(NamedTuple):
     url: str
     discovered_via: str
     alt: str | None
@@ -310,7 +310,7 @@ def _raw_refs(doc: etree._Element) -> Iterator[tuple[str, str, str | None]]:
                     yield url, "json-ld", None
 
 
-def discover_images(html: HtmlInput, base_url: str) -> list[ImageRef]:
+def discover_images(html: HtmlInput, base_url: str) -> list[DiscoveredImage]:
     """Every image URL of a page, once each, first discovery kept, in document order.
 
     If the same URL is found more than once, the first ``discovered_via`` wins and a missing
@@ -320,7 +320,7 @@ def discover_images(html: HtmlInput, base_url: str) -> list[ImageRef]:
     if doc is None:
         return []
     base = base_url_of(doc, base_url)
-    found: dict[str, ImageRef] = {}
+    found: dict[str, DiscoveredImage] = {}
     for raw, via, alt in _raw_refs(doc):
         url = resolve_url(raw, base)
         if url is None:
@@ -330,7 +330,7 @@ def discover_images(html: HtmlInput, base_url: str) -> list[ImageRef]:
             continue
         alt = _clean_text(alt)
         if url not in found:
-            found[url] = ImageRef(url, via, alt)
+            found[url] = DiscoveredImage(url, via, alt)
         elif found[url].alt is None and alt:
             found[url] = found[url]._replace(alt=alt)
     return list(found.values())
@@ -360,7 +360,7 @@ def sniff_format(data: bytes) -> tuple[str, str] | None:
 
 
 @dataclass(frozen=True)
-class ImageInfo:
+class InspectedImage:
     format: str | None
     width: int | None
     height: int | None
@@ -373,7 +373,7 @@ class ImageInfo:
         return self.error is None
 
 
-def inspect_image(data: bytes, *, max_pixels: int, max_bytes: int | None = None) -> ImageInfo:
+def inspect_image(data: bytes, *, max_pixels: int, max_bytes: int | None = None) -> InspectedImage:
     """Classify a downloaded body without decoding its pixels.
 
     Errors: ``too-large`` (over ``max_bytes``), ``not-an-image`` (no known magic bytes),
@@ -382,10 +382,10 @@ def inspect_image(data: bytes, *, max_pixels: int, max_bytes: int | None = None)
     """
     size = len(data)
     if max_bytes is not None and size > max_bytes:
-        return ImageInfo(None, None, None, size, "too-large", f"{size} bytes > {max_bytes}")
+        return InspectedImage(None, None, None, size, "too-large", f"{size} bytes > {max_bytes}")
     sniffed = sniff_format(data)
     if sniffed is None:
-        return ImageInfo(None, None, None, size, "not-an-image", f"leading bytes {data[:8]!r}")
+        return InspectedImage(None, None, None, size, "not-an-image", f"leading bytes {data[:8]!r}")
     fmt, plugin = sniffed
     try:
         with warnings.catch_warnings():
@@ -395,11 +395,11 @@ def inspect_image(data: bytes, *, max_pixels: int, max_bytes: int | None = None)
             with Image.open(io.BytesIO(data), formats=[plugin]) as im:
                 width, height = im.size  # header only: Image.open is lazy, .load() is never called
     except Image.DecompressionBombError as exc:
-        return ImageInfo(fmt, None, None, size, "decompression-bomb", str(exc))
+        return InspectedImage(fmt, None, None, size, "decompression-bomb", str(exc))
     except Exception as exc:  # PIL raises many types for malformed headers
-        return ImageInfo(fmt, None, None, size, "corrupt-image", f"{type(exc).__name__}: {exc}")
+        return InspectedImage(fmt, None, None, size, "corrupt-image", f"{type(exc).__name__}: {exc}")
     if width <= 0 or height <= 0:
-        return ImageInfo(fmt, width, height, size, "corrupt-image", f"size {width}x{height}")
+        return InspectedImage(fmt, width, height, size, "corrupt-image", f"size {width}x{height}")
     if width * height > max_pixels:
-        return ImageInfo(fmt, width, height, size, "decompression-bomb", f"{width}x{height} > {max_pixels} pixels")
-    return ImageInfo(fmt, width, height, size)
+        return InspectedImage(fmt, width, height, size, "decompression-bomb", f"{width}x{height} > {max_pixels} pixels")
+    return InspectedImage(fmt, width, height, size)

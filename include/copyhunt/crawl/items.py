@@ -21,7 +21,7 @@ from scrapy.exceptions import (
 )
 from twisted.internet import defer, error as txerror
 
-from copyhunt.crawl.images import ImageRef
+from copyhunt.crawl.images import DiscoveredImage
 from copyhunt.crawl.pages import page_meta
 from copyhunt.crawl.urls import host_of
 from copyhunt.crawl.validators import Validator
@@ -47,7 +47,7 @@ class PageItem:
     body: bytes = field(repr=False)  # stored as evidence in the blob store
     # The images the page shows: one item per page rather than one per image keeps the per-item
     # cost of Scrapy's machinery (middleware chain, signals) off the hot path.
-    images: list[ImageRef] = field(default_factory=list, repr=False)
+    images: list[DiscoveredImage] = field(default_factory=list, repr=False)
     spider: str = "site"
     page_kind: str | None = None  # marketplace: "product" or "listing"
     seller_name: str | None = None

@@ -34,7 +34,7 @@ _MICRODATA = MicrodataExtractor()
 
 
 @dataclass(frozen=True)
-class Seller:
+class ProductSeller:
     name: str | None
     url: str | None
     source: str  # "json-ld" or "microdata"
@@ -77,13 +77,13 @@ def _walk_dicts(node: Any) -> Iterator[dict[str, Any]]:
             yield from _walk_dicts(value)
 
 
-def _seller_of(offer: dict[str, Any], props: Any, base: str, source: str) -> Seller | None:
+def _seller_of(offer: dict[str, Any], props: Any, base: str, source: str) -> ProductSeller | None:
     """The seller an offer names: a node with name/url, or a bare string name."""
     seller = props(offer).get("seller")
     for node in _as_list(seller):
         if isinstance(node, str):
             if name := _text(node):
-                return Seller(name, None, source)
+                return ProductSeller(name, None, source)
             continue
         if not isinstance(node, dict):
             continue
@@ -94,7 +94,7 @@ def _seller_of(offer: dict[str, Any], props: Any, base: str, source: str) -> Sel
         name = _text(p.get("name")) or _text(p.get("legalName"))
         url = resolve_url(_first_str(p.get("url")) or _first_str(node.get("@id")), base)
         if name or url:
-            return Seller(name, url, source)
+            return ProductSeller(name, url, source)
     return None
 
 
@@ -107,8 +107,8 @@ def _offers_of(product: dict[str, Any], props: Any) -> Iterator[dict[str, Any]]:
             yield from (o for o in _as_list(props(offer).get("offers")) if isinstance(o, dict))
 
 
-def _sellers(items: list[Any], props: Any, base: str, source: str) -> list[Seller]:
-    found: list[Seller] = []
+def _sellers(items: list[Any], props: Any, base: str, source: str) -> list[ProductSeller]:
+    found: list[ProductSeller] = []
     for node in _walk_dicts(items):
         types = _types(node)
         offers: list[dict[str, Any]] = []
@@ -153,7 +153,7 @@ def is_product_page(html: HtmlInput) -> bool:
     return False
 
 
-def product_sellers(html: HtmlInput, page_url: str) -> list[Seller]:
+def product_sellers(html: HtmlInput, page_url: str) -> list[ProductSeller]:
     """Sellers of the products a page offers, JSON-LD first, then microdata; each seller once.
 
     A seller found in both forms is reported once, from JSON-LD (microdata-only sellers follow).

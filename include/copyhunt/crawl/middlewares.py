@@ -1,32 +1,31 @@
-"""Crawler middlewares: the safety guard, polite retries, and the crawl policy.
+"""Crawler middlewares: the safety guard, polite retries and redirects, and the crawl policy.
+
+The rules they apply are :mod:`copyhunt.crawl.politeness`'s, which the image fetcher
+(:mod:`copyhunt.crawl.imageclient`) applies too; these classes connect them to Scrapy.
 
 * :class:`SafetyMiddleware` (downloader) refuses anything but http(s) and any host that is, or
-  resolves to, a non-public address (loopback, private, link-local, reserved, cloud metadata),
-  on every request including each redirect hop and robots.txt fetches. It also routes every
-  request through the configured proxy.
-* :class:`BackoffRetryMiddleware` (downloader) replaces Scrapy's RetryMiddleware: same retry
-  rules, but it waits first, honouring ``Retry-After`` on 429/503 and backing off exponentially
-  otherwise.
+  resolves to, a non-public address (:func:`~copyhunt.crawl.politeness.check_host`), on every
+  request including each redirect hop and robots.txt fetches. It also routes every request
+  through the configured proxy.
+* :class:`BackoffRetryMiddleware` (downloader) replaces Scrapy's RetryMiddleware: it waits
+  before a retry, honouring ``Retry-After`` on 429/503 and backing off exponentially otherwise.
 * :class:`ConditionalRequestMiddleware` (downloader) turns an image request into a conditional
   one (``If-None-Match`` / ``If-Modified-Since``) when an earlier run stored that image, so an
   unchanged image costs a 304 instead of a download.
+* :class:`PoliteRedirectMiddleware` and :class:`PoliteMetaRefreshMiddleware` (downloader):
+  Scrapy's redirects, with the targets, the hop limit and the Referer decided by the rules.
 * :class:`CrawlPolicyMiddleware` (spider) filters what the spider wants to fetch: page links
   stay inside the seeds' domains, within the depth limit and the per-domain page budget, and
   away from URL traps (including calendars); each page and each image URL is requested once per
-  run (images once across all spiders of the run).
-
-The decisions themselves are pure functions (:func:`address_block_reason`,
-:func:`retry_after_seconds`, :func:`backoff_delay`, and those in :mod:`copyhunt.crawl.urls`).
+  run (images once across all spiders of the run). Its decisions are in :mod:`copyhunt.crawl.urls`.
 """
 
 from __future__ import annotations
 
-import email.utils
-import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
@@ -38,9 +37,9 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.response import response_status_message
 
-from copyhunt.crawl.items import BlockedRequest, ErrorItem
+from copyhunt.crawl.items import ErrorItem
+from copyhunt.crawl.politeness import IPAddress, Politeness, Retry, check_host, parse_ip, referer_after_redirect, request_host
 from copyhunt.crawl.urls import (
-    HTTP_SCHEMES,
     MAX_PAGES_PER_DATE_PATTERN,
     MAX_URL_LENGTH,
     date_pattern,
@@ -66,100 +65,6 @@ META_URL = "copyhunt_url"  # the canonical URL as first requested (redirects cha
 META_PAGINATION_HOPS = "copyhunt_pagination_hops"
 META_VALIDATOR = "copyhunt_validator"  # the earlier download a conditional request revalidates
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-# Instance-metadata services hand out cloud credentials. Most sit in ranges refused anyway
-# (169.254/16 link-local, 100.64/10 shared, fd00::/8 unique-local); listed so the detail says so.
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "192.0.0.192", "fd00:ec2::254")
-)
-# Names that reach a metadata service without resolving in public DNS.
-METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "instance-data", "instance-data.ec2.internal"})
-BLOCKED_ADDRESS = "blocked:private-address"
-
-
-# ---- pure decisions ----------------------------------------------------------------------------
-def address_block_reason(ip: IPAddress) -> str | None:
-    """Why a crawler must not connect to ``ip`` (a human detail), or None if it is public."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        # An IPv4 address wrapped in IPv6 reaches the IPv4 host; judge the address inside.
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is not None:
-            inner = address_block_reason(embedded)
-            return f"{ip} embeds {inner}" if inner else None
-    if ip in METADATA_ADDRESSES:
-        return f"{ip} is a cloud metadata address"
-    for attr in ("is_loopback", "is_private", "is_link_local", "is_multicast", "is_unspecified", "is_reserved"):
-        if getattr(ip, attr):
-            return f"{ip} is {attr[3:].replace('_', '-')}"
-    if not ip.is_global:  # shared address space (100.64/10), benchmarking, documentation ranges...
-        return f"{ip} is not globally routable"
-    return None
-
-
-def parse_ip(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def retry_after_seconds(value: bytes | str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent/bad."""
-    if value is None:
-        return None
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
-    text = text.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff: ``base * 2**(attempt-1)`` seconds, at most ``cap``."""
-    return min(cap, base * (2 ** max(0, attempt - 1)))
-
-
-def request_host(parts: Any, url: str) -> str:
-    """The host a request for ``url`` goes to (lower case, no trailing dot), from its parsed
-    ``parts`` (anything with ``scheme`` and ``hostname``); BlockedRequest unless it is http(s)
-    with a host. Shared by :class:`SafetyMiddleware` and the image fetcher, on every hop."""
-    if parts.scheme not in HTTP_SCHEMES:
-        raise BlockedRequest("blocked:scheme", f"{parts.scheme or '(none)'}: {url}")
-    host = (parts.hostname or "").lower().rstrip(".")
-    if not host:
-        raise BlockedRequest("blocked:no-host", url)
-    return host
-
-
-async def check_host(host: str, *, proxy: str, resolve: Callable[[str], Awaitable[IPAddress | None]]) -> None:
-    """Raise BlockedRequest unless a crawler may connect to ``host`` (lower case, no port).
-
-    ``resolve`` gives the address the crawler will connect to (None: the name does not resolve);
-    it must share its cache with the connecting code, so the address checked is the address used.
-    With a ``proxy``, a name that does not resolve here is the proxy's to resolve.
-    Shared by :class:`SafetyMiddleware` and the image fetcher (:mod:`copyhunt.crawl.imageclient`).
-    """
-    if host in METADATA_HOSTS:
-        raise BlockedRequest(BLOCKED_ADDRESS, f"{host} is a cloud metadata host name")
-    ip = parse_ip(host)
-    if ip is None:
-        ip = await resolve(host)
-        if ip is None:
-            if proxy:
-                return
-            raise BlockedRequest("dns-error", f"{host} does not resolve")
-    why = address_block_reason(ip)
-    if why:
-        raise BlockedRequest(BLOCKED_ADDRESS, why if str(ip) == host else f"{host} -> {why}")
-
 
 # ---- downloader middlewares --------------------------------------------------------------------
 class SafetyMiddleware:
@@ -179,8 +84,8 @@ class SafetyMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        s = crawler.settings
-        return cls(allow_private=s.getbool("COPYHUNT_ALLOW_PRIVATE"), proxy=s.get("COPYHUNT_PROXY") or "")
+        rules = Politeness.from_settings(crawler.settings)
+        return cls(allow_private=rules.allow_private, proxy=rules.proxy)
 
     async def process_request(self, request: Request) -> None:
         host = request_host(urlparse_cached(request), request.url)
@@ -205,51 +110,50 @@ class SafetyMiddleware:
 
 
 class BackoffRetryMiddleware(RetryMiddleware):
-    """Scrapy's retry rules with waiting: Retry-After when given, exponential backoff otherwise.
+    """Retries as :class:`~copyhunt.crawl.politeness.Politeness` decides them, waiting first.
 
-    A Retry-After longer than COPYHUNT_RETRY_AFTER_MAX is not waited for: the response goes
-    through and is reported (``http-429``), rather than stalling the run. A Retry-After also
-    slows down the whole host's download slot, not only the retried request.
+    Which statuses and failures are retried, how often and after how long are the rules'; a
+    Retry-After longer than COPYHUNT_RETRY_AFTER_MAX is not waited for (the response goes
+    through and is reported, ``http-429``, rather than stalling the run), and a Retry-After also
+    slows down the whole host's download slot, not only the retried request. Scrapy's
+    ``_retry`` builds the new request and keeps its retry statistics.
     """
 
     def __init__(self, settings: BaseSettings):
         super().__init__(settings)
-        self.backoff_base = settings.getfloat("COPYHUNT_RETRY_BACKOFF_BASE", 1.0)
-        self.backoff_max = settings.getfloat("COPYHUNT_RETRY_BACKOFF_MAX", 30.0)
-        self.retry_after_max = settings.getfloat("COPYHUNT_RETRY_AFTER_MAX", 120.0)
+        self.politeness = Politeness.from_settings(settings)
+        self.max_retry_times = self.politeness.retry_times
 
     async def process_response(self, request: Request, response: Response) -> Request | Response:  # type: ignore[override]
-        if request.meta.get("dont_retry", False) or response.status not in self.retry_http_codes:
+        if request.meta.get("dont_retry", False):
             return response
-        wait = retry_after_seconds(response.headers.get(b"Retry-After"), now=time.time())
-        if wait is not None and wait > self.retry_after_max:
-            logger.info("Not retrying %s: Retry-After %.0fs exceeds %.0fs", request, wait, self.retry_after_max)
+        decision = self.politeness.retry_after_response(
+            request.url, response.status, request.meta.get("retry_times", 0), response.headers.get(b"Retry-After"), now=time.time()
+        )
+        if decision is None:
             return response
         retry = self._retry(request, response_status_message(response.status))
         if retry is None:
             return response
-        if wait is None:
-            wait = backoff_delay(retry.meta["retry_times"], self.backoff_base, self.backoff_max)
-        else:
-            self._slow_down(request, wait)
-        await sleep(wait)
+        self._slow_down(request, decision)
+        await sleep(decision.wait)
         return retry
 
     async def process_exception(self, request: Request, exception: Exception) -> Request | None:  # type: ignore[override]
         if request.meta.get("dont_retry", False) or not isinstance(exception, self.exceptions_to_retry):
             return None
-        retry = self._retry(request, exception)
-        if retry is not None:
-            await sleep(backoff_delay(retry.meta["retry_times"], self.backoff_base, self.backoff_max))
+        decision = self.politeness.retry_after_failure(request.meta.get("retry_times", 0))
+        retry = self._retry(request, exception) if decision is not None else None
+        if decision is not None and retry is not None:
+            await sleep(decision.wait)
         return retry
 
-    def _slow_down(self, request: Request, delay: float) -> None:
+    def _slow_down(self, request: Request, decision: Retry) -> None:
         engine = getattr(self.crawler, "engine", None)
         downloader = getattr(engine, "downloader", None)
         slot = getattr(downloader, "slots", {}).get(request.meta.get("download_slot", ""))
         if slot is not None:
-            # AutoThrottle eases it back down as the host answers 200s again.
-            slot.delay = max(slot.delay, delay)
+            slot.delay = self.politeness.slowed_delay(slot.delay, decision)
 
 
 class ConditionalRequestMiddleware:
@@ -281,26 +185,55 @@ class ConditionalRequestMiddleware:
         return None
 
 
-class _KeepReferer:
-    """On a redirect, keep the Referer the spider set (the page), as browsers do, except from an
-    https page to an http URL. Scrapy's version needs its RefererMiddleware, which the spiders
-    replace (see ``settings.SPIDER_MIDDLEWARES``)."""
+class _PoliteRedirects:
+    """What both of Scrapy's redirect middlewares ask the rules: may one more hop be followed,
+    and which Referer it carries (:func:`~copyhunt.crawl.politeness.referer_after_redirect`; the
+    spiders set the Referer themselves, so Scrapy's RefererMiddleware is not there to ask)."""
+
+    politeness: Politeness
 
     def _engine_started(self) -> None:
         pass  # Scrapy's check would warn that its RefererMiddleware is missing; it is meant to be
 
     def handle_referer(self, request: Request, response: Response) -> None:
         referer = request.headers.get(b"Referer")
-        if referer is not None and referer.startswith(b"https:") and not request.url.startswith("https:"):
+        if referer is not None and referer_after_redirect(referer.decode("latin-1"), request.url) is None:
             del request.headers[b"Referer"]
 
+    def _redirect(self, redirected: Request, request: Request, reason: Any) -> Request:
+        if not self.politeness.may_redirect(request.meta.get("redirect_times", 0)):
+            raise self.politeness.too_many_redirects(request.url)
+        return super()._redirect(redirected, request, reason)  # type: ignore[misc]
 
-class KeepRefererRedirectMiddleware(_KeepReferer, RedirectMiddleware):
-    pass
+
+class PoliteRedirectMiddleware(_PoliteRedirects, RedirectMiddleware):
+    """Scrapy's RedirectMiddleware following the hops :meth:`Politeness.redirect_target` names."""
+
+    def __init__(self, settings: BaseSettings):
+        super().__init__(settings)
+        self.politeness = Politeness.from_settings(settings)
+
+    def process_response(self, request: Request, response: Response) -> Request | Response:  # type: ignore[override]
+        if request.meta.get("dont_redirect", False) or request.meta.get("handle_httpstatus_all", False) or response.status in {
+            *getattr(self.crawler.spider, "handle_httpstatus_list", ()), *request.meta.get("handle_httpstatus_list", ())
+        }:
+            return response
+        target = self.politeness.redirect_target(request.url, response.status, response.headers.get(b"Location"))
+        if target is None:
+            return response
+        if (response.status in (301, 302) and request.method == "POST") or (response.status == 303 and request.method not in ("GET", "HEAD")):
+            redirected = self._redirect_request_using_get(request, response, target)
+        else:
+            redirected = self._build_redirect_request(request, response, url=target)
+        return self._redirect(redirected, request, response.status)
 
 
-class KeepRefererMetaRefreshMiddleware(_KeepReferer, MetaRefreshMiddleware):
-    pass
+class PoliteMetaRefreshMiddleware(_PoliteRedirects, MetaRefreshMiddleware):
+    """Scrapy's meta-refresh redirects (pages only), within the same hop limit and Referer rule."""
+
+    def __init__(self, settings: BaseSettings):
+        super().__init__(settings)
+        self.politeness = Politeness.from_settings(settings)
 
 
 class CrawlLogFormatter(LogFormatter):

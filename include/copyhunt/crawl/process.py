@@ -117,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from copyhunt.crawl.imagefetch import ImageFetcherProcess, run_image_fetcher
     from copyhunt.crawl.outputs import TABLES, outputs_complete, remove_outputs, row_count
     from copyhunt.crawl.results import CrawlRun
+    from copyhunt.crawl.politeness import split_politeness
     from copyhunt.crawl.seeds import assign_spiders, parse_hosts, read_seeds_file
-    from copyhunt.crawl.settings import build_settings, split_politeness
+    from copyhunt.crawl.settings import build_settings
     from copyhunt.crawl.validators import read_validators
 
     if not args.image_fetcher:  # only the page crawler needs the rest of Scrapy

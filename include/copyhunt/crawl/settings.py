@@ -19,8 +19,9 @@ SPIDER_MODULES = ["copyhunt.crawl.spiders"]
 # Identify ourselves and where to complain; site owners should be able to block us by name.
 USER_AGENT = "copyhunt/0.1 (+https://github.com/copyhunt/copyhunt; image-rights crawler)"
 
-# ---- politeness --------------------------------------------------------------------------------
+# ---- politeness (the rules themselves: copyhunt.crawl.politeness) --------------------------------
 ROBOTSTXT_OBEY = True
+ROBOTSTXT_PARSER = "copyhunt.crawl.politeness.RobotsRules"  # the parse the image fetcher uses too
 CONCURRENT_REQUESTS = 16
 CONCURRENT_REQUESTS_PER_DOMAIN = 2
 DOWNLOAD_DELAY = 0.5  # the floor AutoThrottle never goes below
@@ -57,11 +58,11 @@ STATS_DUMP = True
 
 # ---- throughput ----------------------------------------------------------------------------------
 # Scrapy starts CONCURRENT_ITEMS tasks for every response's output; the pipeline is synchronous
-# (and hands disk writes to threads), so parallel items only add event-loop churn.
+# (and hands blob writes to a writer process), so parallel items only add event-loop churn.
 CONCURRENT_ITEMS = 1
 # A development aid that re-reads and parses each generator callback's source on every response
-# (its cache is keyed weakly by bound methods, which die at once): a fifth of the image fetcher's
-# CPU. Our callbacks return nothing from generators; the tests run them.
+# (its cache is keyed weakly by bound methods, which die at once), a cost on every page. Our
+# callbacks return nothing from generators; the tests run them.
 WARN_ON_GENERATOR_RETURN_VALUE = False
 try:  # uvloop: a faster event loop under Twisted's asyncio reactor; plain asyncio if missing
     import uvloop as _uvloop  # noqa: F401
@@ -77,6 +78,9 @@ EXTENSIONS = {
     "copyhunt.crawl.extensions.RunStats": 0,
     "scrapy.extensions.logstats.LogStats": None,
     "copyhunt.crawl.extensions.RunLogStats": 0,
+    # AutoThrottle's wiring, with the delays the image fetcher computes too (crawl.politeness).
+    "scrapy.extensions.throttle.AutoThrottle": None,
+    "copyhunt.crawl.extensions.PoliteThrottle": 0,
 }
 
 DOWNLOADER_MIDDLEWARES = {
@@ -88,9 +92,9 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "copyhunt.crawl.middlewares.BackoffRetryMiddleware": 550,
     "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
-    "copyhunt.crawl.middlewares.KeepRefererMetaRefreshMiddleware": 580,
+    "copyhunt.crawl.middlewares.PoliteMetaRefreshMiddleware": 580,
     "scrapy.downloadermiddlewares.redirect.RedirectMiddleware": None,
-    "copyhunt.crawl.middlewares.KeepRefererRedirectMiddleware": 600,
+    "copyhunt.crawl.middlewares.PoliteRedirectMiddleware": 600,
 }
 SPIDER_MIDDLEWARES = {
     # The spiders set depth, its priority (DEPTH_PRIORITY) and the Referer on the requests they
@@ -152,29 +156,4 @@ def build_settings(
     if overrides:
         s.setdict(overrides, priority="cmdline")
     return s
-
-
-def split_politeness(settings: ScrapySettings, share: str) -> None:
-    """Give one of the two crawler processes (``"pages"`` or ``"images"``) its part of each host's
-    politeness budget, so that together they stay within what one process would be allowed.
-
-    Per-host concurrency is divided (at least one each), the download delay of each process is
-    doubled (two processes each waiting 2d send, together, one request per d), and
-    AutoThrottle's target concurrency is halved.
-    """
-    if share not in ("pages", "images"):
-        raise ValueError(f"share must be 'pages' or 'images', got {share!r}")
-    per_host = settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN")
-    images = max(1, per_host // 2)
-    pages = max(1, per_host - per_host // 2)
-    delay = settings.getfloat("DOWNLOAD_DELAY")
-    target = settings.getfloat("AUTOTHROTTLE_TARGET_CONCURRENCY")
-    settings.setdict(
-        {
-            "CONCURRENT_REQUESTS_PER_DOMAIN": pages if share == "pages" else images,
-            "DOWNLOAD_DELAY": delay * 2,
-            "AUTOTHROTTLE_TARGET_CONCURRENCY": max(0.5, target / 2),
-        },
-        priority="cmdline",
-    )
 

@@ -52,7 +52,7 @@ class RegisteredImage:
 
 
 @dataclass(frozen=True)
-class Licence:
+class LicenceTerms:
     id: str
     customer_id: str
     licensee_domain: str  # "" when the licence names only an operator
@@ -70,12 +70,12 @@ class Licence:
 
 
 @dataclass(frozen=True)
-class Customer:
+class CustomerRecord:
     id: str
     name: str
     email: str
     images: tuple[RegisteredImage, ...]
-    licences: tuple[Licence, ...]
+    licences: tuple[LicenceTerms, ...]
     rate_card: dict[str, Any] | None = field(default=None, hash=False)  # overrides, validated by pricing
 
     def image(self, image_id: str) -> RegisteredImage:
@@ -90,7 +90,7 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
-def load_customers(path: Path, repo_root: Path) -> list[Customer]:
+def load_customers(path: Path, repo_root: Path) -> list[CustomerRecord]:
     """Parse and validate the customers file; raise ValueError naming the first problem found."""
     path = Path(path)
     try:
@@ -107,7 +107,7 @@ def load_customers(path: Path, repo_root: Path) -> list[Customer]:
     if not isinstance(raw_customers, list) or not raw_customers:
         raise ValueError(f"{path}: no [[customer]] entries")
 
-    customers: list[Customer] = []
+    customers: list[CustomerRecord] = []
     seen_ids: set[str] = set()
     for n, raw in enumerate(raw_customers, start=1):
         where = f"{path}: customer #{n}"
@@ -127,7 +127,7 @@ def load_customers(path: Path, repo_root: Path) -> list[Customer]:
         rate_card = raw.get("rate_card")
         if rate_card is not None and not isinstance(rate_card, dict):
             raise ValueError(f"{where}: 'rate_card' must be a table of rate card overrides")
-        customers.append(Customer(cid, _text(raw, "name", where), email, images, licences, rate_card))
+        customers.append(CustomerRecord(cid, _text(raw, "name", where), email, images, licences, rate_card))
     return customers
 
 
@@ -145,10 +145,10 @@ def _images(raw: Any, cid: str, where: str, root: Path) -> tuple[RegisteredImage
     return tuple(out)
 
 
-def _licences(raw: Any, cid: str, image_ids: set[str], where: str) -> tuple[Licence, ...]:
+def _licences(raw: Any, cid: str, image_ids: set[str], where: str) -> tuple[LicenceTerms, ...]:
     if not isinstance(raw, list):
         raise ValueError(f"{where}: 'licence' must be a list of [[customer.licence]] tables")
-    out: list[Licence] = []
+    out: list[LicenceTerms] = []
     for lid, here, item in _tables(raw, "licence", _LICENCE_KEYS, _LICENCE_REQUIRED, where):
         if "licensee_domain" not in item and "licensee_operator" not in item:
             raise ValueError(f"{here}: missing key licensee_domain or licensee_operator")
@@ -166,7 +166,7 @@ def _licences(raw: Any, cid: str, image_ids: set[str], where: str) -> tuple[Lice
         valid_to = _date(item, "valid_to", here)
         if valid_to < valid_from:
             raise ValueError(f"{here}: valid_to {valid_to} is before valid_from {valid_from}")
-        out.append(Licence(lid, cid, domain, tuple(ids), valid_from, valid_to, operator))
+        out.append(LicenceTerms(lid, cid, domain, tuple(ids), valid_from, valid_to, operator))
     return tuple(out)
 
 

@@ -18,10 +18,9 @@ the crawl's images and pages into one row per (customer image, page URL, image U
 
 A fact that cannot be established is an explicit unknown with a reason (``unknown:<reason>``),
 never a guess. HTML from the web is untrusted: it is cut to ``MAX_HTML_BYTES`` before parsing,
-which bounds the time a page can take (the worst hostile 2 MB pages measured, 60,000 <time>
-elements or 90,000 imprint lines, take 1-2 s for every extractor together, against ~2 ms for a
-normal article); JSON-LD is bounded in size, count and depth, and every string that leaves this
-module is bounded in length.
+which bounds the time a page can take, however hostile (thousands of <time> elements, an
+imprint of endless lines); JSON-LD is bounded in size, count and depth, and every string that
+leaves this module is bounded in length.
 
 Where each concern lives:
 

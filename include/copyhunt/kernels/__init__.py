@@ -6,7 +6,7 @@ test_fingerprint_index.py):
 
 * ``pixels``: kernels more than one of the others call (``half_size_u8``);
 * ``hashes``: the window hash's cell means and median bits, and the collage seam strengths;
-* ``blurs``: the Gaussian blurs of the blob search, some with their taps written out (generated);
+* ``blurs``: the Gaussian blur of the blob search (any symmetric kernel, OpenCV's borders);
 * ``blobs``: the difference-of-Gaussians blob search, and the blob parameters it compiles in.
 * ``proposals``: the pasted-picture rectangle search, and the parameters it compiles in.
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from numba import njit
 
-from copyhunt.kernels.blurs import compile_blurs
+from copyhunt.kernels.blurs import symmetric_blur
 from copyhunt.kernels.pixels import half_size_u8
 
 MIN_WINDOW_PX = 24  # below this a pHash describes blur, not content
@@ -40,7 +40,7 @@ def _kernel_size(sigma: float) -> tuple[int, int]:
 def _half_kernels(sigmas: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
     """(n, r + 1) and (n,): row i is the right half (centre first) of OpenCV's float32 Gaussian
     kernel of ``sigmas[i]``, sized by ``_kernel_size``, zeros past its radius; and the radii
-    (``_blur`` takes a row cut to its radius)."""
+    (``symmetric_blur`` takes a row cut to its radius)."""
     halves = []
     for sigma in sigmas:
         size = _kernel_size(sigma)[0]
@@ -81,7 +81,7 @@ def blob_pyramid(gray: np.ndarray, start: int, count: int) -> tuple[np.ndarray, 
     radius = max(_STEP_KERNELS.shape[1], _LEVEL_KERNELS.shape[1])
     blurred = np.empty((levels, small.shape[0], small.shape[1]), np.float32)
     rows, line = np.empty(small.shape, np.float32), np.empty(small.shape[1] + 2 * radius, np.float32)  # scratch for every octave
-    _blur(small.astype(np.float32), blurred[start], _LEVEL_KERNELS[start, :_LEVEL_RADII[start] + 1], rows, line)
+    symmetric_blur(small.astype(np.float32), blurred[start], _LEVEL_KERNELS[start, :_LEVEL_RADII[start] + 1], rows, line)
     for octave in range(BLOB_OCTAVES):
         if octave:
             if min(blurred.shape[1], blurred.shape[2]) < 10:  # the half would be under 5 px on a side
@@ -92,7 +92,7 @@ def blob_pyramid(gray: np.ndarray, start: int, count: int) -> tuple[np.ndarray, 
                 _halve(coarse[i + BLOB_PER_OCTAVE], blurred[i])
             start = levels - BLOB_PER_OCTAVE - 1
         for i in range(start + 1, levels):  # each blur from the previous one: small kernels
-            _blur(blurred[i - 1], blurred[i], _STEP_KERNELS[i, :_STEP_RADII[i] + 1], rows, line)
+            symmetric_blur(blurred[i - 1], blurred[i], _STEP_KERNELS[i, :_STEP_RADII[i] + 1], rows, line)
         samples, at = _dog_peaks(blurred, octave, 2 ** (octave + BLOB_FIRST_OCTAVE), w, h, keep)
         all_samples[:, found:found + len(at)] = samples
         all_at[found:found + len(at)] = at
@@ -291,11 +291,5 @@ def _parabola_peak(left: np.float32, centre: np.float32, right: np.float32) -> n
     return min(max(np.float32(0.5) * (left - right) / curvature, np.float32(-0.5)), np.float32(0.5))
 
 
-# The blur level ``blob_windows``' first octave starts at, and the radii of the blurs the blob
-# search makes: that level's, and the steps to each later level (an octave after the first
-# halves its levels below levels - BLOB_PER_OCTAVE from the previous octave and blurs the rest).
-# Only these are worth a written-out blur; each takes a second or two to compile the first time.
+# The blur level ``blob_windows``' first octave starts at.
 FIRST_BLUR_LEVEL = _finest_dog_level(2 ** BLOB_FIRST_OCTAVE) - 1
-_FIRST_STEP = min(FIRST_BLUR_LEVEL + 1, len(_OCTAVE_SIGMAS) - BLOB_PER_OCTAVE)
-BLOB_BLUR_RADII = {int(_LEVEL_RADII[FIRST_BLUR_LEVEL]), *_STEP_RADII[_FIRST_STEP:].tolist()}
-_blur = compile_blurs(BLOB_BLUR_RADII)

@@ -1,17 +1,17 @@
-"""Compiled (numba) Gaussian blurs for the blob search, bit for bit the same for every radius.
+"""Compiled (numba) Gaussian blur for the blob search: any symmetric kernel, OpenCV's borders.
 
-``blur_any_radius`` blurs with any symmetric kernel. ``compile_blurs(radii)`` returns ``_blur``,
-a dispatcher that runs, for each radius in ``radii``, a version with the taps written out
-(generated below from ``_UNROLLED_BLUR``) and ``blur_any_radius`` for any other radius. The
-written-out versions make the same additions in the same order, so they give the same bits
-(tests/test_fingerprint_index.py holds them to it).
+``symmetric_blur`` is the one blur the blob search (``copyhunt.kernels.blobs``) makes, rows then
+columns. A plain loop for every radius: versions with each radius' taps written out (source
+generated and ``exec``-ed) gave the same bits but not the 10% of the fingerprint rate that
+generated code must buy (docs/performance.md). tests/test_fingerprint_index.py holds it to
+``cv2.GaussianBlur``.
 """
 
 from __future__ import annotations
-from typing import Iterable
 
 import numpy as np
 from numba import njit
+
 
 @njit(cache=True, nogil=True)
 def _reflect101(i: int, n: int) -> int:
@@ -40,13 +40,11 @@ def _border_tables(h: int, w: int, r: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, nogil=True)
-def blur_any_radius(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, rows: np.ndarray, line: np.ndarray) -> None:
+def symmetric_blur(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, rows: np.ndarray, line: np.ndarray) -> None:
     """``dst``: ``src`` (float32, h x w) blurred by the symmetric kernel whose right half (centre
     first) is ``half_kernel``, rows then columns, borders as OpenCV's default (``_reflect101``):
     within float rounding (1e-4) of ``cv2.GaussianBlur`` with the same kernel. ``rows`` (h x w)
-    and ``line`` (w + 2 x radius or more) are scratch space. ``_blur`` runs the radii the blob
-    search uses with their taps written out; this is the others', and the reference the written
-    out ones are tested against, bit for bit.
+    and ``line`` (w + 2 x radius or more) are scratch space.
 
     Each output line adds up mirrored pairs of taps, two pairs at a time, as whole-line slices
     (loops LLVM vectorises). Not fastmath: fused multiply-adds would round differently with the
@@ -98,91 +96,3 @@ def blur_any_radius(src: np.ndarray, dst: np.ndarray, half_kernel: np.ndarray, r
             for x in range(w):
                 out[x] += k[j] * (a[x] + b[x]) + k[j + 1] * (c[x] + d[x])
             j += 2
-
-
-# ``_blur`` for one radius with its taps written out: each output pixel is one expression over
-# the lines its taps read, so the sum stays in a register instead of going back to the output
-# line after every two pairs of taps (a loop over taps cannot do that: its trip count is not a
-# constant, and the sum's order may not change); and the column pass makes two output rows at a
-# time, which read all but two of their lines alike, each loaded once. The same additions in the
-# same order as ``blur_any_radius``, so the same bits in less time; worth it for the few radii
-# the blob search blurs with, over and over. Generated from this template and compiled under
-# this file's name, so that numba caches them. The row's copy between its reflected ends is written
-# here as in ``blur_any_radius``, not in a helper: a call for each row costs more than the copy.
-_UNROLLED_BLUR = """
-def _blur_r{r}(src, dst, half_kernel, rows, line):
-    h, w = src.shape
-    r = {r}
-{taps}
-    reflected, ends = _border_tables(h, w, r)
-    for y in range(h):
-        row = src[y]
-        centre = line[r:r + w]
-        for x in range(w):
-            centre[x] = row[x]
-        for i in range(r):
-            line[i], line[r + w + i] = row[ends[i]], row[ends[r + i]]
-{row_lines}
-        out = rows[y]
-        for x in range(w):
-            out[x] = {total}
-    for y in range(0, h - 1, 2):
-{pair_lines}
-        out, next_out = dst[y], dst[y + 1]
-        for x in range(w):
-            value, next_value = {total}, {next_total}
-            out[x], next_out[x] = value, next_value
-    if h % 2:
-        y = h - 1
-{column_lines}
-        out = dst[y]
-        for x in range(w):
-            out[x] = {total}
-"""
-
-
-def _unrolled_blur_source(radius: int) -> str:
-    """``_UNROLLED_BLUR`` for ``radius``: ``at<k>`` is the line k taps ahead of the output's own
-    (``at_<k>`` k taps back), ``k<j>`` the kernel's taps, summed as ``blur_any_radius`` sums
-    them; the second row of a pair reads its lines one further on."""
-    def line(k: int) -> str:
-        return f"at{k}" if k >= 0 else f"at_{-k}"
-
-    def total(shift: int) -> str:
-        def pair(j: int) -> str:
-            return f"k{j} * ({line(shift - j)}[x] + {line(shift + j)}[x])"
-
-        if radius % 2:
-            expr, j = f"k0 * {line(shift)}[x] + {pair(1)}", 2
-        else:
-            expr, j = f"k0 * {line(shift)}[x]", 1
-        while j < radius:
-            expr, j = f"({expr}) + ({pair(j)} + {pair(j + 1)})", j + 2
-        return expr
-
-    indent = " " * 8
-    return _UNROLLED_BLUR.format(
-        r=radius,
-        taps="\n".join(f"    k{j} = half_kernel[{j}]" for j in range(radius + 1)),
-        row_lines="\n".join(f"{indent}{line(k)} = line[{radius + k}:{radius + k} + w]" for k in range(-radius, radius + 1)),
-        pair_lines="\n".join(f"{indent}{line(k)} = rows[reflected[y + {radius + k}]]" for k in range(-radius, radius + 2)),
-        column_lines="\n".join(f"{indent}{line(k)} = rows[reflected[y + {radius + k}]]" for k in range(-radius, radius + 1)),
-        total=total(0), next_total=total(1))
-
-
-def compile_blurs(radii: Iterable[int]):
-    """``_blur``: a compiled dispatcher to ``_blur_r<radius>`` for each of ``radii``, and to
-    ``blur_any_radius`` for any other.
-
-    The generated functions are defined in this module's own namespace, as if written here, and
-    nowhere else: numba caches a function by the file it comes from and loads it back by its
-    module's name, and the template is in this file, so a change to it is seen. Called once, by
-    ``copyhunt.kernels.blobs`` at import, with the radii the blob search uses."""
-    dispatcher = ["def _blur(src, dst, half_kernel, rows, line):", "    r = len(half_kernel) - 1"]
-    for r in sorted(set(radii)):
-        exec(compile(_unrolled_blur_source(r), __file__, "exec"), globals())
-        globals()[f"_blur_r{r}"] = njit(cache=True, nogil=True)(globals()[f"_blur_r{r}"])
-        dispatcher += [f"    if r == {r}:", f"        return _blur_r{r}(src, dst, half_kernel, rows, line)"]
-    dispatcher.append("    return blur_any_radius(src, dst, half_kernel, rows, line)")
-    exec(compile("\n".join(dispatcher) + "\n", __file__, "exec"), globals())
-    return njit(cache=True, nogil=True)(globals()["_blur"])
