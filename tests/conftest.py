@@ -18,8 +18,8 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # The tests' Spark jobs are small: much of a JVM's CPU went to its optimising (C2) compiler and to
 # parallel GC threads, which a job this short never pays back, on two cores shared with the Python
-# workers. C1 only and the serial GC run a demo-sized match job in about half the CPU time; the job
-# and its output are the same. Every spark-submit (run_job, pyspark's own) passes these to the JVM.
+# workers. With C1 only and the serial GC the job and its output are the same, for less CPU. Every
+# spark-submit (run_job's, pyspark's own) passes these to the JVM.
 os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
 
@@ -119,7 +119,7 @@ def pytest_xdist_make_scheduler(config, log):
             module = _module_of(nodeid)
             return "the demo run" if module in DEMO_RUN_MODULES else module
 
-    config.option.loadscopereorder = False  # by test count it would put the longest modules last
+    config.option.loadscopereorder = False  # by test count it would leave the one-test modules (backfill, kernels) for last
     return ModuleScheduling(config, log)
 
 
