@@ -2,6 +2,7 @@
 commands' plumbing on a small run (the full benchmarks print figures; they are not timed tests)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -67,7 +68,8 @@ def test_calibration_fit_is_finite_and_ordered():
 
 
 def test_bench_commands_run_quick(tmp_path):
-    env = {"COPYHUNT_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    # Nothing of this environment but the Spark JVM's options (tests/conftest.py says why).
+    env = {"COPYHUNT_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "SPARK_SUBMIT_OPTS": os.environ.get("SPARK_SUBMIT_OPTS", "")}
     proc = subprocess.run([sys.executable, "-m", "copyhunt.cli", "bench", "throughput", "--quick", "--sizes", "300,1200"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
