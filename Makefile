@@ -45,7 +45,7 @@ airflow: install
 	$(BIN)/copyhunt airflow
 
 test: install-dev
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --durations=15
 
 test-fast: install-dev
 	$(BIN)/python -m pytest -q -m "not slow"

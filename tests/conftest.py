@@ -18,8 +18,8 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # The tests' Spark jobs are small: much of a JVM's CPU went to its optimising (C2) compiler and to
 # parallel GC threads, which a job this short never pays back, on two cores shared with the Python
-# workers. C1 only and the serial GC run a demo-sized match job in about half the CPU time; the job
-# and its output are the same. Every spark-submit (run_job, pyspark's own) passes these to the JVM.
+# workers. With C1 only and the serial GC the job and its output are the same, for less CPU. Every
+# spark-submit (run_job's, pyspark's own) passes these to the JVM.
 os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 
 
@@ -94,3 +94,37 @@ def demo_runs(tmp_path_factory):
 import logging as _logging
 
 _logging.getLogger("py4j").setLevel(_logging.WARNING)
+
+
+# ---- in parallel: `make test` runs pytest -n 2 (pytest-xdist) ---------------------------------
+# The modules whose tests read the session's demo run: they share a worker, so it runs once.
+DEMO_RUN_MODULES = frozenset({"tests/test_e2e.py", "tests/test_recovery.py"})
+
+
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope``, by module: a module's tests go to one worker, so its fixtures (a
+    three-day lake, a demo web, a SparkSession) are built once, and the DEMO_RUN_MODULES go to the
+    same one. Modules are handed out in collection order as workers free up."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module_of(nodeid)
+            return "the demo run" if module in DEMO_RUN_MODULES else module
+
+    config.option.loadscopereorder = False  # by test count it would leave the one-test modules (backfill, kernels) for last
+    return ModuleScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    strays = sorted({_module_of(item.nodeid) for item in items if "demo_runs" in getattr(item, "fixturenames", ())} - DEMO_RUN_MODULES)
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} read demo_runs: add them to DEMO_RUN_MODULES in tests/conftest.py "
+                                "(or each parallel worker runs the whole demo again)")

@@ -2,6 +2,7 @@
 commands' plumbing on a small run (the full benchmarks print figures; they are not timed tests)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -67,7 +68,8 @@ def test_calibration_fit_is_finite_and_ordered():
 
 
 def test_bench_commands_run_quick(tmp_path):
-    env = {"COPYHUNT_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    # Nothing of this environment but the Spark JVM's options (tests/conftest.py says why).
+    env = {"COPYHUNT_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "SPARK_SUBMIT_OPTS": os.environ.get("SPARK_SUBMIT_OPTS", "")}
     proc = subprocess.run([sys.executable, "-m", "copyhunt.cli", "bench", "throughput", "--quick", "--sizes", "300,1200"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -165,6 +167,12 @@ def test_scale_bench_skips_a_size_whose_build_would_not_fit_in_memory():
     assert line_through([(100, 10.0), (300, 30.0)], 1000) == 100.0
     assert line_through([(100, 10.0)], 1000) == 100.0
     assert line_through([(100, 20.0), (300, 10.0)], 1000) == 10.0  # noise never projects a shrinking figure
+    # Nor does rounding: a sub-second build measured faster at the larger size projects no lower than it.
+    from copyhunt.bench.scale import project
+
+    fast = [point(200, 350.0), point(400, 352.0)]
+    fast[0].build_seconds, fast[1].build_seconds = 0.5, 0.4
+    assert project(fast, 10_000_000)[0]["build_seconds"] >= 0.4
     measured = [point(100_000, 3_600.0), point(300_000, 10_000.0)]
     assert too_big_to_build([], 1_000_000, 1.0) is None  # nothing measured yet: nothing to go by
     assert too_big_to_build(measured, 1_000_000, 64_000.0) is None

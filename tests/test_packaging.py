@@ -10,7 +10,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_TOOLS = {"pytest", "pytest-timeout", "selenium", "aiosmtpd", "trio"}
+TEST_TOOLS = {"pytest", "pytest-timeout", "pytest-xdist", "selenium", "aiosmtpd", "trio"}
 
 
 def pins(path: Path) -> dict[str, str]:

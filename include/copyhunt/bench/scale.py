@@ -273,10 +273,10 @@ def project(points: list[ScalePoint], refs: int) -> tuple[dict[str, float], str]
     ms_per_image = at(lambda p: 1000 / p.matched_per_s_per_core)
     projection = {
         "refs": refs,
-        "build_seconds": round(at(lambda p: p.build_seconds), 0),
-        "build_peak_rss_mb": round(at(lambda p: p.build_peak_rss_mb), 0),
-        "index_bytes": round(at(lambda p: p.index_bytes), 0),
-        "worker_peak_rss_mb": round(at(lambda p: p.worker_peak_rss_mb), 0),
+        "build_seconds": round(at(lambda p: p.build_seconds), 1),
+        "build_peak_rss_mb": round(at(lambda p: p.build_peak_rss_mb), 1),
+        "index_bytes": round(at(lambda p: p.index_bytes), 1),
+        "worker_peak_rss_mb": round(at(lambda p: p.worker_peak_rss_mb), 1),
         "matched_per_s_per_core": round(1000 / ms_per_image, 1) if ms_per_image > 0 else float("nan"),
     }
     used = ", ".join(f"{p.refs:,}" for p in points[-2:])
