@@ -62,7 +62,7 @@ from copyhunt.proposals import paste_boxes
 
 # Changes whenever the hashes of the same pixels change: index shards are keyed by it, so an old
 # index is rebuilt rather than searched with hashes made another way.
-FINGERPRINT_VERSION = 6  # 2: windows shrunk by exact area averaging from an integral image; 3: blob octaves halved exactly, blurs to 3 sigma; 4: an octave's first blurs are the previous octave's halved; 5: blob blurs compiled (float rounding differs from OpenCV's); 6: blob windows in a canonical orientation, collage cells of 2 to 5 a side at detected seams, pictures on a plain background warped upright
+FINGERPRINT_VERSION = 6  # 2: windows shrunk by exact area averaging from an integral image; 3: blob octaves halved exactly, blurs to 3 sigma; 4: an octave's first blurs are the previous octave's halved; 5: blob blurs compiled (float rounding differs from OpenCV's); 6: blob windows in a canonical orientation, 24 of a reference's, collage cells of 2 to 5 a side at detected seams, pictures on a plain background warped upright, tilt views of found images and references
 HASH_BITS = 64
 PART_WINDOW = "blob"  # the names of windows that hold a part of a picture (blob windows); the others may hold a whole one
 RECTIFIED_WINDOW = "rectified"  # a picture turned or keystoned onto a plain background, warped upright (plain_background_quad)
