@@ -212,7 +212,7 @@ def _closest_pair(query_hashes, entries):
 
     best = None
     for q in query_hashes:
-        if q.window.startswith("derotated"):
+        if q.window == "rectified" or q.window.startswith("blob-t"):  # boxes of a view of the image
             continue
         kinds = same_kind(pd.Series([q.window] * len(entries["window"])), pd.Series(entries["window"]))
         d = np.where(kinds, hamming_many(q.phash, entries["phash"]), 99)
@@ -225,7 +225,7 @@ def _closest_pair(query_hashes, entries):
 def test_second_opinion_maps_other_windows_onto_copies_and_not_onto_other_pictures():
     """The reference's other windows, put where a window pair says, hash alike on copies (cropped,
     mirrored, turned) and not on unrelated photos paired with it by their closest windows."""
-    from copyhunt.fingerprint import HASH_WORKING_SIZE, query_hashes
+    from copyhunt.fingerprint import HASH_WORKING_SIZE, pair_orientation, query_hashes
     from copyhunt.imaging import load_gray
     from copyhunt.matching import MatchParams, mapped_window_distance, second_opinion
 
@@ -235,13 +235,13 @@ def test_second_opinion_maps_other_windows_onto_copies_and_not_onto_other_pictur
         w, h = src.size
         entries = _entries_of(load_gray(jpeg(src), working_size=HASH_WORKING_SIZE)[0])
         copies = {"crop": src.crop((int(w * .2), int(h * .1), int(w * .95), int(h * .85))), "mirror": ImageOps.mirror(src),
-                  "turned": src.rotate(90, expand=True)}
-        others = {"unrelated": Image.open(UNRELATED_IMAGES[0]).convert("RGB"), "other customer image": Image.open(CUSTOMER_IMAGES[5]).convert("RGB")}
+                  "turned": src.rotate(90, expand=True), "turned crop": src.crop((int(w * .1), int(h * .15), int(w * .9), int(h * .95))).rotate(-90, expand=True)}
+        others = {"unrelated": Image.open(UNRELATED_IMAGES[1]).convert("RGB"), "other customer image": Image.open(CUSTOMER_IMAGES[5]).convert("RGB")}
         for label, im in {**copies, **others}.items():
             gray = load_gray(jpeg(im), working_size=HASH_WORKING_SIZE)[0]
             _, q, i = _closest_pair(query_hashes(gray), entries)
             args = (gray, entries, (q.x0, q.y0, q.x1, q.y1), (entries["x0"][i], entries["y0"][i], entries["x1"][i], entries["y1"][i]),
-                    bool(entries["mirrored"][i]), entries["window"][i])
+                    *pair_orientation(q.window, entries["window"][i], bool(entries["mirrored"][i])), entries["window"][i])
             distance = mapped_window_distance(*args)
             if label in copies:
                 assert distance is not None and distance <= bits, (path.name, label, distance)
@@ -253,6 +253,91 @@ def test_second_opinion_maps_other_windows_onto_copies_and_not_onto_other_pictur
 def test_only_windows_of_the_same_kind_pair_up():
     from copyhunt.matching import same_kind
 
-    query = pd.Series(["blob03", "blob03", "full", "grid3x3-12", "paste0", "derotated-cw", "grid2x2-01"])
+    query = pd.Series(["blob03", "blob03", "full", "grid3x3-12", "paste0", "rectified", "grid2x2-01"])
     ref = pd.Series(["blob11", "full", "full-rot90", "full", "blob02", "full", "blob00"])
     assert same_kind(query, ref).tolist() == [True, False, True, True, False, True, False]
+
+
+def test_copies_the_new_windows_find_are_matched_and_located(tmp_path):
+    """Through the functions the Spark job runs, against an index of real references: a turned and
+    mirrored crop (canonical blob orientation), a crop tilted by 11 degrees and cut inside its
+    outline (tilt view), a keystoned copy on black (plain-background view), a cell of a 4x4
+    collage, and a copy tilted by 12 degrees of a reference whose own edges lean (the
+    reference's tilt view); each found as its reference with the matched region where the copy
+    is, and unrelated photos under the same edits matched to nothing."""
+    import math
+
+    import cv2
+    import numpy as np
+
+    from copyhunt.fingerprint import image_tilt
+    from copyhunt.imaging import load_gray
+    from copyhunt.matching import match_frame
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    store = features_store(tmp_path / "index")
+    refs = {"bridge": UNRELATED_IMAGES[-2], **{p.stem: p for p in CUSTOMER_IMAGES[:6]}}
+    entries = []
+    for name, path in refs.items():
+        data = path.read_bytes()
+        sha = blobs.put(data)
+        for wh in describe_reference(data, sha, 10**8, store):
+            entries.append({"customer_id": "cust", "image_id": name, "ref_sha256": sha, "window": wh.window, "mirrored": wh.mirrored,
+                            "x0": wh.x0, "y0": wh.y0, "x1": wh.x1, "y1": wh.y1, "phash": wh.phash})
+    build_index(pd.DataFrame(entries, columns=ENTRY_COLUMNS), tmp_path / "index", shard_size=10_000)
+    leaning = max(CUSTOMER_IMAGES[:6], key=lambda p: abs(image_tilt(load_gray(p.read_bytes(), working_size=320)[0])))
+    assert abs(image_tilt(load_gray(leaning.read_bytes(), working_size=320)[0])) >= 3  # a reference whose edges lean
+
+    def tilted_inside(im, degrees):
+        turned = im.rotate(degrees, Image.Resampling.BICUBIC, expand=True)
+        w, h = im.size
+        a = math.radians(abs(degrees))
+        k = 0.98 * min(w / (w * math.cos(a) + h * math.sin(a)), h / (w * math.sin(a) + h * math.cos(a)))
+        cx, cy = turned.width / 2, turned.height / 2
+        return turned.crop((round(cx - w * k / 2), round(cy - h * k / 2), round(cx + w * k / 2), round(cy + h * k / 2)))
+
+    def keystoned(im):
+        w, h = im.size
+        quad = np.float32([[0.1 * w, 0.04 * h], [0.95 * w, 0.12 * h], [0.88 * w, 0.96 * h], [0.03 * w, 0.86 * h]])
+        m = cv2.getPerspectiveTransform(np.float32([[0, 0], [w, 0], [w, h], [0, h]]), quad)
+        return Image.fromarray(cv2.warpPerspective(np.asarray(im), m, (w, h), borderValue=(0, 0, 0)))
+
+    def collage_cell(im, others):
+        cell, gap = (160, 120), 6
+        canvas = Image.new("RGB", (4 * cell[0] + 5 * gap, 4 * cell[1] + 5 * gap), "white")
+        for i in range(16):
+            tile = im if i == 6 else Image.open(others[i % len(others)]).convert("RGB")
+            canvas.paste(tile.resize(cell), (gap + (i % 4) * (cell[0] + gap), gap + (i // 4) * (cell[1] + gap)))
+        return canvas
+
+    def turned_crop(im):
+        w, h = im.size
+        return ImageOps.mirror(im.crop((int(w * 0.1), int(h * 0.05), int(w * 0.85), int(h * 0.9))).rotate(90, expand=True))
+
+    edits = {"turned crop": turned_crop, "tilted crop": lambda im: tilted_inside(im, 11), "keystoned": keystoned,
+             "collage cell": lambda im: collage_cell(im, UNRELATED_IMAGES[1:4])}
+    copies = {f"{label} of bridge": (edit(Image.open(refs["bridge"]).convert("RGB")), "bridge") for label, edit in edits.items()}
+    copies["keystoned potd"] = (keystoned(Image.open(CUSTOMER_IMAGES[2]).convert("RGB")), CUSTOMER_IMAGES[2].stem)
+    copies["collage cell potd"] = (collage_cell(Image.open(CUSTOMER_IMAGES[3]).convert("RGB"), UNRELATED_IMAGES[1:4]), CUSTOMER_IMAGES[3].stem)
+    copies["tilted copy of a leaning reference"] = (tilted_inside(Image.open(leaning).convert("RGB"), -12), leaning.stem)
+    others = {f"{label} of an unrelated photo": (edit(Image.open(UNRELATED_IMAGES[4]).convert("RGB")), None) for label, edit in edits.items()}
+    sha_of = {label: blobs.put(jpeg(im)) for label, (im, _) in {**copies, **others}.items()}
+    rows = [row for _, found, _ in fingerprint_batch((str(blobs.root), sorted(set(sha_of.values())), 10**8)) for row in found]
+    params = MatchParams(index_dir=str(tmp_path / "index"), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(blobs.root))
+    matches = match_frame(pd.DataFrame(rows, columns=FINGERPRINT_COLUMNS), params)
+    found = {label: set(matches[matches["image_sha256"] == sha]["image_id"]) for label, sha in sha_of.items()}
+    for label, (_, ref) in {**copies, **others}.items():
+        assert found[label] == ({ref} if ref else set()), (label, found[label])
+    cell = matches[(matches["image_sha256"] == sha_of["collage cell of bridge"])].iloc[0]
+    cw, ch = 4 * 160 + 30, 4 * 120 + 30
+    truth = ((6 + 2 * 166) / cw, (6 + 1 * 126) / ch, (6 + 2 * 166 + 160) / cw, (6 + 1 * 126 + 120) / ch)
+    assert np.abs(np.array([cell.query_x0, cell.query_y0, cell.query_x1, cell.query_y1]) - truth).max() < 0.03
+    # Each through the windows meant for it.
+    window_of = {label: matches[matches["image_sha256"] == sha]["query_window"].iloc[0] for label, sha in sha_of.items() if found[label]}
+    assert window_of["keystoned of bridge"] == window_of["keystoned potd"] == "rectified"
+    assert window_of["collage cell of bridge"].startswith("grid4x4-") and window_of["collage cell potd"].startswith("grid4x4-")
+    assert window_of["tilted crop of bridge"].startswith("blob-t@")
+    leaning_match = matches[matches["image_sha256"] == sha_of["tilted copy of a leaning reference"]].iloc[0]
+    assert leaning_match["ref_window"].startswith("blob-t@")  # the reference's own tilt view
+    turned = matches[matches["image_sha256"] == sha_of["turned crop of bridge"]].iloc[0]
+    assert bool(turned.mirrored)

@@ -108,6 +108,21 @@ def test_held_out_and_tuning_queries_never_share_a_photo(tmp_path):
     assert heldout.format_table(report)[1][0] == "grid" and "held-out" in heldout.format_table(report)[0][1]
 
 
+def test_a_tuning_only_suite_makes_no_held_out_query_and_indexes_every_reference(tmp_path):
+    # What thresholds are chosen on: the tuning part's queries alone, against the same index.
+    suite = heldout.build_heldout_suite(IMAGES, tmp_path / "suite", seeds=[1], classes=["crop", "grid"], parts=["tuning"])
+    assert suite.truth and {q.part for q in suite.truth} == {"tuning"}
+    assert {p.name for p in suite.queries.iterdir()} == {q.file for q in suite.truth}
+    assert {p.stem for p in suite.references.iterdir()} == {p.name for p in PHOTOS if p.role == "reference"}
+    whole = heldout.build_heldout_suite(IMAGES, tmp_path / "whole", seeds=[1], classes=["crop", "grid"])
+    tuning = [(q.file, q.params) for q in whole.truth if q.part == "tuning"]
+    assert [(q.file, q.params) for q in suite.truth] == tuning  # the same queries as in the whole suite
+    with pytest.raises(ValueError, match="unknown parts"):
+        heldout.build_heldout_suite(IMAGES, tmp_path / "bad", seeds=[1], classes=["crop"], parts=["training"])
+    rows = heldout.format_table(heldout.make_report(suite, {}, {q.file: {} for q in suite.truth}, [1], IMAGES, {}))
+    assert rows[1][1:4] == ["0", "-", "-"] and not any(r[0].startswith("precision, held-out") for r in rows)
+
+
 def test_small_run_reports_both_parts_and_false_hits_at_scale(tmp_path, settings):
     report = heldout.run_heldout(settings, tmp_path / "bench", IMAGES, seeds=[5], classes=["crop", "letterbox"], scale_refs=200, scale_queries=40)
     assert [c.transform for c in report.classes] == ["crop", "letterbox"]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from conftest import CUSTOMER_IMAGES, UNRELATED_IMAGES, jpeg_bytes
-from copyhunt.fingerprint import HASH_WORKING_SIZE, ORIENTATIONS, hamming, query_hashes, reference_hashes
+from copyhunt.fingerprint import HASH_WORKING_SIZE, ORIENTATIONS, hamming, pair_orientation, query_hashes, reference_hashes, window_orientation
 from copyhunt.imaging import load_gray
 from copyhunt.verify import (
     QUERY_VERIFY_SIZE,
@@ -18,7 +18,6 @@ from copyhunt.verify import (
     reference_features,
     similarity_score,
     verify_candidate,
-    window_name_turns,
 )
 
 
@@ -45,7 +44,7 @@ def best_candidate(query_data, ref_path):
     q = query_hashes(load_gray(query_data, working_size=HASH_WORKING_SIZE)[0])
     r = reference_hashes(load_gray(ref_path.read_bytes(), working_size=HASH_WORKING_SIZE)[0])
     d, a, b = min(((hamming(x.phash, y.phash), x, y) for x in q for y in r), key=lambda t: (t[0], t[1].window, t[2].window, t[2].mirrored))
-    return d, HashCandidate((a.x0, a.y0, a.x1, a.y1), (b.x0, b.y0, b.x1, b.y1), b.mirrored, window_name_turns(b.window))
+    return d, HashCandidate((a.x0, a.y0, a.x1, a.y1), (b.x0, b.y0, b.x1, b.y1), *pair_orientation(a.window, b.window, b.mirrored))
 
 
 def test_features_round_trip_through_bytes_and_store(tmp_path):
@@ -147,5 +146,31 @@ def test_score_is_a_probability_rising_with_evidence():
 def test_orientation_table_matches_window_names():
     names = {suffix for suffix, _, _ in ORIENTATIONS}
     assert names == {"", "-rot90", "-rot180", "-rot270"}
-    assert [window_name_turns("full" + s) for s in ("", "-rot90", "-rot180", "-rot270")] == [0, 1, 2, 3]
-    assert window_name_turns("blob03") == 0
+    assert [window_orientation("full" + s) for s in ("", "-rot90", "-rot180", "-rot270")] == [(0, False), (1, False), (2, False), (3, False)]
+    assert window_orientation("blob03") == (0, False) and window_orientation("blob-p0-03-rot270-mirror") == (3, True)
+    assert window_orientation("grid3x3-12") == (0, False)
+    # A whole picture is hashed upright in the found image: the reference entry's orientation is the copy's.
+    assert pair_orientation("full", "full-rot90", True) == (True, 1)
+    # Two blob windows hashed in the same orientation: the copy is upright.
+    assert pair_orientation("blob03-rot90-mirror", "blob07-rot90", True) == (False, 0)
+    # The copy's window needed one clockwise turn less than the reference's: the copy is turned once.
+    assert pair_orientation("blob03", "blob07-rot90", False) == (False, 1)
+
+
+@pytest.mark.parametrize("turns,mirrored", [(t, m) for t in range(4) for m in (False, True)])
+def test_a_turned_and_mirrored_crop_pairs_blob_windows_and_verifies(turns, mirrored):
+    # Blob windows are hashed in a canonical orientation on both sides: a crop of the picture
+    # turned and mirrored pairs with the reference's windows, and the pair says how it was turned.
+    src = Image.open(CUSTOMER_IMAGES[4]).convert("RGB")
+    w, h = src.size
+    copy = src.crop((int(w * 0.05), int(h * 0.2), int(w * 0.8), int(h * 0.95))).rotate(-90 * turns, expand=True)
+    if mirrored:
+        copy = ImageOps.mirror(copy)
+    data = jpeg(copy)
+    q = [x for x in query_hashes(load_gray(data, working_size=HASH_WORKING_SIZE)[0]) if x.window.startswith("blob")]
+    r = [x for x in reference_hashes(load_gray(CUSTOMER_IMAGES[4].read_bytes(), working_size=HASH_WORKING_SIZE)[0]) if x.window.startswith("blob")]
+    d, a, b = min(((hamming(x.phash, y.phash), x, y) for x in q for y in r), key=lambda t: (t[0], t[1].window, t[2].window))
+    assert d <= 8
+    assert pair_orientation(a.window, b.window, b.mirrored) == (mirrored, turns)
+    v = verify_candidate(query_gray(data), ref_features(CUSTOMER_IMAGES[4]), HashCandidate((a.x0, a.y0, a.x1, a.y1), (b.x0, b.y0, b.x1, b.y1), mirrored, turns))
+    assert v.ok and v.inliers >= 30

@@ -276,6 +276,7 @@ def bench_robustness(
     distractor_variants: int = typer.Option(1, min=1, help="With --held-out: edits per distractor photo, class and seed."),
     scale_refs: int = typer.Option(0, min=0, help="With --held-out: also plant the references among this many (synthetic) references..."),
     scale_queries: int = typer.Option(0, min=0, help="...and count false hits of this many unrelated queries against them."),
+    part: Optional[str] = typer.Option(None, help="With --held-out: 'tuning' makes and matches the tuning part's queries only (choose thresholds on it)."),
 ) -> None:
     """Recall per transform class and precision, next to whole-image pHash; writes a PNG chart."""
     from copyhunt.bench import robustness
@@ -286,7 +287,7 @@ def bench_robustness(
     out = settings.resolve(out)
     if held_out:
         _bench_held_out(settings, out, REPO_ROOT / "assets" / "images", seeds, variants, distractor_variants, workers, scale_refs, scale_queries,
-                        write_docs)
+                        write_docs, part)
         return
     report = robustness.run_robustness(settings, out, REPO_ROOT / "assets" / "images", seed if seed is not None else SUITE_SEED, quick, workers, progress_bar)
     _print_rows(robustness.format_table(report), f"robustness suite, seed {report.seed}: {report.copies} copies, {report.distractors} distractors")
@@ -306,8 +307,14 @@ def bench_robustness(
 
 
 def _bench_held_out(settings, out: Path, assets: Path, seeds: Optional[str], variants: int, distractor_variants: int, workers: int,
-                    scale_refs: int, scale_queries: int, write_docs: bool) -> None:
+                    scale_refs: int, scale_queries: int, write_docs: bool, part: Optional[str] = None) -> None:
     from copyhunt.bench import heldout
+    from copyhunt.bench.photos import PARTS
+
+    if part is not None and part not in PARTS:
+        raise typer.BadParameter(f"--part is one of {', '.join(PARTS)}")
+    if part is not None and write_docs:
+        raise typer.BadParameter("--write-docs publishes both parts: run without --part")
 
     try:
         seed_list = [int(x) for x in seeds.split(",")] if seeds else list(heldout.HELD_OUT_SEEDS)
@@ -316,18 +323,21 @@ def _bench_held_out(settings, out: Path, assets: Path, seeds: Optional[str], var
     if bool(scale_refs) != bool(scale_queries):
         raise typer.BadParameter("--scale-refs and --scale-queries go together, e.g. --scale-refs 100000 --scale-queries 10000")
     report = heldout.run_heldout(settings, out, assets, seed_list, variants, distractor_variants, workers, scale_refs=scale_refs,
-                                 scale_queries=scale_queries, progress=progress_bar)
+                                 scale_queries=scale_queries, progress=progress_bar, parts=[part] if part else PARTS)
     _print_rows(heldout.format_table(report), f"held-out robustness suite, seeds {','.join(map(str, report.seeds))}")
     typer.echo(f"whole-image pHash threshold chosen on the tuning part (precision >= {heldout.TARGET_PRECISION}): <= {report.phash_threshold} bits")
     typer.echo(f"note: {report.note}")
-    for part, p in report.precision.items():
+    for name, p in report.precision.items():
         for example in p.false_examples:
-            typer.echo(f"false match ({part}): {example}")
+            typer.echo(f"false match ({name}): {example}")
     for name, reason in report.unusable.items():
         typer.echo(f"unusable query (counted as missed if a copy): {name}: {reason}")
     if report.scale:
         typer.echo(f"note: {report.scale['note']}")
     typer.echo(f"seconds: {report.seconds}")
+    if part is not None:
+        typer.echo(f"wrote {out / f'robustness-{part}.json'} (the {part} part only)")
+        return
     typer.echo(f"wrote {out / 'robustness-held-out.json'} and {out / 'robustness-held-out.png'}")
     if not report.meets_targets():
         typer.echo(f"below target: held-out recall >= {heldout.TARGET_RECALL} per class (chains {heldout.TARGET_CHAIN_RECALL}), "

@@ -23,6 +23,10 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from copyhunt.fingerprint import PART_WINDOW, RECTIFIED_WINDOW, TILT_WINDOW
+
+SPECULATIVE_WINDOW = PART_WINDOW + "-"  # blob windows of a tilt view, a pasted-picture rectangle or a collage cell
+
 # A candidate: a found image's window, a reference window within max_distance bits, and both boxes.
 CANDIDATE_COLUMNS = ["image_sha256", "window", "qx0", "qy0", "qx1", "qy1", "trim_x0", "trim_y0", "trim_x1", "trim_y1",
                      "customer_id", "image_id", "ref_sha256", "ref_window", "mirrored", "rx0", "ry0", "rx1", "ry1", "distance", "shard", "annoy_id"]
@@ -38,7 +42,6 @@ PAIR_KEY = ["image_sha256", "customer_id", "image_id", "ref_sha256"]
 # The order of a (found image, reference)'s window pairs: closest first, ties broken by names, so
 # the pairs tried never depend on partitioning (best_pairs and verify_query).
 PAIR_ORDER = ["distance", "mirrored", "window", "ref_window"]
-PART_WINDOW = "blob"  # window names of parts of a picture (fingerprint.blob_windows); others are whole pictures
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,12 @@ class MatchParams:
     # their best reference window; unrelated photos mostly at 14+ (robustness suite), and the
     # verifier rejects the rest.
     max_distance: int = 10
+    # Blob windows searched on speculation, in a view or a part of the found image (a tilt view,
+    # a pasted-picture rectangle, a collage cell: names "blob-..."), pair within this many bits:
+    # a third of the unrelated stream's chance candidates at 100k references came through them,
+    # nearly all at 10 bits; of the tuning part's 588 copies one (a cell of a 5x5 collage) was
+    # found through one at 10 bits, against the suite's own 14 references, and none against 100k.
+    speculative_max_distance: int = 8
     # Window pairs tried per (found image, reference), best first, until one verifies.
     pairs_per_reference: int = 3
     # A reference reached by one window pair this many bits apart or more is a weak candidate:
@@ -92,6 +101,8 @@ def search_frame(fingerprints: pd.DataFrame, params: MatchParams) -> pd.DataFram
         return pd.DataFrame(columns=CANDIDATE_COLUMNS)
     q = fingerprints.reset_index(drop=True).iloc[found["query_row"].to_numpy()].reset_index(drop=True)
     keep = same_kind(q["window"], found["window"])
+    if params.speculative_max_distance < params.max_distance:
+        keep &= ~(q["window"].str.startswith(SPECULATIVE_WINDOW).to_numpy(bool) & (found["distance"].to_numpy() > params.speculative_max_distance))
     if not keep.all():
         q, found = q[keep].reset_index(drop=True), found[keep].reset_index(drop=True)
     return pd.DataFrame({
@@ -103,6 +114,11 @@ def search_frame(fingerprints: pd.DataFrame, params: MatchParams) -> pd.DataFram
         "rx0": found["x0"], "ry0": found["y0"], "rx1": found["x1"], "ry1": found["y1"],
         "distance": found["distance"].astype("int32"), "shard": found["shard"], "annoy_id": found["annoy_id"].astype("int64"),
     })
+
+
+def in_view(window: str) -> bool:
+    """Whether a found image's window has its box in a view of the image (``fingerprint.found_image_view``)."""
+    return window == RECTIFIED_WINDOW or window.startswith(TILT_WINDOW)
 
 
 def same_kind(query_window: pd.Series, ref_window: pd.Series) -> np.ndarray:
@@ -214,13 +230,13 @@ def verify_image(pdf: pd.DataFrame, params: MatchParams) -> pd.DataFrame:
     from copyhunt.imaging import BadImage
 
     if pdf.empty:
-        return pd.DataFrame(columns=MATCH_COLUMNS)
+        return _no_matches()
     state = _verifier(params)
     try:
         query = QueryImage(state.query_blobs.get(pdf["image_sha256"].iloc[0]), params.max_image_pixels)
         return verify_query(query, pdf, params)
     except (BadImage, KeyError):
-        return pd.DataFrame(columns=MATCH_COLUMNS)
+        return _no_matches()
 
 
 def _pairs_to_verify(pdf: pd.DataFrame, per_reference: int) -> list[tuple]:
@@ -252,7 +268,9 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
     """Verify the candidates of one found image. Raises BadImage if it does not decode."""
     from copyhunt.fingerprint import HASH_WORKING_SIZE
     from copyhunt.imaging import BadImage
-    from copyhunt.verify import QUERY_VERIFY_SIZE, HashCandidate, similarity_score, verify_candidate, window_name_turns
+    from copyhunt.fingerprint import found_image_view, pair_orientation, window_tilt
+    from copyhunt.verify import (QUERY_VERIFY_SIZE, HashCandidate, ref_box_from_view, reference_in_tilt_view, similarity_score,
+                                 verify_candidate, verify_in_view)
 
     state = _verifier(params)
     out = []
@@ -264,10 +282,11 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
         key = (customer_id, image_id, ref_sha256)
         if key == done_key:
             continue
+        copy_mirrored, copy_turns = pair_orientation(window, ref_window, bool(mirrored))
         if pairs_of[key] == 1 and distance >= params.weak_distance and isinstance(shard, str):
             searcher = _searcher(params.index_dir, params.index_version, params.search_k)
             opinion = second_opinion(query.gray(HASH_WORKING_SIZE), searcher.image_entries(shard, int(annoy_id)), (qx0, qy0, qx1, qy1),
-                                     (rx0, ry0, rx1, ry1), bool(mirrored), ref_window, window, params.second_opinion_bits)
+                                     (rx0, ry0, rx1, ry1), copy_mirrored, copy_turns, ref_window, window, params.second_opinion_bits)
             if opinion is False:
                 done_key = key
                 continue
@@ -276,10 +295,19 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
         except (BadImage, KeyError):
             done_key = key
             continue
-        candidate = HashCandidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), bool(mirrored), window_name_turns(ref_window))
-        v = verify_candidate(query.gray(QUERY_VERIFY_SIZE), reference, candidate)
-        if not v.ok:
+        candidate = HashCandidate((qx0, qy0, qx1, qy1), (rx0, ry0, rx1, ry1), copy_mirrored, copy_turns)
+        gray = query.gray(QUERY_VERIFY_SIZE)
+        ref_tilt = window_tilt(ref_window)
+        features, to_ref = (reference, None) if ref_tilt is None else reference_in_tilt_view(reference, ref_tilt)
+        if in_view(window):
+            view = found_image_view(gray, window)
+            v = verify_in_view(*view, gray.shape, features, candidate) if view is not None else None
+        else:
+            v = verify_candidate(gray, features, candidate)
+        if v is None or not v.ok:
             continue
+        if to_ref is not None:
+            v = ref_box_from_view(v, to_ref, (features.width, features.height), (reference.width, reference.height))
         done_key = key
         score = similarity_score(int(distance), v.inliers, v.prediction_error)
         if score < params.min_score:
@@ -289,43 +317,62 @@ def verify_query(query: QueryImage, pdf: pd.DataFrame, params: MatchParams) -> p
         qb = v.query_box
         out.append({
             "image_sha256": sha, "customer_id": customer_id, "image_id": image_id, "ref_sha256": ref_sha256,
-            "query_window": window, "ref_window": ref_window, "mirrored": bool(mirrored),
+            "query_window": window, "ref_window": ref_window, "mirrored": copy_mirrored,
             "distance": int(distance), "inliers": v.inliers, "score": score,
             "query_x0": round(tx0 + qb[0] * tw, 4), "query_y0": round(ty0 + qb[1] * th, 4),
             "query_x1": round(tx0 + qb[2] * tw, 4), "query_y1": round(ty0 + qb[3] * th, 4),
             "ref_x0": v.ref_box[0], "ref_y0": v.ref_box[1], "ref_x1": v.ref_box[2], "ref_y1": v.ref_box[3],
             "query_overlap": v.query_overlap, "ref_overlap": v.ref_overlap, "prediction_error": v.prediction_error,
         })
-    return pd.DataFrame(out, columns=MATCH_COLUMNS)
+    return pd.DataFrame(out, columns=MATCH_COLUMNS) if out else _no_matches()
 
 
-def second_opinion(query, entries: dict, query_box, ref_box, mirrored: bool, ref_window: str, query_window: str, max_bits: int) -> bool | None:
+def _no_matches() -> pd.DataFrame:
+    """An empty frame of matches. Most found images with candidates verify none, and building a
+    frame of 21 columns from nothing costs as much as a second opinion: the empty one is made
+    once and copied."""
+    global _NO_MATCHES
+    if _NO_MATCHES is None:
+        _NO_MATCHES = pd.DataFrame(columns=MATCH_COLUMNS)
+    return _NO_MATCHES.copy()
+
+
+_NO_MATCHES: pd.DataFrame | None = None
+
+
+def second_opinion(query, entries: dict, query_box, ref_box, mirrored: bool, turns: int, ref_window: str, query_window: str,
+                   max_bits: int) -> bool | None:
     """Do the reference's other windows, mapped into the found image where the window pair puts
     them, hash like the reference there? True if one is within ``max_bits``, False if none is,
-    None when it cannot tell (no other window lands inside the found image): then ORB decides."""
-    if query_window.startswith("derotated"):  # a view cut from the turned image: its box is not the image's
-        return None
-    distance = mapped_window_distance(query, entries, query_box, ref_box, mirrored, ref_window)
+    None when it cannot tell (no other window lands inside the found image): then ORB decides.
+    ``mirrored`` and ``turns`` take the reference to the copy (``fingerprint.pair_orientation``)."""
+    from copyhunt.fingerprint import found_image_view
+    if in_view(query_window):  # its box is relative to a view of the image: look there
+        view = found_image_view(query, query_window)
+        if view is None:
+            return None
+        query = view[0]
+    distance = mapped_window_distance(query, entries, query_box, ref_box, mirrored, turns, ref_window)
     return None if distance is None else distance <= max_bits
 
 
-def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: bool, ref_window: str) -> int | None:
+def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: bool, turns: int, ref_window: str) -> int | None:
     """The smallest Hamming distance between the reference's other blob windows and the found
     image's pixels where the window pair puts them, or None when none lands inside it.
 
     ``query`` is the found image's grey working copy at the hashing size (the pixels its own
-    hashes were made from); boxes are relative (0..1). The found image
-    is first turned back to the reference's orientation (mirrored, quarter turns of a whole
-    picture), so the mapped windows compare with the reference's plain entries.
+    hashes were made from); boxes are relative (0..1). The found image is first turned back to
+    the reference's orientation (``mirrored`` and ``turns`` take the reference to the copy), so
+    the mapped windows are where the reference's boxes say; each is then hashed in the
+    orientation its entry was (``fingerprint.canonical_orientations``).
     """
-    from copyhunt.fingerprint import MIN_WINDOW_PX, dct_blocks, hamming_many, hashes_from_blocks
-    from copyhunt.verify import oriented, window_name_turns
+    from copyhunt.fingerprint import MIN_WINDOW_PX, ORIENTATIONS, dct_blocks, hamming_many, hashes_from_blocks, window_orientation
+    from copyhunt.verify import oriented
 
     qx0, qy0, qx1, qy1 = query_box
     rx0, ry0, rx1, ry1 = ref_box
     if rx1 <= rx0 or ry1 <= ry0 or qx1 <= qx0 or qy1 <= qy0:
         return None
-    turns = window_name_turns(ref_window)
     if mirrored or turns:
         query = oriented(query, mirrored, turns)
         if mirrored:
@@ -333,7 +380,12 @@ def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: b
         for _ in range(turns):  # np.rot90 turns counter-clockwise: (x, y) -> (y, 1 - x)
             qx0, qy0, qx1, qy1 = qy0, 1 - qx1, qy1, 1 - qx0
     sx, sy = (qx1 - qx0) / (rx1 - rx0), (qy1 - qy0) / (ry1 - ry0)
-    others = ~entries["mirrored"].astype(bool) & np.char.startswith(entries["window"].astype(str), PART_WINDOW) & (entries["window"] != ref_window)
+    names = entries["window"].astype(str)
+    bases = np.array([name.split("-rot")[0].split("-mirror")[0] for name in names.tolist()])
+    matched_base = ref_window.split("-rot")[0].split("-mirror")[0]
+    # The reference's windows in the matched window's frame: the reference, or its tilt view.
+    in_tilt_view = np.char.startswith(names, TILT_WINDOW + "@")
+    others = np.char.startswith(names, PART_WINDOW) & (bases != matched_base) & (in_tilt_view == ref_window.startswith(TILT_WINDOW + "@"))
     if not others.any():
         return None
     h, w = query.shape
@@ -345,7 +397,14 @@ def mapped_window_distance(query, entries: dict, query_box, ref_box, mirrored: b
     if not inside.any():
         return None
     blocks, _ = dct_blocks(query, boxes[inside])
-    return int(hamming_many(hashes_from_blocks(blocks), entries["phash"][others][inside]).min())
+    # Each entry's orientation, as an index into ORIENTATIONS (their suffix and mirrored flag).
+    index_of = {(("", "-rot90", "-rot180", "-rot270").index(suffix), m): k for k, (suffix, m, _) in enumerate(ORIENTATIONS)}
+    kinds = [index_of[(window_orientation(n)[0], bool(m))] for n, m in zip(names[others][inside].tolist(), entries["mirrored"][others][inside].tolist())]
+    hashes = np.empty(len(kinds), np.int64)
+    for k in set(kinds):
+        rows = [i for i, kind in enumerate(kinds) if kind == k]
+        hashes[rows] = hashes_from_blocks(np.ascontiguousarray(ORIENTATIONS[k][2](blocks[rows])))
+    return int(hamming_many(hashes, entries["phash"][others][inside]).min())
 
 
 def arrow_match_schema():

@@ -275,7 +275,8 @@ def calibration_evidence(settings: Settings, out_dir: Path, assets: Path, seed: 
     from copyhunt.blobs import LocalBlobStore
     from copyhunt.imaging import BadImage, load_gray
     from copyhunt.matching import MatchParams, _verifier, best_pairs, search_frame
-    from copyhunt.verify import QUERY_VERIFY_SIZE, HashCandidate, verify_candidate, window_name_turns
+    from copyhunt.fingerprint import pair_orientation
+    from copyhunt.verify import QUERY_VERIFY_SIZE, HashCandidate, verify_candidate
 
     work = Path(out_dir) / "work" / f"calibration-{seed}"
     suite = build_suite(assets, work / "suite", seed)
@@ -299,7 +300,7 @@ def calibration_evidence(settings: Settings, out_dir: Path, assets: Path, seed: 
             continue
         for row in group.itertuples(index=False):
             v = verify_candidate(query, state.reference(row.ref_sha256), HashCandidate(
-                (row.qx0, row.qy0, row.qx1, row.qy1), (row.rx0, row.ry0, row.rx1, row.ry1), bool(row.mirrored), window_name_turns(row.ref_window)))
+                (row.qx0, row.qy0, row.qx1, row.qy1), (row.rx0, row.ry0, row.rx1, row.ry1), *pair_orientation(row.window, row.ref_window, bool(row.mirrored))))
             rows.append({"query": name_of[sha], "reference_id": row.image_id, "window": row.window, "ref_window": row.ref_window,
                          "copy": label_of[sha] == row.image_id, "distance": int(row.distance), "inliers": v.inliers,
                          "prediction_error": min(1.0, v.prediction_error), "verified": v.ok})

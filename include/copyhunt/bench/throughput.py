@@ -58,7 +58,9 @@ COPY_SHARE = 0.1  # share of copies in the end-to-end stream
 PIPELINE_IMAGES = 3_000  # the production path's stream (quick: 200)
 PIPELINE_ROUNDS = 3  # Spark job runs per input size: its fixed cost varies by seconds (two rounds once left it inseparable)
 MATCH_ROUNDS = 3  # alternating rounds of matching against each index size
-TARGETS = {"fingerprint_speedup": 3.0, "match_per_second_100k": 200.0, "slowdown_10k_to_100k": 2.0, "end_to_end_per_second": 116.0}
+# The fingerprint alone has no target since issue 21 (its time is spent where it buys recall);
+# the rates a day's run needs do.
+TARGETS = {"match_per_second_100k": 200.0, "slowdown_10k_to_100k": 2.0, "end_to_end_per_second": 116.0}
 
 
 @dataclass
@@ -167,8 +169,9 @@ def fingerprint_stages(files: list[Path], rounds: int = 3) -> tuple[dict[str, fl
     """Milliseconds per image of each stage of ``fingerprint_images`` (best of ``rounds``): where
     the time goes, next to the naive figure; and the mean number of window hashes (fingerprint
     rows) an image gets."""
-    from copyhunt.fingerprint import (FINGERPRINT_BATCH, HASH_WORKING_SIZE, QUERY_BLOBS, PHasher, blob_windows, fingerprint_images,
-                                      paste_blob_hashes_upsampled, paste_blob_windows, paste_windows)
+    from copyhunt.fingerprint import (FINGERPRINT_BATCH, HASH_WORKING_SIZE, QUERY_BLOBS, QUERY_CANONICAL_MARGIN, PHasher, blob_windows,
+                                      fingerprint_images, image_tilt, paste_blob_hashes_upsampled, paste_blob_windows, paste_windows,
+                                      plain_background_quad, rectified, tilt_prefix, tilt_view, tilt_view_windows)
     from copyhunt.imaging import load_gray
 
     datas = [f.read_bytes() for f in files]
@@ -196,15 +199,25 @@ def fingerprint_stages(files: list[Path], rounds: int = 3) -> tuple[dict[str, fl
             paste_blob_windows(g, p)
             paste_blob_hashes_upsampled(g, p, hasher)
 
+    def views() -> None:  # the tilt view and its blob windows, the plain-background quad and its warp
+        for g in grays:
+            tilt = image_tilt(g)
+            tilted = tilt_view(g, tilt)
+            if tilted is not None:
+                tilt_view_windows(g, tilted, tilt_prefix(tilt), hasher, QUERY_CANONICAL_MARGIN)
+            quad = plain_background_quad(g)
+            if quad is not None:
+                rectified(g, quad)
+
     def everything() -> None:  # in batches, as measure_fingerprints
         windows[:] = [len(rows) for start in range(0, len(datas), FINGERPRINT_BATCH)
                       for rows, _ in fingerprint_images((("bench", d) for d in datas[start:start + FINGERPRINT_BATCH]), 64_000_000)]
 
     best = best_seconds({"decode and trim": decode, "blob windows": blobs, "paste proposals": proposals,
-                         "blob searches in proposals": searches_in_proposals, "all": everything}, rounds)
+                         "blob searches in proposals": searches_in_proposals, "tilt and plain-background views": views, "all": everything}, rounds)
     ms = {name: 1000 * v / len(files) for name, v in best.items()}
     total = ms.pop("all")
-    ms["window hashes, collage seams, rows"] = max(0.0, total - sum(ms.values()))
+    ms["window hashes, collages, rows"] = max(0.0, total - sum(ms.values()))
     return {k: round(v, 3) for k, v in ms.items()}, float(np.mean(windows))
 
 
@@ -627,7 +640,7 @@ def figures(report: ThroughputReport) -> list:
 def format_table(report: ThroughputReport) -> list[list[str]]:
     rows = [["measure", "value", "baseline / comparison", "target"]]
     rows.append(["fingerprints per second, 1 core, 1-MP JPEG", f"{report.fingerprint_per_second:.1f}",
-                 f"naive phash {report.naive_per_second:.1f}/s: {report.fingerprint_speedup:.2f}x", ">= 3x naive"])
+                 f"naive phash {report.naive_per_second:.1f}/s: {report.fingerprint_speedup:.2f}x", ""])
     rows.append(["  one whole-image pHash, our decode path", f"{report.whole_image_per_second:.1f}",
                  f"{report.whole_image_per_second / report.naive_per_second:.2f}x naive: the rest is blob detection, paste proposals "
                  f"and {report.fingerprint_windows:.1f} window hashes per image", ""])

@@ -113,24 +113,45 @@ def median_by_selection(values: np.ndarray, scratch: np.ndarray) -> np.float32:
 
 
 @njit(cache=True, nogil=True)
-def seam_strengths(gray: np.ndarray, axis: int, reach: int) -> tuple[float, float]:
-    # Mean |step| between neighbouring lines: integer sums (exact), divided in float32 as a
-    # float32 mean would be.
+def seam_profile(gray: np.ndarray, axis: int, step_over_median: float, min_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Along ``axis`` (1: columns, 0: rows) of a grey image: for each pair of neighbouring lines,
+    the share of their pixel pairs that differ by more than a clear step (``step_over_median``
+    times the image's median step between neighbours along the axis, and at least ``min_step``
+    grey levels); and the standard deviation of each line's pixels (a gutter's line is flat).
+
+    Two photos side by side differ across their whole seam; a photo's own edges run along part
+    of a line at most."""
     h, w = gray.shape
     length, across = (w, h) if axis == 1 else (h, w)
-    steps = np.zeros(length - 1, np.float32)
-    totals = np.zeros(length - 1, np.int64)
-    for y in range(h - (axis == 0)):
-        for x in range(w - (axis == 1)):
-            step = abs(np.int32(gray[y + (axis == 0), x + (axis == 1)]) - np.int32(gray[y, x]))
-            totals[x if axis == 1 else y] += step
-    for i in range(length - 1):
-        steps[i] = np.float32(totals[i]) / np.float32(across)
-    typical = np.float64(median_by_selection(steps, np.empty(len(steps), np.float32))) + 1e-3
-    out = [np.inf, np.inf]
-    for parts in (2, 3):
-        for k in range(1, parts):
-            at = k * length / parts
-            lo, hi = max(0, int(at - reach)), min(len(steps), int(at + reach) + 1)
-            out[parts - 2] = min(out[parts - 2], np.float64(steps[lo:hi].max()) / typical)
-    return out[0], out[1]
+    counts = np.zeros(256, np.int64)
+    steps = np.empty((max(length - 1, 0), across), np.uint8)
+    sums = np.zeros(length, np.int64)
+    squares = np.zeros(length, np.int64)
+    for y in range(h):
+        for x in range(w):
+            v = np.int64(gray[y, x])
+            line, at = (x, y) if axis == 1 else (y, x)
+            sums[line] += v
+            squares[line] += v * v
+            if line + 1 < length:
+                step = abs(np.int64(gray[y + (axis == 0), x + (axis == 1)]) - v)
+                steps[line, at] = step
+                counts[step] += 1
+    total, seen, median = len(steps) * across, 0, 0
+    for value in range(256):  # the lower middle step
+        seen += counts[value]
+        if 2 * seen >= total:
+            median = value
+            break
+    clear = max(float(min_step), step_over_median * median)
+    share = np.empty(len(steps), np.float32)
+    for line in range(len(steps)):
+        above = 0
+        for at in range(across):
+            above += steps[line, at] > clear
+        share[line] = np.float32(above / across)
+    spread = np.empty(length, np.float32)
+    for i in range(length):
+        mean = sums[i] / across
+        spread[i] = np.float32(math.sqrt(max(squares[i] / across - mean * mean, 0.0)))
+    return share, spread
