@@ -149,7 +149,7 @@ def build_index(entries: pd.DataFrame, index_dir: Path, shard_size: int) -> Buil
         built.append(sid)
 
     shards = kept + new_shards
-    for sid in kept + reused:
+    for sid in shards:  # a shard kept or reused from before the mapped files gets them now
         ensure_mapped_side(shards_dir, sid)
     version = _publish(index_dir, shards, int(len(entries)))
     return BuildResult(version, shards, built, reused + kept, int(len(entries)))
@@ -225,10 +225,9 @@ def compact_index(index_dir: Path, shard_size: int, keep: Callable[[pd.DataFrame
         if not _shard_present(shards_dir, sid):
             _write_shard(chunk, shards_dir, sid)
             built.append(sid)
-        ensure_mapped_side(shards_dir, sid)
-    for sid in kept:
-        ensure_mapped_side(shards_dir, sid)
     shards = kept + new_shards
+    for sid in shards:  # a shard kept or reused from before the mapped files gets them now
+        ensure_mapped_side(shards_dir, sid)
     entries = sum(counts[s] for s in kept) + int(len(rest))
     return CompactResult(_publish(index_dir, shards, entries), shards, merged, built, dropped)
 
@@ -299,11 +298,10 @@ def mapped_side_arrays(side: pd.DataFrame) -> dict[str, np.ndarray]:
     ref_codes, _ = pd.factorize(refs_key, sort=False)
     firsts = side.iloc[np.unique(ref_codes, return_index=True)[1]]
     window_codes, window_names = pd.factorize(side["window"].astype(str), sort=True)
-    refs = np.empty(len(firsts), dtype=[("customer_id", _fixed_width(firsts["customer_id"]).dtype),
-                                        ("image_id", _fixed_width(firsts["image_id"]).dtype),
-                                        ("ref_sha256", _fixed_width(firsts["ref_sha256"]).dtype)])
-    for c in ("customer_id", "image_id", "ref_sha256"):
-        refs[c] = _fixed_width(firsts[c])
+    ref_columns = {c: _fixed_width(firsts[c]) for c in ("customer_id", "image_id", "ref_sha256")}
+    refs = np.empty(len(firsts), dtype=[(c, values.dtype) for c, values in ref_columns.items()])
+    for c, values in ref_columns.items():
+        refs[c] = values
     rows = np.empty(len(side), dtype=ROW_FIELDS)
     rows["ref"] = ref_codes
     rows["window"] = window_codes
