@@ -40,7 +40,6 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 from annoy import AnnoyIndex
 
