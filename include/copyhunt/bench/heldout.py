@@ -326,10 +326,9 @@ def precision_at_scale(settings: Settings, work: Path, assets: Path, real_index:
     """False hits per 10,000 unrelated queries against the suite's references among synthetic ones."""
     from copyhunt import standalone
     from copyhunt.bench.robustness import _match_chunk
-    from copyhunt.bench.throughput import build_benchmark_index, give_synthetic_features
+    from copyhunt.bench.throughput import benchmark_match_params, build_benchmark_index
     from copyhunt.blobs import LocalBlobStore
     from copyhunt.index import current_shards
-    from copyhunt.matching import MatchParams
     from copyhunt.verify import DEFAULT_MIN_SCORE
 
     scale = work / f"scale-{n_refs}-{n_queries}"
@@ -341,15 +340,9 @@ def precision_at_scale(settings: Settings, work: Path, assets: Path, real_index:
     index_dir = scale / "index"
     if not (index_dir / "CURRENT").exists():
         build_benchmark_index(real_entries, n_refs, index_dir, settings.shard_size)
-    for src in (real_index / "features").rglob("*.orb"):  # the real references verify with their own features
-        dst = index_dir / "features" / src.relative_to(real_index / "features")
-        if not dst.exists():
-            atomic_write_bytes(dst, src.read_bytes())
     blobs = LocalBlobStore(scale / "query-blobs")
     names, fingerprints, bad = standalone.fingerprint_folder(sorted(folder.iterdir()), blobs, settings, lambda items, **_: items, workers)
-    params = MatchParams(index_dir=str(index_dir), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(real_index / "blobs"),
-                         max_image_pixels=settings.max_image_pixels)
-    give_synthetic_features(params, [fingerprints])
+    params = benchmark_match_params(index_dir, real_index, blobs.root, settings.max_image_pixels, [fingerprints])
     shas = sorted(fingerprints["image_sha256"].unique())
     chunks = [fingerprints[fingerprints["image_sha256"].isin(set(shas[i::workers * 4]))] for i in range(workers * 4)]
     with ProcessPoolExecutor(max_workers=workers) as pool:

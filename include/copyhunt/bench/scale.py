@@ -25,7 +25,6 @@ reason, not run into the out-of-memory killer.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import time
@@ -79,44 +78,15 @@ class ScaleReport:
 
 
 # ---- the two measured processes ------------------------------------------------------------------
-def _status_mb(field_name: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _peak_rss_mb() -> float:
-    """This process's own peak RSS. Not ``ru_maxrss``: Linux carries that over fork and exec, so a
-    child started from a large parent reports the parent's peak; VmHWM starts afresh at exec."""
-    return _status_mb("VmHWM")
-
-
-def _current_rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
-def _build(entries_path: str, index_dir: str, shard_size: int) -> dict:
-    """In a spawned process: build the index from the entries file, the way customer_index does."""
-    from copyhunt.index import build_index
-
-    entries = pd.read_parquet(entries_path)
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    result = build_index(entries, Path(index_dir), shard_size)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"seconds": wall, "cpu_seconds": cpu, "cores": cpu / wall, "peak_rss_mb": _peak_rss_mb(),
-            "entries": result.entries, "shards": len(result.shards)}
-
-
 def _match(params, stream_path: str, suite_path: str, truth: dict[str, str | None], sha_to_name: dict[str, str]) -> dict:
     """In a spawned process pinned to one CPU: open the index as a Spark worker does, then match."""
-    from copyhunt.bench.throughput import copies_found, measure_matching
+    from copyhunt.bench.throughput import copies_found, measure_matching, peak_rss_mb, status_mb
     from copyhunt.matching import _searcher
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     _searcher(params.index_dir, params.index_version, params.search_k)
-    opened = _current_rss_mb()
+    opened = status_mb("VmRSS")
     stream = pd.read_parquet(stream_path)
     cpu0 = time.process_time()
     figures = measure_matching(stream, params, None)
@@ -126,14 +96,8 @@ def _match(params, stream_path: str, suite_path: str, truth: dict[str, str | Non
     found = copies_found(pd.read_parquet(suite_path), params, truth, sha_to_name)
     # Of the resident pages at the end, the file-backed ones are the index's mapped files: shared by
     # the workers of a machine and given back under memory pressure; the anonymous ones are the worker's own.
-    return {**figures, **found, "open_rss_mb": opened, "peak_rss_mb": _peak_rss_mb(), "anon_rss_mb": _status_mb("RssAnon"),
-            "file_rss_mb": _status_mb("RssFile")}
-
-
-def _in_fresh_process(fn: Callable, *args):
-    """A spawned interpreter (not a fork, whose resident pages would be the parent's too)."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
+    return {**figures, **found, "open_rss_mb": opened, "peak_rss_mb": peak_rss_mb(), "anon_rss_mb": status_mb("RssAnon"),
+            "file_rss_mb": status_mb("RssFile")}
 
 
 def _available_memory_mb() -> float:
@@ -186,10 +150,9 @@ def run_scale(settings: Settings, out_dir: Path, assets: Path, sizes: tuple[int,
     from copyhunt import standalone
     from copyhunt.bench.suite import build_suite
     from copyhunt.bench.throughput import (
-        COPY_SHARE, _write_all, benchmark_index_key, give_synthetic_features, megapixel_jpegs, synthetic_entries)
+        COPY_SHARE, _write_all, benchmark_index_key, benchmark_match_params, build_benchmark_index, in_fresh_process, megapixel_jpegs)
     from copyhunt.blobs import LocalBlobStore
     from copyhunt.index import current_shards
-    from copyhunt.matching import MatchParams
 
     work = Path(out_dir) / "work" / "scale"
     work.mkdir(parents=True, exist_ok=True)
@@ -232,27 +195,15 @@ def run_scale(settings: Settings, out_dir: Path, assets: Path, sizes: tuple[int,
             built = json.loads(built_file.read_text())
         else:
             log(f"building a {n_refs:,}-reference index in a fresh process")
-            n_synthetic = max(0, n_refs - real_entries["image_id"].nunique())
-            entries = pd.concat([real_entries, synthetic_entries(n_synthetic, real_entries, SEED + n_refs)], ignore_index=True)
-            entries_path = work / f"entries-{n_refs}.parquet"
-            entries.to_parquet(entries_path)
-            del entries
-            built = _in_fresh_process(_build, str(entries_path), str(index_dir), settings.shard_size)
-            entries_path.unlink()
+            built = build_benchmark_index(real_entries, n_refs, index_dir, settings.shard_size)
             atomic_write_bytes(built_file, json.dumps(built).encode())
-        for src in real_features:
-            dst = index_dir / "features" / src.relative_to(real_index / "features")
-            if not dst.exists():
-                atomic_write_bytes(dst, src.read_bytes())
-        params = MatchParams(index_dir=str(index_dir), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(real_index / "blobs"),
-                             max_image_pixels=settings.max_image_pixels)
-        give_synthetic_features(params, [stream_fp, suite_fp])
+        params = benchmark_match_params(index_dir, real_index, blobs.root, settings.max_image_pixels, [stream_fp, suite_fp])
         log(f"matching {stream_fp['image_sha256'].nunique()} found images against {n_refs:,} references (a fresh process, one core)")
-        m = _in_fresh_process(_match, params, str(stream_path), str(suite_path), truth, sha_to_name)
+        m = in_fresh_process(_match, params, str(stream_path), str(suite_path), truth, sha_to_name)
         shard_bytes = _bytes_under(index_dir / "shards")
         report.points.append(ScalePoint(
             refs=n_refs, entries=int(built["entries"]), shards=int(built["shards"]), build_seconds=round(built["seconds"], 1),
-            build_cpu_seconds=round(built.get("cpu_seconds", built["seconds"] * built["cores"]), 1), build_cores=round(built["cores"], 2), build_peak_rss_mb=round(built["peak_rss_mb"], 1),
+            build_cpu_seconds=round(built["cpu_seconds"], 1), build_cores=round(built["cores"], 2), build_peak_rss_mb=round(built["peak_rss_mb"], 1),
             shard_bytes_per_ref=round(shard_bytes / n_refs, 1), feature_bytes_per_ref=round(feature_bytes_per_ref, 1),
             worker_open_rss_mb=round(m["open_rss_mb"], 1), worker_peak_rss_mb=round(m["peak_rss_mb"], 1),
             worker_anon_rss_mb=round(m["anon_rss_mb"], 1), worker_file_rss_mb=round(m["file_rss_mb"], 1),

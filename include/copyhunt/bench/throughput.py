@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import random
 import re
@@ -269,15 +270,35 @@ def synthetic_entries(n_refs: int, templates: pd.DataFrame, seed: int) -> pd.Dat
     return frame[ENTRY_COLUMNS]
 
 
-def _build_in_child(args: tuple) -> dict:
+def status_mb(field_name: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM, RssAnon, ...), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Not ``ru_maxrss``: Linux carries that over fork and exec, so a
+    child started from a large parent reports the parent's peak; VmHWM starts afresh at exec."""
+    return status_mb("VmHWM")
+
+
+def in_fresh_process(fn: Callable, *args):
+    """``fn(*args)`` in a spawned interpreter (not a fork, whose resident pages would be the parent's too)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _build_in_child(entries_path: str, index_dir: str, shard_size: int) -> dict:
     """Runs in a fresh process so its peak memory is the build's own."""
-    entries_path, index_dir, shard_size = args
     from copyhunt.index import build_index
 
     entries = pd.read_parquet(entries_path)
-    t = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     result = build_index(entries, Path(index_dir), shard_size)
-    return {"seconds": time.perf_counter() - t, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"seconds": wall, "cpu_seconds": cpu, "cores": cpu / wall, "peak_rss_mb": peak_rss_mb(),
             "entries": result.entries, "shards": len(result.shards)}
 
 
@@ -297,10 +318,27 @@ def build_benchmark_index(real_entries: pd.DataFrame, n_refs: int, index_dir: Pa
     index_dir.mkdir(parents=True, exist_ok=True)
     path = index_dir.parent / f"{index_dir.name}-entries.parquet"
     entries.to_parquet(path)
-    with ProcessPoolExecutor(max_workers=1) as pool:
-        built = pool.submit(_build_in_child, (str(path), str(index_dir), shard_size)).result()
+    del entries  # the build's process reads them back: this one need not hold them meanwhile
+    built = in_fresh_process(_build_in_child, str(path), str(index_dir), shard_size)
     path.unlink()
     return built
+
+
+def benchmark_match_params(index_dir: Path, real_index: Path, query_blobs: Path, max_image_pixels: int,
+                           fingerprints: list[pd.DataFrame]):
+    """Matching parameters for a benchmark index: the real references' features copied in, so
+    their copies verify, and the synthetic references that ``fingerprints`` reach given some
+    (``give_synthetic_features``)."""
+    from copyhunt.matching import MatchParams
+
+    for src in (real_index / "features").rglob("*.orb"):
+        dst = index_dir / "features" / src.relative_to(real_index / "features")
+        if not dst.exists():
+            atomic_write_bytes(dst, src.read_bytes())
+    params = MatchParams(index_dir=str(index_dir), index_version=None, query_blobs=str(query_blobs), ref_blobs=str(real_index / "blobs"),
+                         max_image_pixels=max_image_pixels)
+    give_synthetic_features(params, fingerprints)
+    return params
 
 
 def measure_matching(fingerprints: pd.DataFrame, params, blobs) -> dict[str, float]:
@@ -541,14 +579,7 @@ def run_throughput(settings: Settings, out_dir: Path, assets: Path, quick: bool 
         if not (index_dir / "CURRENT").exists():
             log(f"building a {n_refs}-reference index")
             built = build_benchmark_index(real_entries, n_refs, index_dir, settings.shard_size)
-        # the real references' features, so their copies verify
-        for src in (real_index / "features").rglob("*.orb"):
-            dst = index_dir / "features" / src.relative_to(real_index / "features")
-            if not dst.exists():
-                atomic_write_bytes(dst, src.read_bytes())
-        params = MatchParams(index_dir=str(index_dir), index_version=None, query_blobs=str(blobs.root), ref_blobs=str(real_index / "blobs"),
-                             max_image_pixels=settings.max_image_pixels)
-        give_synthetic_features(params, [stream_fingerprints, suite_fingerprints])
+        params = benchmark_match_params(index_dir, real_index, blobs.root, settings.max_image_pixels, [stream_fingerprints, suite_fingerprints])
         size_params[n_refs] = params
         figures = copies_found(suite_fingerprints, params, truth, sha_to_name)
         if built:
